@@ -1,0 +1,27 @@
+"""fastrobust: fast adversarial training, honest robustness evaluation, robust representations.
+
+Implements and extends Goodwin et al., "Fast Training of Deep Neural Networks Robust to
+Adversarial Perturbations" (HPEC 2020).
+"""
+
+from fastrobust.attacks import fgsm, pgd
+from fastrobust.checkpoint import load_model
+from fastrobust.config import TrainConfig
+from fastrobust.engine import TrainResult, fit, resume
+from fastrobust.threat import L2, Linf, ThreatModel, threat_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "L2",
+    "Linf",
+    "ThreatModel",
+    "TrainConfig",
+    "TrainResult",
+    "fgsm",
+    "fit",
+    "load_model",
+    "pgd",
+    "resume",
+    "threat_model",
+]

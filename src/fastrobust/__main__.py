@@ -1,0 +1,3 @@
+from fastrobust.cli import main
+
+raise SystemExit(main())

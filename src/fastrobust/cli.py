@@ -1,0 +1,71 @@
+"""The ``fastrobust`` command line: subcommands, one-line errors, the only place that prints."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from fastrobust.errors import FastRobustError
+
+#: subcommand modules under fastrobust.commands; each has add_parser(subparsers) and run(args)
+COMMANDS = ["train", "eval", "visualize", "timing"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (exit status 2) instead of usage + error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="fastrobust",
+        description="Fast adversarial training, honest robustness evaluation and "
+        "representation visualisation (Goodwin et al., HPEC 2020).",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"fastrobust.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"fastrobust.commands.{name}":
+                continue
+            raise
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        argv = ["train"]  # the offline default job
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    try:
+        with logging_redirect_tqdm():
+            return int(args.func(args) or 0)
+    except FastRobustError as exc:
+        print(f"fastrobust: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fastrobust: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""``fastrobust train``: every TrainConfig field is a flag; ``--config`` YAML gives defaults."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from typing import Any
+
+from fastrobust.config import TrainConfig, field_help
+
+
+def _flag_type(annotation: str) -> Any:
+    if "bool" in annotation:
+        return bool
+    if "float" in annotation:
+        return float
+    if "int" in annotation:
+        return int
+    return str
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model (default: fast L2 training of a small CNN on the bundled digits)",
+        description="Train with standard, fast (one random-start step) or K-step PGD "
+        "adversarial training. Launch with torchrun for data-parallel training.",
+    )
+    p.add_argument("--config", help="YAML file of defaults (flags override it)")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder exactly")
+    helps = field_help()
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = _flag_type(str(f.type))
+        text = helps.get(f.name, "")
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            p.add_argument(flag, type=kind, default=None, help=f"{text} (default: {f.default})")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    if args.config:
+        return TrainConfig.from_yaml(args.config, **overrides)
+    return TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
+
+
+def _report(result: Any) -> None:
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if not is_main:
+        return
+    if result.interrupted:
+        print(
+            f"interrupted after epoch {result.epochs_done}; resume with: "
+            f"fastrobust train --resume {result.run_dir}"
+        )
+        return
+    if result.collapsed_at is not None:
+        print(f"stopped at epoch {result.collapsed_at}: catastrophic overfitting (early stop)")
+    if result.val_clean_acc is not None:
+        print(
+            f"validation accuracy: clean {result.val_clean_acc:.4f}, adversarial {result.val_adv_acc:.4f}"
+        )
+    if result.best_epoch is not None:
+        print(
+            f"best adversarial accuracy {result.best_adv_acc:.4f} at epoch {result.best_epoch} "
+            f"({result.time_to_best_s:.1f}s); {result.epochs_done} epochs in {result.time_to_last_s:.1f}s"
+        )
+    print(f"run folder: {result.run_dir}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from fastrobust import engine
+
+    try:
+        if args.resume:
+            result = engine.resume(args.resume, epochs=args.epochs)
+        else:
+            result = engine.fit(config_from_args(args))
+    finally:
+        from fastrobust.distributed import shutdown_distributed
+
+        shutdown_distributed()
+    _report(result)
+    return 130 if result.interrupted else 0

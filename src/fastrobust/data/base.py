@@ -1,0 +1,88 @@
+"""The in-memory dataset type and the name -> loader registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from fastrobust.errors import ConfigError
+
+
+@dataclass
+class ImageDataset:
+    """A dataset held as uint8 ``N x C x H x W`` tensors (decoded to ``[0,1]`` per batch)."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: list[str]
+    mean: list[float]
+    std: list[float]
+    crop_padding: int = 0
+    """random-crop padding used by training augmentation (0: no crop)"""
+    flip: bool = False
+    """whether training augmentation flips horizontally"""
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train_x.shape[-1])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+    def split(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x uint8, y)`` of the ``train`` or ``test`` split."""
+        if which == "train":
+            return self.train_x, self.train_y
+        if which == "test":
+            return self.test_x, self.test_y
+        raise ConfigError(f"unknown split {which!r}; choose train or test")
+
+
+def to_float(x_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float images in ``[0,1]``."""
+    return x_uint8.float().div_(255.0)
+
+
+def channel_stats(x_uint8: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of a uint8 image tensor, in ``[0,1]`` units."""
+    x = to_float(x_uint8)
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
+
+
+DatasetLoader = Callable[[Path | None], ImageDataset]
+DATASETS: dict[str, DatasetLoader] = {}
+
+
+def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
+    """Decorator adding a dataset loader ``fn(data_dir) -> ImageDataset``."""
+
+    def wrap(fn: DatasetLoader) -> DatasetLoader:
+        DATASETS[name] = fn
+        return fn
+
+    return wrap
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None) -> ImageDataset:
+    """Load a registered dataset by name (``digits``, ``cifar10``, ``cifar100``)."""
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(sorted(DATASETS))}")
+    return DATASETS[name](Path(data_dir).expanduser() if data_dir else None)

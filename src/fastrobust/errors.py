@@ -1,0 +1,23 @@
+"""Exceptions for user mistakes: the CLI turns each into a one-line message and exit status 2."""
+
+from __future__ import annotations
+
+
+class FastRobustError(Exception):
+    """A problem the user can fix (bad flag, missing file, foreign checkpoint, ...)."""
+
+
+class ConfigError(FastRobustError, ValueError):
+    """An invalid configuration value."""
+
+
+class DataError(FastRobustError):
+    """A dataset that is missing, malformed, or does not fit the model."""
+
+
+class CheckpointError(FastRobustError):
+    """A checkpoint or run folder that is missing, corrupt or not written by fastrobust."""
+
+
+class TrainingDiverged(FastRobustError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""

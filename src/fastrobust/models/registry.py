@@ -1,0 +1,124 @@
+"""A name -> constructor registry, the ``Normalize`` wrapper and user ``module:factory`` models.
+
+Every model built here takes images in ``[0,1]``: the dataset mean/std are buffers of a
+:class:`NormalizedModel` wrapper, so attacks and eps are always in pixel space.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from fastrobust.errors import ConfigError
+
+#: constructor(num_classes=, in_channels=, image_size=) -> nn.Module (without normalisation)
+ModelFactory = Callable[..., nn.Module]
+MODELS: dict[str, ModelFactory] = {}
+
+
+def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator adding an architecture constructor to :data:`MODELS`."""
+
+    def wrap(fn: ModelFactory) -> ModelFactory:
+        MODELS[name] = fn
+        return fn
+
+    return wrap
+
+
+class NormalizedModel(nn.Module):
+    """``net((x - mean) / std)``: inputs stay ``[0,1]`` images; mean/std are buffers."""
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer(
+            "mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+        )
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a model from a checkpoint (no code is pickled)."""
+
+    name: str
+    """registry name, or ``package.module:factory`` for a user model"""
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelSpec:
+        return cls(
+            **{k: d[k] for k in ("name", "num_classes", "in_channels", "image_size", "mean", "std")}
+        )
+
+
+def _import_factory(spec: str) -> ModelFactory:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        factory = getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import model factory {spec!r}: {exc}") from None
+    if not callable(factory):
+        raise ConfigError(f"model factory {spec!r} is not callable")
+    return factory
+
+
+def build_model(spec: ModelSpec) -> NormalizedModel:
+    """Construct the architecture named in ``spec`` wrapped with its normalisation.
+
+    A user factory (``package.module:factory``) is called with keyword arguments
+    ``num_classes``, ``in_channels`` and ``image_size``, falling back to ``num_classes`` only
+    and then to no arguments, and must return an ``nn.Module`` mapping images to logits.
+    """
+    if ":" in spec.name:
+        factory = _import_factory(spec.name)
+        net = None
+        for kwargs in (
+            {
+                "num_classes": spec.num_classes,
+                "in_channels": spec.in_channels,
+                "image_size": spec.image_size,
+            },
+            {"num_classes": spec.num_classes},
+            {},
+        ):
+            try:
+                net = factory(**kwargs)
+                break
+            except TypeError:
+                continue
+        if not isinstance(net, nn.Module):
+            raise ConfigError(f"model factory {spec.name!r} did not return an nn.Module")
+    elif spec.name in MODELS:
+        net = MODELS[spec.name](
+            num_classes=spec.num_classes, in_channels=spec.in_channels, image_size=spec.image_size
+        )
+    else:
+        raise ConfigError(
+            f"unknown model {spec.name!r}; choose one of {', '.join(sorted(MODELS))} "
+            "or give package.module:factory"
+        )
+    mean = spec.mean or [0.0] * spec.in_channels
+    std = spec.std or [1.0] * spec.in_channels
+    return NormalizedModel(net, mean, std)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

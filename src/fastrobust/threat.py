@@ -1,0 +1,173 @@
+"""Threat models: the one abstraction every attack, adversary and visualisation uses.
+
+A threat model is a norm ball of radius ``eps`` around an image ``x`` in ``[0,1]``,
+intersected with the ``[0,1]`` box. It supplies three operations (the foolbox-3 split):
+
+* ``sample(x)``: a random start inside the ball (and the box);
+* ``step(delta, grad, alpha)``: move ``delta`` by ``alpha`` along the steepest-ascent
+  direction of the norm (the per-sample L2-normalised gradient, or its sign for L-inf);
+* ``project(delta, x)``: back into the ball, then into the box.
+
+All norms and normalisations are per sample: every dimension but the batch one is flattened.
+Projecting into the box after the ball never increases the norm (each coordinate only shrinks
+towards zero), so the result of ``project`` satisfies both constraints at once.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+
+from fastrobust.errors import ConfigError
+
+_TINY = 1e-12
+
+
+def _per_sample(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Reshape a per-sample vector ``v`` (shape B) to broadcast against ``x`` (B x ...)."""
+    return v.view(-1, *([1] * (x.dim() - 1)))
+
+
+def project_box(delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Clip ``delta`` so that ``x + delta`` lies in ``[0,1]``."""
+    return (x + delta).clamp_(0.0, 1.0) - x
+
+
+class ThreatModel(ABC):
+    """A norm ball of radius ``eps`` intersected with the ``[0,1]`` image box."""
+
+    name: ClassVar[str]
+    #: random-start names this norm understands (first is the default)
+    random_starts: ClassVar[tuple[str, ...]]
+    #: default single-step size as a multiple of eps (fast adversarial training)
+    fast_alpha_factor: ClassVar[float]
+
+    def __init__(self, eps: float, *, random_start: str | None = None) -> None:
+        eps = float(eps)
+        if not math.isfinite(eps) or eps < 0:
+            raise ConfigError(f"eps must be a finite number >= 0, got {eps}")
+        start = self.random_starts[0] if random_start is None else random_start
+        if start not in self.random_starts:
+            raise ConfigError(
+                f"random start {start!r} is not defined for {self.name}; "
+                f"choose one of {', '.join(self.random_starts)}"
+            )
+        self.eps = eps
+        self.random_start = start
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(eps={self.eps:g}, random_start={self.random_start!r})"
+
+    def with_eps(self, eps: float) -> ThreatModel:
+        """The same norm and random start with another radius."""
+        return type(self)(eps, random_start=self.random_start)
+
+    @abstractmethod
+    def norm(self, delta: torch.Tensor) -> torch.Tensor:
+        """Per-sample norm of ``delta`` (shape B)."""
+
+    @abstractmethod
+    def direction(self, grad: torch.Tensor) -> torch.Tensor:
+        """Unit steepest-ascent direction for this norm, per sample."""
+
+    @abstractmethod
+    def project_ball(self, delta: torch.Tensor) -> torch.Tensor:
+        """Closest point of the eps-ball (centred at 0) to ``delta``, per sample."""
+
+    @abstractmethod
+    def _sample_ball(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """A random start of the configured kind, before the box projection."""
+
+    def sample(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Random start delta inside the ball and with ``x + delta`` in ``[0,1]``."""
+        if self.random_start == "none" or self.eps == 0:
+            return torch.zeros_like(x)
+        return project_box(self._sample_ball(x, generator), x)
+
+    def step(self, delta: torch.Tensor, grad: torch.Tensor, alpha: float) -> torch.Tensor:
+        """``delta + alpha * direction(grad)`` (not projected)."""
+        return delta + alpha * self.direction(grad)
+
+    def project(self, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Project ``delta`` into the ball, then into the box around ``x``."""
+        return project_box(self.project_ball(delta), x)
+
+    def contains(self, delta: torch.Tensor, x: torch.Tensor, *, rtol: float = 1e-5) -> torch.Tensor:
+        """Per-sample boolean: is ``delta`` a valid perturbation of ``x`` under this model?"""
+        inside = self.norm(delta) <= self.eps * (1 + rtol) + 1e-7
+        adv = (x + delta).flatten(1)
+        in_box = (adv >= -1e-6).all(1) & (adv <= 1 + 1e-6).all(1)
+        return inside & in_box
+
+
+class L2(ThreatModel):
+    """L2 ball. Random starts (Goodwin et al. 2020, Algorithm 1 samples uniformly in the ball):
+
+    * ``ball``: uniform in the ball, radius ``eps * U**(1/d)`` times a uniform direction (default);
+    * ``sphere``: uniform on the surface, radius ``eps`` (MadryLab ``robustness``);
+    * ``radius``: radius ``eps * U`` (torchattacks), which concentrates mass near the centre;
+    * ``none``: start at zero.
+    """
+
+    name = "l2"
+    random_starts = ("ball", "sphere", "radius", "none")
+    fast_alpha_factor = 1.5
+
+    def norm(self, delta: torch.Tensor) -> torch.Tensor:
+        return delta.flatten(1).norm(p=2, dim=1)
+
+    def direction(self, grad: torch.Tensor) -> torch.Tensor:
+        return grad / _per_sample(self.norm(grad).clamp_min(_TINY), grad)
+
+    def project_ball(self, delta: torch.Tensor) -> torch.Tensor:
+        factor = (self.eps / self.norm(delta).clamp_min(_TINY)).clamp(max=1.0)
+        return delta * _per_sample(factor, delta)
+
+    def _sample_ball(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        batch, dim = x.shape[0], x[0].numel()
+        g = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+        unit = self.direction(g)
+        if self.random_start == "sphere":
+            return self.eps * unit
+        u = torch.rand(batch, device=x.device, dtype=x.dtype, generator=generator)
+        radius = u.pow(1.0 / dim) if self.random_start == "ball" else u
+        return _per_sample(self.eps * radius, x) * unit
+
+
+class Linf(ThreatModel):
+    """L-infinity ball. Random starts: ``ball`` (uniform in the cube, as in FGSM with random
+    start, Wong et al. 2020), ``sphere`` (a random corner, every coordinate at +-eps), ``none``.
+    """
+
+    name = "linf"
+    random_starts = ("ball", "sphere", "none")
+    fast_alpha_factor = 1.25
+
+    def norm(self, delta: torch.Tensor) -> torch.Tensor:
+        return delta.flatten(1).abs().amax(dim=1)
+
+    def direction(self, grad: torch.Tensor) -> torch.Tensor:
+        return grad.sign()
+
+    def project_ball(self, delta: torch.Tensor) -> torch.Tensor:
+        return delta.clamp(-self.eps, self.eps)
+
+    def _sample_ball(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        u = torch.rand(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+        if self.random_start == "sphere":
+            return self.eps * torch.where(u < 0.5, -1.0, 1.0).to(x.dtype)
+        return self.eps * (2 * u - 1)
+
+
+THREAT_MODELS: dict[str, type[ThreatModel]] = {cls.name: cls for cls in (L2, Linf)}
+
+
+def threat_model(name: str, eps: float, *, random_start: str | None = None) -> ThreatModel:
+    """Build a threat model by norm name (``l2`` or ``linf``)."""
+    key = name.lower().replace("-", "")
+    if key not in THREAT_MODELS:
+        raise ConfigError(f"unknown norm {name!r}; choose one of {', '.join(THREAT_MODELS)}")
+    return THREAT_MODELS[key](eps, random_start=random_start)
