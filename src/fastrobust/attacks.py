@@ -26,6 +26,9 @@ from fastrobust.threat import ThreatModel
 #: a loss returning one value per sample, ``loss_fn(model(x_adv), y) -> (B,)``; PGD ascends it
 #: (descends it when ``targeted``).
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``on_step(step, loss)``: called before each step with the per-sample loss (B,) at the current
+#: iterate (of the samples being attacked: with restarts, those not yet fooled)
+StepCallback = Callable[[int, torch.Tensor], None]
 BNMode = Literal["eval", "train"]
 
 
@@ -95,11 +98,14 @@ def _pgd_single(
     random_start: bool,
     targeted: bool,
     loss_fn: LossFn,
+    on_step: StepCallback | None = None,
 ) -> torch.Tensor:
     """One PGD run from one start; returns the projected perturbation."""
     delta = threat.sample(x) if random_start else torch.zeros_like(x)
-    for _ in range(steps):
-        grad, _, _ = input_gradient(model, x + delta, y, loss_fn, targeted=targeted)
+    for i in range(steps):
+        grad, _, loss = input_gradient(model, x + delta, y, loss_fn, targeted=targeted)
+        if on_step is not None:
+            on_step(i, loss)
         delta = threat.project(threat.step(delta, grad, step_size), x)
     return delta
 
@@ -117,6 +123,7 @@ def pgd(
     targeted: bool = False,
     loss_fn: LossFn | None = None,
     bn_mode: BNMode = "eval",
+    on_step: StepCallback | None = None,
 ) -> torch.Tensor:
     """Projected gradient ascent on ``loss_fn`` inside ``threat``; returns ``x_adv``.
 
@@ -124,7 +131,8 @@ def pgd(
     ``restarts > 1`` each sample keeps its worst case: a restart only runs on the samples no
     earlier restart has fooled (misclassified, or for ``targeted`` classified as ``y``), and
     among unfooled samples the highest-loss start is kept. ``y`` is the true label, or the
-    target label when ``targeted``.
+    target label when ``targeted``. ``on_step(step, loss)``, if given, sees the per-sample
+    loss before every step (to record the objective's trajectory).
     """
     if steps < 0 or restarts < 1:
         raise ConfigError(f"need steps >= 0 and restarts >= 1, got {steps} and {restarts}")
@@ -138,7 +146,7 @@ def pgd(
     with ctx:
         if restarts == 1:
             delta = _pgd_single(
-                model, x, y, threat, steps, step_size, random_start, targeted, loss_fn
+                model, x, y, threat, steps, step_size, random_start, targeted, loss_fn, on_step
             )
             return (x + threat.project(delta, x)).detach()
         best = torch.zeros_like(x)
@@ -150,7 +158,7 @@ def pgd(
                 break
             xa, ya = x[active], y[active]
             delta = _pgd_single(
-                model, xa, ya, threat, steps, step_size, random_start, targeted, loss_fn
+                model, xa, ya, threat, steps, step_size, random_start, targeted, loss_fn, on_step
             )
             with torch.no_grad():
                 out = model(xa + delta)
