@@ -51,8 +51,9 @@ class TrainConfig:
     """SGD momentum"""
     weight_decay: float = 5e-4
     """SGD weight decay"""
-    schedule: str = "step"
-    """step (x lr_gamma every lr_step_epochs) | onecycle (linear up then down) | constant"""
+    schedule: str = "onecycle"
+    """onecycle (linear up to lr, then down to 0; Wong et al. 2020) | step (x lr_gamma every
+    lr_step_epochs, the paper's recipe) | constant"""
     lr_step_epochs: int = 50
     """epochs between learning-rate drops for the step schedule"""
     lr_gamma: float = 0.1

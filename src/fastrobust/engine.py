@@ -40,8 +40,9 @@ from fastrobust.threat import ThreatModel
 log = logging.getLogger(__name__)
 
 LOG_EVERY = 10  # batches between progress-bar updates (the only host syncs in the loop)
-COLLAPSE_RATIO = 0.5  # PGD accuracy below this fraction of its best so far = collapse
-COLLAPSE_MIN_BEST = 0.1  # ... once the best is at least this
+COLLAPSE_RATIO = 0.5  # PGD accuracy below this fraction of its best so far = collapse,
+COLLAPSE_MIN_DROP = 0.2  # ... and at least this far below it (early epochs are noisy),
+COLLAPSE_MIN_BEST = 0.2  # ... once the best is at least this
 
 
 @dataclass
@@ -53,11 +54,15 @@ class TrainResult:
     val_clean_acc: float | None = None
     val_adv_acc: float | None = None
     best_epoch: int | None = None
-    best_adv_acc: float | None = None
+    best_metric: str = "val_adv_acc"
+    """what picks the best epoch: val_adv_acc (val_clean_acc for standard training)"""
+    best_value: float | None = None
     time_to_last_s: float = 0.0
     time_to_best_s: float | None = None
     interrupted: bool = False
     collapsed_at: int | None = None
+    world_size: int = 1
+    """number of data-parallel processes (GPUs) the run used"""
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,6 +84,14 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         if not torch.cuda.is_available():
             raise ConfigError("device cuda requested but no GPU is available")
         if device.index is None:
+            visible = torch.cuda.device_count()
+            if visible == 1:  # srun --gpus-per-task=1: each task sees only its own GPU
+                local_rank = 0
+            elif local_rank >= visible:
+                raise ConfigError(
+                    f"local rank {local_rank} needs a GPU but only {visible} are visible; "
+                    "start one process per GPU (torchrun --nproc_per_node <GPUs>)"
+                )
             device = torch.device("cuda", local_rank)
     return device
 
@@ -154,9 +167,9 @@ class Trainer:
         self.cfg = cfg
         self.world = D.world_info_from_env()
         self.device = resolve_device(cfg.device, self.world.local_rank)
-        D.init_distributed(self.world, self.device)
         self.data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_dir)
-        self._check_batch()
+        self._check_batch()  # before the rendezvous: a bad batch size fails at once everywhere
+        D.init_distributed(self.world, self.device)
         self.spec = ModelSpec(
             name=cfg.model if net is None else f"<object {type(net).__name__}>",
             num_classes=self.data.num_classes,
@@ -175,6 +188,10 @@ class Trainer:
         self._check_model()
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        if self.world.rank > 0:
+            # every rank starts from the same weights, but draws its own random starts (rank 0
+            # keeps the one-process stream); per-rank RNG states are saved for exact resumes
+            torch.manual_seed(cfg.seed + 1_000_003 * self.world.rank)
         self.adversary: Adversary = build_adversary(cfg)
         self.threat = cfg.threat()
         per_rank = cfg.batch_size // self.world.world_size
@@ -264,14 +281,18 @@ class Trainer:
             name = f"{cfg.dataset}-{model}-{cfg.method}-{cfg.norm}-eps{cfg.eps:g}-{stamp}"
         name = str(D.broadcast_object(name))
         run_dir = Path(cfg.out_dir).expanduser() / name
+        problem = None
         if self.world.is_main:
             if run_dir.exists() and any(run_dir.iterdir()):
-                raise ConfigError(
+                problem = (
                     f"run folder {run_dir} already exists; pick another --name or use --resume"
                 )
-            run_dir.mkdir(parents=True, exist_ok=True)
-            cfg.write_yaml(run_dir / "config.yaml")
-        D.barrier()
+            else:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                cfg.write_yaml(run_dir / "config.yaml")
+        problem = D.broadcast_object(problem)  # every rank stops, none waits for the others
+        if problem is not None:
+            raise ConfigError(str(problem))
         return run_dir
 
     def _overfit_check_indices(self) -> torch.Tensor:
@@ -290,14 +311,44 @@ class Trainer:
             "metrics": metrics or {},
         }
 
+    def _rng_state(self) -> dict[str, torch.Tensor]:
+        """This rank's generator states (the CUDA one of its own GPU only)."""
+        state = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _set_rng_state(self, state: dict[str, Any]) -> None:
+        rngs = state.get("rng_ranks") or []
+        if len(rngs) == self.world.world_size:
+            mine = rngs[self.world.rank]
+        else:  # saved by another number of processes: rank 0's stream, reseeded per rank
+            mine = {"cpu": state["rng_cpu"]}
+            if state["rng_cuda"]:
+                mine["cuda"] = state["rng_cuda"][0]
+            if self.world.distributed and self.world.is_main:
+                log.warning(
+                    "checkpoint saved by %d process(es), resumed on %d: random starts will "
+                    "differ from an uninterrupted run",
+                    max(len(rngs), 1),
+                    self.world.world_size,
+                )
+        torch.set_rng_state(mine["cpu"])
+        if self.device.type == "cuda" and "cuda" in mine:
+            torch.cuda.set_rng_state(mine["cuda"], self.device)
+        if self.world.rank > 0 and len(rngs) != self.world.world_size:
+            torch.manual_seed(self.cfg.seed + 1_000_003 * self.world.rank + int(state["epoch"]))
+
     def _resume_state(self, metrics: dict[str, Any] | None) -> dict[str, Any]:
         state = self._base_state(metrics)
+        rngs: list[dict[str, torch.Tensor]] = D.all_gather_object(self._rng_state())  # type: ignore[assignment]
         state.update(
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
             scaler=self.scaler.state_dict(),
-            rng_cpu=torch.get_rng_state(),
-            rng_cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            rng_cpu=rngs[0]["cpu"],
+            rng_cuda=[rngs[0]["cuda"]] if "cuda" in rngs[0] else [],
+            rng_ranks=rngs,  # every rank's own random-start stream (DDP resumes exactly)
             elapsed=self.elapsed,
             best_adv=self.best_adv,
             best_epoch=self.best_epoch,
@@ -314,9 +365,7 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
-            torch.set_rng_state(state["rng_cpu"])
-            if torch.cuda.is_available() and state["rng_cuda"]:
-                torch.cuda.set_rng_state_all(state["rng_cuda"])
+            self._set_rng_state(state)
             self.epoch = int(state["epoch"])
             self.elapsed = float(state["elapsed"])
             self.best_adv = float(state["best_adv"])
@@ -452,9 +501,11 @@ class Trainer:
             result.interrupted = True
             log.warning("interrupted; resume with: fastrobust train --resume %s", self.run_dir)
         result.epochs_done = self.epoch
+        result.world_size = self.world.world_size
         result.time_to_last_s = self.elapsed
         result.best_epoch = self.best_epoch
-        result.best_adv_acc = self.best_adv if self.best_adv >= 0 else None
+        result.best_metric = "val_clean_acc" if cfg.method == "standard" else "val_adv_acc"
+        result.best_value = self.best_adv if self.best_adv >= 0 else None
         result.time_to_best_s = self.time_to_best
         last_val = [h for h in self.history if "val_adv_acc" in h]
         if last_val:
@@ -512,9 +563,12 @@ class Trainer:
         return collapsed
 
     def _record(self, metrics: dict[str, Any]) -> None:
-        adv = metrics.get("val_adv_acc")
-        if adv is not None and adv > self.best_adv:
-            self.best_adv = adv
+        # best = highest adversarial validation accuracy (clean accuracy for standard training,
+        # whose adversarial accuracy is ~0 and would pick an untrained early epoch)
+        key = "val_clean_acc" if self.cfg.method == "standard" else "val_adv_acc"
+        score = metrics.get(key)
+        if score is not None and score > self.best_adv:
+            self.best_adv = score
             self.best_epoch = self.epoch
             self.time_to_best = self.elapsed
             self._save("best.pt", self._base_state(metrics))
@@ -561,7 +615,7 @@ def resume(
     if epochs is not None:
         data["epochs"] = epochs
     cfg = TrainConfig.from_dict(data)
-    if epochs is not None and run_dir.is_dir():
+    if epochs is not None and run_dir.is_dir() and D.world_info_from_env().is_main:
         cfg.write_yaml(run_dir / "config.yaml")
     trainer = Trainer(cfg, net=net, resume_state=state, run_dir=run_dir)
     return trainer.fit()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 from typing import Any
 
 from fastrobust.config import TrainConfig, field_help
@@ -49,8 +48,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _report(result: Any) -> None:
-    is_main = int(os.environ.get("RANK", "0")) == 0
-    if not is_main:
+    from fastrobust.distributed import world_info_from_env
+
+    if not world_info_from_env().is_main:
         return
     if result.interrupted:
         print(
@@ -66,7 +66,8 @@ def _report(result: Any) -> None:
         )
     if result.best_epoch is not None:
         print(
-            f"best adversarial accuracy {result.best_adv_acc:.4f} at epoch {result.best_epoch} "
+            f"best {result.best_metric.replace('val_', '').replace('_acc', '')} accuracy "
+            f"{result.best_value:.4f} at epoch {result.best_epoch} "
             f"({result.time_to_best_s:.1f}s); {result.epochs_done} epochs in {result.time_to_last_s:.1f}s"
         )
     print(f"run folder: {result.run_dir}")

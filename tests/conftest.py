@@ -1,0 +1,46 @@
+"""Shared fixtures: the digits data and small trained runs (seconds on 2 CPU cores)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastrobust.config import TrainConfig
+from fastrobust.data import load_dataset
+from fastrobust.engine import fit
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's 8x8 digits as a fastrobust ImageDataset."""
+    return load_dataset("digits")
+
+
+def tiny_config(tmp: Path, **overrides) -> TrainConfig:
+    """A few-epoch digits config for tests."""
+    base = dict(
+        epochs=2,
+        batch_size=128,
+        out_dir=str(tmp),
+        progress=False,
+        eval_limit=100,
+        eval_steps=3,
+        overfit_check_size=64,
+    )
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory) -> dict[str, Path]:
+    """Run folders of small_cnn models trained on digits: ``standard`` and ``fast`` (L2, eps 1)."""
+    root = tmp_path_factory.mktemp("trained")
+    runs = {}
+    for method in ("standard", "fast"):
+        cfg = tiny_config(root, method=method, epochs=15, name=method, eval_every=5)
+        runs[method] = fit(cfg).run_dir
+    return runs

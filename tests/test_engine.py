@@ -1,0 +1,166 @@
+import json
+
+import pytest
+import torch
+from conftest import tiny_config
+from user_models import tiny_mlp
+
+from fastrobust import L2, load_model, pgd
+from fastrobust.checkpoint import load_checkpoint
+from fastrobust.data.base import to_float
+from fastrobust.engine import Trainer, fit, lr_lambda, resume
+from fastrobust.errors import ConfigError, TrainingDiverged
+
+
+def test_run_folder_has_config_metrics_checkpoints_and_timings(tmp_path):
+    result = fit(tiny_config(tmp_path, epochs=3, eval_every=2, name="r"))
+    run = tmp_path / "r"
+    assert result.run_dir == run and result.epochs_done == 3
+    assert {"config.yaml", "metrics.jsonl", "last.pt", "best.pt", "summary.json"} <= {
+        p.name for p in run.iterdir()
+    }
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert "val_adv_acc" not in rows[0] and "val_adv_acc" in rows[1] and "val_adv_acc" in rows[2]
+    assert rows[0]["elapsed_s"] < rows[1]["elapsed_s"] < rows[2]["elapsed_s"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_epoch"] in (2, 3)
+    assert summary["time_to_best_s"] <= summary["time_to_last_s"]
+    best = load_checkpoint(run / "best.pt")
+    assert "optimizer" not in best and best["epoch"] == summary["best_epoch"]
+
+
+def test_load_model_round_trip(tmp_path, digits):
+    result = fit(tiny_config(tmp_path, epochs=1, name="r"))
+    model = load_model(result.run_dir)
+    assert not model.training
+    assert model.fastrobust_info["norm"] == "l2" and model.fastrobust_info["eps"] == 1.0
+    state = load_checkpoint(result.run_dir / "last.pt")
+    x = to_float(digits.test_x[:5])
+    ref = Trainer.__new__(Trainer)  # noqa: F841  (only the saved weights matter)
+    assert model(x).shape == (5, 10)
+    assert torch.equal(model.state_dict()["net.0.weight"], state["model"]["net.0.weight"])
+
+
+def test_resumed_training_equals_uninterrupted(tmp_path, monkeypatch):
+    cfg = dict(epochs=3, method="fast", eval_every=1)
+    full = fit(tiny_config(tmp_path, name="full", **cfg))
+
+    original = Trainer._train_epoch
+    calls = {"n": 0}
+
+    def interrupt_second_epoch(self):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", interrupt_second_epoch)
+    part = fit(tiny_config(tmp_path, name="part", **cfg))
+    assert part.interrupted and part.epochs_done == 1
+    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    resumed = resume(part.run_dir)
+    assert resumed.epochs_done == 3
+    a = load_checkpoint(full.run_dir / "last.pt")
+    b = load_checkpoint(resumed.run_dir / "last.pt")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    rows_a = (full.run_dir / "metrics.jsonl").read_text().splitlines()
+    rows_b = (part.run_dir / "metrics.jsonl").read_text().splitlines()
+    strip = lambda r: {k: v for k, v in json.loads(r).items() if not k.endswith("_s")}  # noqa: E731
+    assert [strip(r) for r in rows_a] == [strip(r) for r in rows_b]
+
+
+def test_resume_can_extend_epochs(tmp_path):
+    first = fit(tiny_config(tmp_path, name="r", epochs=1, schedule="constant"))
+    more = resume(first.run_dir, epochs=2)
+    assert more.epochs_done == 2
+    assert load_checkpoint(first.run_dir / "last.pt")["epoch"] == 2
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        fit(tiny_config(tmp_path, name="nan", lr=1e12, schedule="constant", epochs=3))
+    state = load_checkpoint(tmp_path / "nan" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_early_stop_restores_last_good_weights(tmp_path, monkeypatch):
+    checks = iter([0.5, 0.6, 0.05, 0.04])
+    snapshots = []
+    original = Trainer._after_epoch
+
+    def fake_check(self):
+        snapshots.append({k: v.clone() for k, v in self.model.state_dict().items()})
+        return next(checks)
+
+    monkeypatch.setattr(Trainer, "_overfit_check", fake_check)
+    monkeypatch.setattr(Trainer, "_after_epoch", original)
+    result = fit(tiny_config(tmp_path, name="es", epochs=4, early_stop=True))
+    assert result.collapsed_at == 3 and result.epochs_done == 3
+    final = load_checkpoint(tmp_path / "es" / "last.pt")["model"]
+    good = snapshots[1]  # weights when the check peaked (epoch 2)
+    assert all(torch.equal(final[k], good[k]) for k in good)
+    rows = [json.loads(r) for r in (tmp_path / "es" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["catastrophic_overfitting"] is True
+
+
+def test_collapse_is_only_warned_without_early_stop(tmp_path, monkeypatch, caplog):
+    checks = iter([0.5, 0.6, 0.05])
+    monkeypatch.setattr(Trainer, "_overfit_check", lambda self: next(checks))
+    result = fit(tiny_config(tmp_path, name="w", epochs=3))
+    assert result.collapsed_at is None and result.epochs_done == 3
+    assert "catastrophic overfitting" in caplog.text
+
+
+def test_batch_larger_than_dataset_creates_no_run_folder(tmp_path):
+    with pytest.raises(ConfigError, match="larger than the training set"):
+        fit(tiny_config(tmp_path, name="big", batch_size=5000))
+    assert not (tmp_path / "big").exists()
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path):
+    fit(tiny_config(tmp_path, name="r", epochs=1))
+    with pytest.raises(ConfigError, match="already exists"):
+        fit(tiny_config(tmp_path, name="r", epochs=1))
+
+
+def test_user_model_factory_and_module(tmp_path):
+    result = fit(tiny_config(tmp_path, name="u", model="user_models:tiny_mlp", epochs=1))
+    model = load_model(result.run_dir)
+    assert isinstance(model.net[1], torch.nn.Linear)
+    result = fit(tiny_config(tmp_path, name="obj", epochs=1), net=tiny_mlp(10, 1, 8))
+    assert result.epochs_done == 1
+    with pytest.raises(ConfigError, match="cannot import"):
+        fit(tiny_config(tmp_path, name="x", model="user_models:nope"))
+    with pytest.raises(ConfigError, match="not callable"):
+        fit(tiny_config(tmp_path, name="y", model="user_models:NOT_A_FACTORY"))
+
+
+def test_lr_schedules():
+    cfg = tiny_config("/tmp", epochs=150, schedule="step", lr_step_epochs=50)
+    f = lr_lambda(cfg, 10)
+    assert (
+        f(0) == 1
+        and f(499) == 1
+        and f(500) == pytest.approx(0.1)
+        and f(1499) == pytest.approx(0.01)
+    )
+    cyc = lr_lambda(tiny_config("/tmp", epochs=10, schedule="onecycle"), 10)
+    values = [cyc(i) for i in range(100)]
+    peak = values.index(max(values))
+    assert max(values) == 1 and 30 <= peak <= 50 and values[-1] < 0.05
+
+
+def test_robust_training_beats_standard_under_attack(trained_runs, digits):
+    x = to_float(digits.test_x[:200])
+    y = digits.test_y[:200]
+    acc = {}
+    for name, run in trained_runs.items():
+        model = load_model(run)
+        torch.manual_seed(0)
+        x_adv = pgd(model, x, y, L2(1.0), steps=10, step_size=0.25)
+        acc[name] = float((model(x_adv).argmax(1) == y).float().mean())
+        acc[name + "_clean"] = float((model(x).argmax(1) == y).float().mean())
+    assert acc["standard_clean"] > 0.8 and acc["fast_clean"] > 0.6
+    assert acc["fast"] > acc["standard"] + 0.1, acc
