@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from cifar_files import write_cifar10, write_cifar100
 from fastrobust.data import InMemoryLoader, load_dataset
 from fastrobust.errors import ConfigError, DataError
-
-from cifar_files import write_cifar10, write_cifar100
 
 
 def test_digits_split_follows_sklearn_order(digits):
@@ -90,7 +89,7 @@ def test_loader_covers_the_data_and_is_deterministic_per_epoch(digits):
 
 
 def test_loader_shards_union_equal_the_single_process_batches(digits):
-    x, y = digits.train_x[:64], digits.train_y[:64]
+    x = digits.train_x[:64]
     ids = torch.arange(64)  # recover which samples each batch holds via the labels trick
     single = _loader(x, ids, batch_size=16, crop_padding=1, flip=True, seed=5)
     ranks = [
