@@ -1,0 +1,135 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cifar_files import write_cifar10
+from fastrobust.cli import main
+
+FAST = ["--epochs", "1", "--no-progress", "--eval-limit", "50", "--eval-steps", "2"]
+
+
+def _run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_prints_accuracies_and_run_folder(tmp_path, capsys):
+    code, out, err = _run(["-q", "train", "--out-dir", str(tmp_path), "--name", "a", *FAST], capsys)
+    assert code == 0, err
+    assert "validation accuracy: clean" in out and "adversarial" in out
+    assert f"run folder: {tmp_path / 'a'}" in out
+
+
+def test_train_from_yaml_with_flag_override(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("method: pgd\nsteps: 2\neps: 0.5\nepochs: 5\n")
+    code, out, err = _run(
+        ["-q", "train", "--config", str(cfg), "--out-dir", str(tmp_path), "--name", "y", *FAST],
+        capsys,
+    )
+    assert code == 0, err
+    written = (tmp_path / "y" / "config.yaml").read_text()
+    assert "method: pgd" in written and "epochs: 1" in written and "eps: 0.5" in written
+    assert "attack_alpha: 0.625" in written  # 2.5 * eps / steps, recorded resolved
+    assert "random_start: ball" in written
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--model", "resnet9000"], "unknown model"),
+        (["--method", "trades"], "unknown method"),
+        (["--norm", "l1"], "unknown norm"),
+        (["--eps", "0"], "eps must be > 0"),
+        (["--eps", "-1"], "eps must be > 0"),
+        (["--alpha", "-0.1"], "alpha must be > 0"),
+        (["--batch-size", "100000"], "larger than the training set"),
+        (["--dataset", "cifar10", "--data-dir", "/nonexistent/x"], "does not exist"),
+        (["--dataset", "cifar10"], "needs --data-dir"),
+        (["--random-start", "radius", "--norm", "linf"], "random start"),
+        (["--config", "/nonexistent.yaml"], "does not exist"),
+        (["--epochs", "many"], "invalid int value"),
+        (["--resume", "/nonexistent/run"], "nothing to resume"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_no_run_folder(tmp_path, capsys, flags, message):
+    code = None
+    try:
+        code, out, err = _run(
+            ["train", "--out-dir", str(tmp_path), "--name", "bad", *flags], capsys
+        )
+    except SystemExit as exc:  # argparse type errors
+        code = exc.code
+        out, err = capsys.readouterr()
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_malformed_cifar_folder(tmp_path, capsys):
+    folder = write_cifar10(tmp_path / "data", n_per_batch=4)
+    (folder / "data_batch_3").write_bytes(b"\x80\x02garbage")
+    code, _, err = _run(
+        [
+            "train",
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--out-dir",
+            str(tmp_path),
+        ],
+        capsys,
+    )
+    assert code == 2 and "not a CIFAR python batch file" in err
+
+
+def test_resume_of_corrupt_or_foreign_checkpoint(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"corrupt")
+    code, _, err = _run(["train", "--resume", str(run)], capsys)
+    assert code == 2 and "not a readable fastrobust checkpoint" in err
+    torch.save({"state_dict": {}}, run / "last.pt")
+    code, _, err = _run(["train", "--resume", str(run)], capsys)
+    assert code == 2 and "not written by fastrobust" in err
+
+
+def test_nan_loss_is_a_clean_error(tmp_path, capsys):
+    code, _, err = _run(
+        [
+            "train",
+            "--lr",
+            "1e12",
+            "--schedule",
+            "constant",
+            "--out-dir",
+            str(tmp_path),
+            "--name",
+            "n",
+            *FAST,
+        ],
+        capsys,
+    )
+    assert code == 2 and "loss became" in err and len(err.strip().splitlines()) == 1
+
+
+def test_module_entry_point_and_help():
+    done = subprocess.run(
+        [sys.executable, "-m", "fastrobust", "train", "--eps", "-3"], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "eps must be > 0" in done.stderr
+    assert "Traceback" not in done.stderr
+    helped = subprocess.run(
+        [sys.executable, "-m", "fastrobust", "train", "--help"], capture_output=True, text=True
+    )
+    assert (
+        helped.returncode == 0
+        and "--early-stop" in helped.stdout
+        and "--random-start" in helped.stdout
+    )
