@@ -152,6 +152,38 @@ def evaluate_split(
     return float(counts[0]) / n, float(counts[1]) / n
 
 
+def training_step(
+    train_model: nn.Module,
+    attack_model: nn.Module,
+    adversary: Adversary,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
+    autocast: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on the adversary's perturbation of ``(x, y)``.
+
+    The attack runs on ``attack_model`` (the unwrapped module: input gradients only, no DDP
+    all-reduce); the weight update goes through ``train_model`` (possibly DDP-wrapped).
+    Returns the (device) loss and logits; nothing here syncs with the host.
+    """
+    with autocast if autocast is not None else nullcontext():
+        x_adv = adversary(attack_model, x, y)
+        out = train_model(x_adv)
+    loss = F.cross_entropy(out.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss.detach(), out.detach()
+
+
 class Trainer:
     """Holds one run's state; ``fit()`` is the public entry point."""
 
@@ -400,14 +432,16 @@ class Trainer:
         for i, (x, y) in enumerate(self.loader):
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(cfg, device):
-                x_adv = self.adversary(self.attack_model, x, y)
-                out = self.train_model(x_adv)
-            loss = F.cross_entropy(out.float(), y)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            loss, out = training_step(
+                self.train_model,
+                self.attack_model,
+                self.adversary,
+                self.optimizer,
+                x,
+                y,
+                scaler=self.scaler,
+                autocast=_autocast(cfg, device),
+            )
             self.scheduler.step()
             with torch.no_grad():
                 sums[0] += loss.detach() * len(y)
