@@ -64,3 +64,13 @@ def test_bad_yaml(tmp_path):
     (tmp_path / "c.yaml").write_text("epoch: 3\n")
     with pytest.raises(ConfigError, match="unknown config keys: epoch"):
         TrainConfig.from_yaml(tmp_path / "c.yaml")
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    files = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+    assert files
+    for f in files:
+        cfg = TrainConfig.from_yaml(f)
+        assert cfg.dataset == "cifar10" and cfg.epochs == 150 and cfg.batch_size == 256
