@@ -8,7 +8,7 @@ from fastrobust import L2, load_model, pgd
 from fastrobust.checkpoint import load_checkpoint
 from fastrobust.data.base import to_float
 from fastrobust.engine import Trainer, fit, lr_lambda, resume
-from fastrobust.errors import ConfigError, TrainingDiverged
+from fastrobust.errors import CheckpointError, ConfigError, TrainingDiverged
 from user_models import tiny_mlp
 
 
@@ -130,6 +130,10 @@ def test_user_model_factory_and_module(tmp_path):
     assert isinstance(model.net[1], torch.nn.Linear)
     result = fit(tiny_config(tmp_path, name="obj", epochs=1), net=tiny_mlp(10, 1, 8))
     assert result.epochs_done == 1
+    with pytest.raises(CheckpointError, match="net="):
+        load_model(result.run_dir)
+    reloaded = load_model(result.run_dir, net=tiny_mlp(10, 1, 8))
+    assert reloaded(torch.rand(2, 1, 8, 8)).shape == (2, 10)
     with pytest.raises(ConfigError, match="cannot import"):
         fit(tiny_config(tmp_path, name="x", model="user_models:nope"))
     with pytest.raises(ConfigError, match="not callable"):

@@ -71,25 +71,40 @@ def load_checkpoint(
     return state
 
 
-def model_from_checkpoint(state: dict[str, Any]) -> NormalizedModel:
-    """Rebuild the model recorded in a loaded checkpoint dict and load its weights."""
+def model_from_checkpoint(
+    state: dict[str, Any], *, net: nn.Module | None = None
+) -> NormalizedModel:
+    """Rebuild the model recorded in a loaded checkpoint dict and load its weights.
+
+    ``net`` supplies the architecture for runs trained on a Python object (``fit(net=...)``).
+    """
     try:
         spec = ModelSpec.from_dict(state["model_spec"])
-        model = build_model(spec)
+        if net is not None:
+            model = NormalizedModel(net, spec.mean, spec.std)
+        elif spec.name.startswith("<object"):
+            raise CheckpointError(
+                f"this checkpoint was trained on a Python object ({spec.name[1:-1]}); "
+                "pass an instance of that architecture: load_model(path, net=...)"
+            )
+        else:
+            model = build_model(spec)
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"checkpoint does not match its recorded model ({exc})") from None
     return model
 
 
-def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
+def load_model(
+    path: str | Path, *, device: str | torch.device = "cpu", net: nn.Module | None = None
+) -> nn.Module:
     """Load a checkpoint or run folder written by fastrobust as an eval-mode model.
 
     The returned module takes ``[0,1]`` images; its ``fastrobust_info`` attribute holds the
     recorded metadata (model spec, classes, dataset, training threat model and method).
     """
     state = load_checkpoint(path)
-    model = model_from_checkpoint(state).to(device).eval()
+    model = model_from_checkpoint(state, net=net).to(device).eval()
     model.fastrobust_info = checkpoint_info(state)  # type: ignore[assignment]
     return model
 
