@@ -1,0 +1,203 @@
+"""Auto-PGD (APGD) with the cross-entropy or the DLR loss, over any threat model.
+
+Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+parameter-free attacks" (ICML 2020), Algorithm 1. Compared with plain PGD (Madry et al. 2018)
+APGD
+
+* starts with step size ``eta = 2 * eps`` and halves it, per sample, at checkpoints
+  ``w_j = ceil(p_j * N)`` with ``p_0 = 0``, ``p_1 = 0.22`` and
+  ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``, when either (1) the loss increased in
+  at most a fraction ``rho = 0.75`` of the steps since the last checkpoint, or (2) the step size
+  was not reduced at the last checkpoint and the best loss has not improved since;
+  after a reduction the iterate restarts from the best point found so far;
+* uses momentum: ``z = P(x_k + eta * direction(grad))``,
+  ``x_{k+1} = P(x_k + a (z - x_k) + (1 - a)(x_k - x_{k-1}))`` with ``a = 0.75``
+  (``a = 1`` for the first step);
+* keeps, per sample, any iterate that is misclassified (else the highest-loss iterate).
+
+The DLR loss, ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)``, is invariant to shifting and
+rescaling the logits, so it keeps a useful gradient where a saturated softmax zeroes the
+cross-entropy's (a gradient-masking symptom).
+
+The schedule, both step-size conditions and the order of operations follow the authors'
+reference implementation (``fra31/auto-attack``); the random start is the threat model's own
+(``ThreatModel.sample``), so PGD and APGD draw starts from the same distribution. A run of
+``steps`` iterations costs ``steps`` input gradients and one last forward pass, the same
+budget as :func:`fastrobust.pgd` with the same ``steps``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import nn
+
+from fastrobust.attacks import (
+    BNMode,
+    LossFn,
+    attack_mode,
+    cross_entropy_per_sample,
+    input_gradient,
+)
+from fastrobust.errors import ConfigError
+from fastrobust.threat import ThreatModel
+
+APGDLoss = Literal["ce", "dlr"]
+
+
+def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Difference-of-logits-ratio loss per sample (Croce & Hein 2020, eq. 5), untargeted.
+
+    ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)`` where ``z_pi1 >= z_pi2 >= ...`` are
+    the sorted logits. Positive exactly when the sample is misclassified. Needs >= 3 classes.
+    """
+    if logits.shape[1] < 3:
+        raise ConfigError(f"the DLR loss needs at least 3 classes, the model has {logits.shape[1]}")
+    z_sorted, order = logits.sort(dim=1)
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    top_is_y = order[:, -1] == y
+    z_other = torch.where(top_is_y, z_sorted[:, -2], z_sorted[:, -1])
+    return -(z_y - z_other) / (z_sorted[:, -1] - z_sorted[:, -3] + 1e-12)
+
+
+APGD_LOSSES: dict[str, LossFn] = {"ce": cross_entropy_per_sample, "dlr": dlr_loss}
+
+
+def apgd_checkpoints(steps: int) -> list[int]:
+    """Iteration counts after which APGD checks (and maybe halves) the step size.
+
+    The first check comes after ``max(int(0.22 N), 1)`` iterations; each later gap shrinks by
+    ``max(int(0.03 N), 1)`` down to ``max(int(0.06 N), 1)``, as in the reference code. For
+    ``N = 100``: 22, 41, 57, 70, 80, 87, 93, 99.
+    """
+    gap = max(int(0.22 * steps), 1)
+    shrink = max(int(0.03 * steps), 1)
+    smallest = max(int(0.06 * steps), 1)
+    points, at = [], gap
+    while at <= steps:
+        points.append(at)
+        gap = max(gap - shrink, smallest)
+        at += gap
+    return points
+
+
+def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _apgd_run(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    threat: ThreatModel,
+    delta: torch.Tensor,
+    *,
+    steps: int,
+    loss_fn: LossFn,
+    rho: float = 0.75,
+    momentum: float = 0.75,
+    trace: list[torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One APGD run from ``delta``; returns ``(delta, fooled, loss)`` per sample.
+
+    ``delta`` is the first misclassifying iterate where there is one, else the highest-loss
+    iterate. ``trace``, when given, receives the per-sample step size used at each iteration.
+    """
+    checks = set(apgd_checkpoints(steps))
+    eta = torch.full((x.shape[0],), 2.0 * threat.eps, device=x.device, dtype=x.dtype)
+    grad, logits, loss = input_gradient(model, x + delta, y, loss_fn)
+    fooled = logits.argmax(1) != y
+    adv = delta.clone()
+    best, best_loss, best_grad = delta.clone(), loss.clone(), grad.clone()
+    prev_loss = loss
+    increases = torch.zeros_like(loss)
+    best_at_last_check = best_loss.clone()
+    reduced_at_last_check = torch.ones_like(fooled)
+    last_check = 0
+    prev = delta
+    for k in range(steps):
+        if trace is not None:
+            trace.append(eta.clone())
+        a = 1.0 if k == 0 else momentum
+        z = threat.project(delta + _per_sample(eta, x) * threat.direction(grad), x)
+        new = threat.project(delta + a * (z - delta) + (1 - a) * (delta - prev), x)
+        prev, delta = delta, new
+        if k < steps - 1:
+            grad, logits, loss = input_gradient(model, x + delta, y, loss_fn)
+        else:  # the last iterate only needs its loss and prediction
+            with torch.no_grad():
+                logits = model(x + delta)
+                loss = loss_fn(logits, y)
+        now_fooled = (logits.argmax(1) != y) & ~fooled
+        adv[now_fooled] = delta[now_fooled]
+        fooled |= now_fooled
+        increases += (loss > prev_loss).to(increases.dtype)
+        prev_loss = loss
+        improved = loss > best_loss
+        best[improved], best_loss[improved] = delta[improved], loss[improved]
+        best_grad[improved] = grad[improved]
+        if k + 1 in checks and k < steps - 1:
+            oscillating = increases <= rho * (k + 1 - last_check)
+            stalled = ~reduced_at_last_check & (best_at_last_check >= best_loss)
+            reduce = oscillating | stalled
+            eta = torch.where(reduce, eta / 2, eta)
+            delta = torch.where(_per_sample(reduce, x), best, delta)
+            grad = torch.where(_per_sample(reduce, x), best_grad, grad)
+            reduced_at_last_check = reduce
+            best_at_last_check = best_loss.clone()
+            increases.zero_()
+            last_check = k + 1
+    return torch.where(_per_sample(fooled, x), adv, best).detach(), fooled, best_loss
+
+
+def apgd(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    threat: ThreatModel,
+    *,
+    steps: int = 100,
+    restarts: int = 1,
+    loss: APGDLoss = "ce",
+    random_start: bool = True,
+    rho: float = 0.75,
+    bn_mode: BNMode = "eval",
+) -> torch.Tensor:
+    """Untargeted APGD-CE or APGD-DLR (Croce & Hein 2020) inside ``threat``; returns ``x_adv``.
+
+    With ``restarts > 1`` each restart runs only on the samples no earlier restart has fooled,
+    and an unfooled sample keeps its highest-loss point, as in :func:`fastrobust.pgd`.
+    The result is always projected back into the threat model.
+    """
+    if steps < 1 or restarts < 1:
+        raise ConfigError(f"APGD needs steps >= 1 and restarts >= 1, got {steps} and {restarts}")
+    if loss not in APGD_LOSSES:
+        raise ConfigError(f"unknown APGD loss {loss!r}; choose one of {', '.join(APGD_LOSSES)}")
+    if not 0 < rho <= 1:
+        raise ConfigError(f"rho must be in (0, 1], got {rho}")
+    loss_fn = APGD_LOSSES[loss]
+    x, y = x.detach(), y.detach()
+    module = model if isinstance(model, nn.Module) else None
+    ctx = attack_mode(module, bn_mode) if module is not None else contextlib.nullcontext()
+    best = torch.zeros_like(x)
+    best_loss = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
+    fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    with ctx:
+        for _ in range(restarts):
+            active = (~fooled).nonzero().squeeze(1)
+            if active.numel() == 0:
+                break
+            xa, ya = x[active], y[active]
+            start = threat.sample(xa) if random_start else torch.zeros_like(xa)
+            delta, success, run_loss = _apgd_run(
+                model, xa, ya, threat, start, steps=steps, loss_fn=loss_fn, rho=rho
+            )
+            keep = success | (run_loss > best_loss[active])
+            best[active[keep]] = delta[keep]
+            best_loss[active[keep]] = run_loss[keep]
+            fooled[active] = success
+    return (x + threat.project(best, x)).detach()

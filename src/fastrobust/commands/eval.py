@@ -1,0 +1,215 @@
+"""``fastrobust eval``: accuracy-vs-eps curves of one or more models (Goodwin et al. 2020, Fig. 2)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from fastrobust.errors import ConfigError, DataError
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="adversarial accuracy vs eps of one or more models (table, JSON, CSV, plot)",
+        description="Evaluate models under attack over an eps grid: a sample is robust at eps "
+        "only if no restart of any attack, at this eps or a smaller one, fools it. Defaults "
+        "are the paper's: 20-step PGD, 10 random restarts, step 2.5*eps/steps. Gradient-"
+        "masking checks run with every evaluation.",
+    )
+    p.add_argument(
+        "models", nargs="+", metavar="RUN_OR_CHECKPOINT", help="run folders or .pt files"
+    )
+    p.add_argument(
+        "--norm",
+        choices=["l2", "linf"],
+        help="threat model (default: the norm the first model was trained with)",
+    )
+    p.add_argument(
+        "--eps",
+        help="comma-separated, strictly increasing eps values; fractions such as 8/255 allowed "
+        "(default: 0, e/4, e/2, e, 2e for the first model's training eps e)",
+    )
+    p.add_argument("--steps", type=int, default=20, help="attack steps (default: 20)")
+    p.add_argument("--restarts", type=int, default=10, help="random restarts (default: 10)")
+    p.add_argument(
+        "--step-size-factor",
+        type=float,
+        default=2.5,
+        help="PGD step size as a multiple of eps/steps (default: 2.5)",
+    )
+    p.add_argument(
+        "--attack",
+        default="pgd",
+        help="attack, or a comma-separated cascade run in order on the still-robust points: "
+        "pgd, apgd-ce, apgd-dlr (default: pgd; e.g. pgd,apgd-ce,apgd-dlr)",
+    )
+    p.add_argument(
+        "--random-start",
+        help="random start: ball (uniform in the ball, the paper's; default), sphere, radius "
+        "(torchattacks'), none",
+    )
+    p.add_argument("--limit", type=int, help="evaluate on the first N test points only")
+    p.add_argument("--data", help="dataset (default: the one the first model was trained on)")
+    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument(
+        "--out", help="output folder (default: a new eval-<timestamp> next to the first run)"
+    )
+    p.add_argument("--batch-size", type=int, default=500, help="samples per chunk (default: 500)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random starts (default: 0)")
+    p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--checks",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="gradient-masking checks (default: on)",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="progress bar on stderr (default: on)",
+    )
+    p.set_defaults(func=run)
+
+
+def _label(path: Path) -> str:
+    """A short name for a model: its run folder, plus the file stem unless it is best.pt."""
+    if path.is_dir():
+        return path.resolve().name
+    parent = path.resolve().parent
+    if (parent / "config.yaml").is_file():
+        return parent.name if path.stem == "best" else f"{parent.name}:{path.stem}"
+    return path.stem
+
+
+def _unique(labels: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label}#{seen[label]}")
+    return out
+
+
+def default_out_dir(first: Path) -> Path:
+    """``eval-<timestamp>`` next to the first run folder, else under ``runs/``."""
+    first = first.resolve()
+    run_dir = first if first.is_dir() else first.parent
+    if not (run_dir / "config.yaml").is_file() and not first.is_dir():
+        root = Path("runs")
+    else:
+        root = run_dir.parent
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out, k = root / f"eval-{stamp}", 1
+    while out.exists():
+        k += 1
+        out = root / f"eval-{stamp}-{k}"
+    return out
+
+
+def _default_eps(info: dict) -> list[float]:
+    eps = info.get("eps")
+    if info.get("method") in (None, "standard") or not eps:
+        raise ConfigError("give --eps (the first model has no training eps to build a grid from)")
+    return [0.0, eps / 4, eps / 2, eps, 2 * eps]
+
+
+def run(args: argparse.Namespace) -> int:
+    from fastrobust.checkpoint import load_model
+    from fastrobust.data import load_dataset
+    from fastrobust.engine import resolve_device
+    from fastrobust.evaluate import (
+        check_model_fits,
+        describe_attack,
+        format_table,
+        parse_eps_list,
+        robustness_curve,
+        validate_attacks,
+        write_report,
+    )
+
+    attacks = validate_attacks(args.attack)
+    eps_list = parse_eps_list(args.eps) if args.eps is not None else None
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    if args.steps < 1 or args.restarts < 1:
+        raise ConfigError("--steps and --restarts must be >= 1")
+    device = resolve_device(args.device)
+    paths = [Path(p).expanduser() for p in args.models]
+    models = [load_model(p, device=device) for p in paths]
+    labels = _unique([_label(p) for p in paths])
+    first_info = models[0].fastrobust_info
+    norm = args.norm or first_info.get("norm")
+    if norm is None:
+        raise ConfigError("give --norm (the first checkpoint does not record one)")
+    if eps_list is None:
+        if first_info.get("norm") != norm:
+            raise ConfigError("give --eps (the first model was trained under another norm)")
+        eps_list = _default_eps(first_info)
+    data_name = args.data or first_info.get("dataset")
+    if data_name is None:
+        raise ConfigError("give --data (the first checkpoint does not record its dataset)")
+    data = load_dataset(data_name, args.data_dir)
+    x, y = data.test_x, data.test_y
+    for label, model in zip(labels, models):
+        try:
+            check_model_fits(model, x, y, data.classes)
+        except DataError as exc:
+            raise DataError(f"{label} does not fit {data.name}: {exc}") from None
+    curves = {}
+    quiet = getattr(args, "quiet", False)
+    eval_log = logging.getLogger("fastrobust.evaluate")
+    level = eval_log.level
+    eval_log.setLevel(logging.ERROR)  # the failed checks are printed in the report below
+    try:
+        for label, model in zip(labels, models):
+            curves[label] = robustness_curve(
+                model,
+                data,
+                norm,
+                eps_list,
+                steps=args.steps,
+                restarts=args.restarts,
+                step_size_factor=args.step_size_factor,
+                attacks=attacks,
+                random_start=args.random_start,
+                limit=args.limit,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                device=device,
+                checks=args.checks,
+                progress=args.progress and not quiet,
+                label=label,
+            )
+    finally:
+        eval_log.setLevel(level)
+    out = Path(args.out).expanduser() if args.out else default_out_dir(paths[0])
+    extra = {
+        "arguments": {k: v for k, v in vars(args).items() if k != "func"},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "paths": {label: str(p) for label, p in zip(labels, paths)},
+    }
+    written = write_report(out, curves, extra=extra)
+    first = curves[labels[0]]
+    print(f"adversarial accuracy on {data.name}, {first.subset}")
+    print(f"attack: {describe_attack(first)}")
+    print(format_table(curves))
+    for label, curve in curves.items():
+        for note in curve.notes:
+            print(f"note: {label}: {note}")
+        for message in curve.warnings:
+            print(f"warning: {label}: {message}")
+    if args.checks:
+        summary = ", ".join(
+            f"{label} {sum(c.passed for c in curve.checks)}/{len(curve.checks)} passed"
+            for label, curve in curves.items()
+        )
+        print(f"gradient-masking checks: {summary}")
+    else:
+        print("gradient-masking checks: skipped (--no-checks)")
+    print(f"wrote {written['json']}, {written['csv'].name}, {written['png'].name}")
+    return 0
