@@ -8,6 +8,12 @@ from fastrobust.attacks import fgsm, pgd
 from fastrobust.checkpoint import load_model
 from fastrobust.config import TrainConfig
 from fastrobust.engine import TrainResult, fit, resume
+from fastrobust.evaluate import RobustnessCurve, robustness_curve
+from fastrobust.represent import (
+    interpolate_representations,
+    targeted_perturbation,
+    visualize_features,
+)
 from fastrobust.threat import L2, Linf, ThreatModel, threat_model
 
 __version__ = "0.1.0"
@@ -15,13 +21,18 @@ __version__ = "0.1.0"
 __all__ = [
     "L2",
     "Linf",
+    "RobustnessCurve",
     "ThreatModel",
     "TrainConfig",
     "TrainResult",
     "fgsm",
     "fit",
+    "interpolate_representations",
     "load_model",
     "pgd",
     "resume",
+    "robustness_curve",
+    "targeted_perturbation",
     "threat_model",
+    "visualize_features",
 ]
