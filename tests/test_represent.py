@@ -91,10 +91,14 @@ def assert_untouched(m: nn.Module, before: dict[str, torch.Tensor], training: bo
 
 
 def assert_improves(traj: torch.Tensor, maximize: bool, *, margin: float) -> None:
-    """Mean objective over samples improves from quarter to quarter of the steps, and clearly."""
+    """Mean objective over samples improves from quarter to quarter of the steps, and clearly.
+
+    Near convergence a fixed-step PGD jitters, so a quarter may lose up to 2% of the total gain.
+    """
     mean = traj.mean(1) if maximize else -traj.mean(1)
     marks = mean[torch.linspace(0, traj.shape[0] - 1, 5).long()]
-    assert (marks[1:] >= marks[:-1] - 1e-4).all(), marks
+    slack = 0.02 * (marks[-1] - marks[0]).abs()
+    assert (marks[1:] >= marks[:-1] - slack).all(), marks
     assert marks[-1] - marks[0] > margin, marks
 
 
@@ -250,6 +254,14 @@ def test_targeted_raises_target_probability_within_eps(model):
     assert torch.allclose(prob, res.after, atol=1e-5)
     assert (res.extra["pred"] == target).float().mean() >= 0.8
     assert_untouched(model, before, False)
+
+
+def test_linf_threat_model_is_respected(model):
+    x = images(4)
+    res = targeted_perturbation(model, x, 2, norm="linf", eps=0.1, steps=10)
+    assert (res.images - x).abs().max() <= 0.1 + 1e-6
+    assert torch.allclose(res.perturbation_norm, (res.images - x).flatten(1).abs().amax(1))
+    assert (res.after > res.before).all()
 
 
 def test_targeted_class_out_of_range(model):
