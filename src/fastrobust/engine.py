@@ -258,6 +258,7 @@ class Trainer:
         self.best_epoch: int | None = None
         self.time_to_best: float | None = None
         self.best_check: float = -1.0
+        self.collapse_warned = False
         self.good_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, Any]] = []
         if resume_state is not None:
@@ -547,6 +548,7 @@ class Trainer:
             result.val_adv_acc = last_val[-1]["val_adv_acc"]
         if self.world.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(result.to_dict(), indent=2))
+        D.barrier()  # on every rank, fit() returns once the run folder is complete
         return result
 
     def _after_epoch(self, metrics: dict[str, Any]) -> bool:
@@ -564,12 +566,16 @@ class Trainer:
                     if cfg.early_stop:
                         self.good_state = copy.deepcopy(self.model.state_dict())
                 elif (
-                    self.best_check >= COLLAPSE_MIN_BEST
+                    cfg.method != "standard"  # no attack in training: nothing to collapse
+                    and self.best_check >= COLLAPSE_MIN_BEST
                     and check < COLLAPSE_RATIO * self.best_check
+                    and self.best_check - check >= COLLAPSE_MIN_DROP
                 ):
                     collapsed = True
                     metrics["catastrophic_overfitting"] = True
-                    log.warning(
+                    log_fn = log.warning if not self.collapse_warned or cfg.early_stop else log.info
+                    self.collapse_warned = True
+                    log_fn(
                         "catastrophic overfitting suspected at epoch %d: PGD accuracy on a fixed "
                         "training batch fell to %.3f (best %.3f)%s",
                         self.epoch,
@@ -633,9 +639,14 @@ def fit(
 
 
 def resume(
-    run_dir: str | Path, *, epochs: int | None = None, net: nn.Module | None = None
+    run_dir: str | Path,
+    *,
+    epochs: int | None = None,
+    net: nn.Module | None = None,
+    dataset: ImageDataset | None = None,
 ) -> TrainResult:
-    """Continue a run from its ``last.pt`` exactly where it stopped (optionally more epochs)."""
+    """Continue a run from its ``last.pt`` exactly where it stopped (optionally more epochs);
+    ``net``/``dataset`` as given to :func:`fit` when the run was started with them."""
     run_dir = Path(run_dir).expanduser()
     ckpt = run_dir / "last.pt" if run_dir.is_dir() else run_dir
     if ckpt.is_file() and not run_dir.is_dir():
@@ -651,5 +662,5 @@ def resume(
     cfg = TrainConfig.from_dict(data)
     if epochs is not None and run_dir.is_dir() and D.world_info_from_env().is_main:
         cfg.write_yaml(run_dir / "config.yaml")
-    trainer = Trainer(cfg, net=net, resume_state=state, run_dir=run_dir)
+    trainer = Trainer(cfg, net=net, dataset=dataset, resume_state=state, run_dir=run_dir)
     return trainer.fit()
