@@ -49,8 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from fastrobust.distributed import world_info_from_env
+
+    world = world_info_from_env()  # under torchrun/srun only rank 0 logs below warnings
     logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
+        level=logging.WARNING if args.quiet or not world.is_main else logging.INFO,
         format="%(message)s",
         stream=sys.stderr,
     )
@@ -60,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with logging_redirect_tqdm():
             return int(args.func(args) or 0)
     except FastRobustError as exc:
-        print(f"fastrobust: error: {exc}", file=sys.stderr)
+        where = f" (rank {world.rank})" if not world.is_main else ""
+        print(f"fastrobust: error{where}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fastrobust: interrupted", file=sys.stderr)

@@ -1,15 +1,32 @@
-"""Process-group setup from torchrun or SLURM variables, and small collective helpers."""
+"""Process groups from torchrun or SLURM variables, collective helpers, local launching.
+
+Data-parallel training uses PyTorch's own engine (``torch.distributed`` +
+``DistributedDataParallel``), as the paper did on 2 and 8 V100s (Goodwin et al., HPEC 2020):
+``torchrun`` (or ``srun``) starts one process per device, each process finds its place in
+the job with :func:`world_info_from_env`, and :func:`init_distributed` joins the group (NCCL on
+GPUs, gloo on CPUs). :func:`launch_local` starts N local processes the same way from Python
+(tests, benchmarks).
+"""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
+import re
+import socket
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 log = logging.getLogger(__name__)
+
+#: env var: seconds a collective may wait for a missing rank before failing (default 1800)
+TIMEOUT_ENV = "FASTROBUST_DIST_TIMEOUT"
 
 
 @dataclass(frozen=True)
@@ -22,6 +39,7 @@ class WorldInfo:
 
     @property
     def is_main(self) -> bool:
+        """Rank 0: the only process that writes files, logs and progress bars."""
         return self.rank == 0
 
     @property
@@ -30,7 +48,13 @@ class WorldInfo:
 
 
 def world_info_from_env(env: dict[str, str] | None = None) -> WorldInfo:
-    """Rank and world size from torchrun (RANK, LOCAL_RANK, WORLD_SIZE) or SLURM (srun)."""
+    """Rank and world size from torchrun (RANK, LOCAL_RANK, WORLD_SIZE) or ``srun``.
+
+    torchrun's variables win (so ``srun torchrun ...`` works). Under ``srun`` the world size
+    is ``SLURM_STEP_NUM_TASKS``, which only ``srun`` sets: a batch script run directly also has
+    ``SLURM_NTASKS``/``SLURM_PROCID`` but is a single process, and must not wait for ranks that
+    will never come.
+    """
     env = dict(os.environ) if env is None else env
     if "WORLD_SIZE" in env and "RANK" in env:
         return WorldInfo(
@@ -38,28 +62,58 @@ def world_info_from_env(env: dict[str, str] | None = None) -> WorldInfo:
             local_rank=int(env.get("LOCAL_RANK", 0)),
             world_size=int(env["WORLD_SIZE"]),
         )
-    if "SLURM_NTASKS" in env and "SLURM_PROCID" in env:
+    if "SLURM_STEP_NUM_TASKS" in env and "SLURM_PROCID" in env:
         return WorldInfo(
             rank=int(env["SLURM_PROCID"]),
             local_rank=int(env.get("SLURM_LOCALID", 0)),
-            world_size=int(env["SLURM_NTASKS"]),
+            world_size=int(env["SLURM_STEP_NUM_TASKS"]),
         )
     return WorldInfo()
 
 
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: ``gpu[03-04,07],cpu1`` -> ``gpu03``."""
+    entry, depth = "", 0
+    for ch in nodelist.strip():
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            break
+        entry += ch
+    return re.sub(r"\[([^\]]*)\]", lambda m: m.group(1).split(",")[0].split("-")[0], entry)
+
+
+def _slurm_rendezvous(env: MutableMapping[str, str]) -> None:
+    """MASTER_ADDR/PORT for ``srun`` without torchrun: rank 0 runs on the step's first node,
+    the port is derived from the job id (so two jobs sharing a node do not collide)."""
+    nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "127.0.0.1"
+    env.setdefault("MASTER_ADDR", first_host(nodes))
+    job = env.get("SLURM_JOB_ID", "")
+    env.setdefault("MASTER_PORT", str(20000 + int(job) % 20000) if job.isdigit() else "29500")
+
+
 def init_distributed(world: WorldInfo, device: torch.device) -> None:
-    """Start the process group (NCCL on GPUs, gloo on CPU) when the job has several ranks."""
+    """Join the process group (NCCL on GPUs, gloo on CPU) when the job has several ranks."""
     if not world.distributed or dist.is_initialized():
         return
-    if "MASTER_ADDR" not in os.environ:
-        # srun without torchrun: the first node of the allocation hosts the rendezvous
-        nodes = os.environ.get("SLURM_JOB_NODELIST", "127.0.0.1").split(",")[0]
-        os.environ["MASTER_ADDR"] = nodes.split("[")[0]
-        os.environ.setdefault("MASTER_PORT", "29500")
+    if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
+        _slurm_rendezvous(os.environ)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend, rank=world.rank, world_size=world.world_size)
+    timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, 1800)))
+    kwargs: dict[str, Any] = {}
+    if (
+        device.type == "cuda"
+        and "device_id" in inspect.signature(dist.init_process_group).parameters
+    ):
+        kwargs["device_id"] = device  # binds the rank to its GPU (barriers, eager NCCL setup)
+    dist.init_process_group(
+        backend=backend,
+        rank=world.rank,
+        world_size=world.world_size,
+        timeout=timeout,
+        **kwargs,
+    )
     log.info("process group up: backend=%s rank=%d/%d", backend, world.rank, world.world_size)
 
 
@@ -68,22 +122,84 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum a tensor across ranks (a no-op in a single process)."""
-    if dist.is_available() and dist.is_initialized():
+    """Sum a tensor across ranks in place (a no-op in a single process)."""
+    if _active():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
 
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if _active():
         dist.barrier()
 
 
 def broadcast_object(obj: object, src: int = 0) -> object:
     """Send a picklable object from ``src`` to every rank (internal use, trusted data)."""
-    if dist.is_available() and dist.is_initialized():
+    if _active():
         box = [obj]
         dist.broadcast_object_list(box, src=src)
         return box[0]
     return obj
+
+
+def all_gather_object(obj: object) -> list[object]:
+    """Every rank's ``obj``, in rank order (``[obj]`` in a single process)."""
+    if _active():
+        out: list[object] = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+    return [obj]
+
+
+# -- launching local processes (tests, benchmarks) ------------------------------------------------
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (for MASTER_PORT)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _local_worker(
+    rank: int, fn: Callable[..., Any], nprocs: int, port: int, threads: int, args: tuple
+) -> None:
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(nprocs),
+        LOCAL_WORLD_SIZE=str(nprocs),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        fn(*args)
+    finally:
+        shutdown_distributed()
+
+
+def launch_local(
+    fn: Callable[..., Any], nprocs: int, *args: Any, threads: int = 0, port: int | None = None
+) -> None:
+    """Run ``fn(*args)`` in ``nprocs`` fresh processes on this machine, as torchrun would.
+
+    Each process gets torchrun's variables (RANK, WORLD_SIZE, MASTER_ADDR/PORT on a free port)
+    and leaves its process group when ``fn`` returns. ``fn`` must be importable (module
+    level). If one process fails, the others are stopped and the failure is re-raised here
+    (``torch.multiprocessing.ProcessRaisedException`` with the child's traceback).
+    """
+    import torch.multiprocessing as mp
+
+    port = free_port() if port is None else port
+    mp.start_processes(
+        _local_worker,
+        args=(fn, nprocs, port, threads, args),
+        nprocs=nprocs,
+        join=True,
+        start_method="spawn",
+    )
