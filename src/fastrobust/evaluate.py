@@ -172,8 +172,9 @@ def check_model_fits(
     device = _model_device(model)
     probe = x[:1].to(device)
     probe = to_float(probe) if probe.dtype == torch.uint8 else probe
+    module = model if isinstance(model, nn.Module) else None
     try:
-        with torch.no_grad():
+        with attack_mode(module, "eval") if module else contextlib.nullcontext(), torch.no_grad():
             out = model(probe)
     except RuntimeError as exc:
         msg = str(exc).strip().splitlines()[0][:160]

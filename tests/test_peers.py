@@ -1,0 +1,91 @@
+"""Cross-checks against an independent implementation (torchattacks, the ``peers`` extra).
+
+On the fast-trained digits model, this package's attacks must be no weaker than torchattacks'
+with the same budget: PGD-L2 within one sample, APGD-CE within 2% of the points (its random
+starts differ, so runs of either vary by a few points).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastrobust.apgd import apgd
+from fastrobust.attacks import pgd
+from fastrobust.checkpoint import load_model
+from fastrobust.data.base import to_float
+from fastrobust.evaluate import robustness_curve
+from fastrobust.threat import threat_model
+
+torchattacks = pytest.importorskip(
+    "torchattacks",
+    reason="peer cross-check needs torchattacks: pip install 'fastrobust[peers]' "
+    "(or pip install --no-deps torchattacks where torchvision is unavailable)",
+)
+
+STEPS = 20
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread (two spin-wait on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def setup(trained_runs, digits):
+    model = load_model(trained_runs["fast"])
+    x, y = to_float(digits.test_x[:200]), digits.test_y[:200]
+    return model, x, y
+
+
+def _robust(model, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x_adv).argmax(1) == y
+
+
+def test_pgd_l2_from_zero_matches_torchattacks(setup):
+    model, x, y = setup
+    eps = 1.0
+    ours = _robust(model, pgd(model, x, y, threat_model("l2", eps), steps=STEPS, step_size=2.5 * eps / STEPS, random_start=False), y)  # fmt: skip
+    peer = torchattacks.PGDL2(
+        model, eps=eps, alpha=2.5 * eps / STEPS, steps=STEPS, random_start=False
+    )
+    theirs = _robust(model, peer(x, y), y)
+    assert int(ours.sum()) <= int(theirs.sum()) + 1, (int(ours.sum()), int(theirs.sum()))
+
+
+def test_pgd_l2_curve_with_restarts_no_weaker_than_torchattacks(setup):
+    model, x, y = setup
+    eps_list, restarts = [1.0], 5
+    curve = robustness_curve(
+        model, (x, y), "l2", eps_list, steps=STEPS, restarts=restarts, random_start="radius",
+        checks=False,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    for j, eps in enumerate(eps_list):
+        peer = torchattacks.PGDL2(model, eps=eps, alpha=2.5 * eps / STEPS, steps=STEPS)
+        theirs = _robust(model, x, y)
+        for _ in range(restarts):
+            theirs &= _robust(model, peer(x, y), y)
+        assert curve.robust[j] <= int(theirs.sum()) + 1, (eps, curve.robust[j], int(theirs.sum()))
+
+
+def test_apgd_ce_no_weaker_than_torchattacks(setup):
+    model, x, y = setup
+    eps, restarts = 1.0, 3
+    torch.manual_seed(0)
+    ours = _robust(
+        model, apgd(model, x, y, threat_model("l2", eps), steps=STEPS, restarts=restarts), y
+    )
+    peer = torchattacks.APGD(
+        model, norm="L2", eps=eps, steps=STEPS, n_restarts=restarts, loss="ce", seed=0
+    )
+    theirs = _robust(model, peer(x, y), y)
+    assert int(ours.sum()) <= int(theirs.sum()) + max(1, len(y) // 50), (
+        int(ours.sum()),
+        int(theirs.sum()),
+    )
