@@ -44,3 +44,16 @@ def trained_runs(tmp_path_factory) -> dict[str, Path]:
         cfg = tiny_config(root, method=method, epochs=15, name=method, eval_every=5)
         runs[method] = fit(cfg).run_dir
     return runs
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tiny models on one thread, then restore the count.
+
+    Models this small gain nothing from a second thread, and on a busy 2-core machine two
+    OpenMP threads spin-wait for each other: measured 6x slower (20-step PGD, digits, small_cnn).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

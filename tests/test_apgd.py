@@ -13,14 +13,7 @@ from fastrobust.data.base import to_float
 from fastrobust.errors import ConfigError
 from fastrobust.threat import L2, Linf, threat_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (two spin-wait on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 
 
 def test_checkpoints_follow_the_paper():

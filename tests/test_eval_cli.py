@@ -11,15 +11,7 @@ from fastrobust.cli import main
 from fastrobust.data import DATASETS
 from fastrobust.data.base import ImageDataset
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (two spin-wait on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 
 FAST = ["--steps", "2", "--restarts", "2", "--limit", "30", "--no-progress"]
 

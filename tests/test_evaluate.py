@@ -24,15 +24,7 @@ from fastrobust.evaluate import (
 from fastrobust.threat import threat_model
 
 EPS = [0.0, 0.3, 0.6, 1.2]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (two spin-wait on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 
 
 def _train_mlp(digits, seed: int = 0) -> nn.Module:
@@ -103,15 +95,17 @@ def plain_loop(model, x, y, eps_list, *, steps, restarts, seed, batch_size, fact
     return fooled, clean
 
 
-def test_curve_equals_the_plain_loop(mlp, points):
+def curve_and_plain_loop(model, mlp, points, **kw):
+    """The curve of ``model`` (``mlp`` or a wrapper of it) and the plain loop's results."""
     x, y = points
-    steps, restarts, seed, bs = 4, 3, 5, 32  # 3 chunks (32, 32, 6)
-    curve = robustness_curve(
-        mlp, (x, y), "l2", EPS, steps=steps, restarts=restarts, seed=seed, batch_size=bs,
-        checks=False,
-    )  # fmt: skip
-    fooled, clean = plain_loop(
-        mlp, x, y, EPS, steps=steps, restarts=restarts, seed=seed, batch_size=bs
+    curve = robustness_curve(model, (x, y), "l2", EPS, checks=False, **kw)
+    return curve, *plain_loop(mlp, x, y, EPS, **kw)
+
+
+def test_curve_equals_the_plain_loop(mlp, points):
+    # three chunks (32, 32, 6)
+    curve, fooled, clean = curve_and_plain_loop(
+        mlp, mlp, points, steps=4, restarts=3, seed=5, batch_size=32
     )
     robust_each = torch.stack(
         [clean & ~torch.stack(f).any(0) if f else clean for f in fooled]
@@ -130,15 +124,10 @@ def test_curve_equals_the_plain_loop(mlp, points):
 
 
 def test_fooled_samples_are_never_attacked_again(mlp, points):
-    x, y = points
-    steps, restarts, seed, bs = 3, 4, 1, 40
+    steps, restarts = 3, 4
     counted = Counting(mlp)
-    curve = robustness_curve(
-        counted, (x, y), "l2", EPS, steps=steps, restarts=restarts, seed=seed, batch_size=bs,
-        checks=False,
-    )  # fmt: skip
-    fooled, clean = plain_loop(
-        mlp, x, y, EPS, steps=steps, restarts=restarts, seed=seed, batch_size=bs
+    curve, fooled, clean = curve_and_plain_loop(
+        counted, mlp, points, steps=steps, restarts=restarts, seed=1, batch_size=40
     )
     expected = 0
     done = ~clean  # misclassified clean: never attacked
@@ -147,7 +136,7 @@ def test_fooled_samples_are_never_attacked_again(mlp, points):
             expected += steps * int((~done).sum())  # only the still-robust run the restart
             done = done | hit
     assert counted.attacked == expected == curve.attack_gradients
-    naive = steps * restarts * len(y) * sum(e > 0 for e in EPS)
+    naive = steps * restarts * len(clean) * sum(e > 0 for e in EPS)
     assert expected < naive / 2
 
 
