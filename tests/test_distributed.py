@@ -30,6 +30,7 @@ from fastrobust.errors import ConfigError
 from fastrobust.models import ModelSpec, build_model
 from fastrobust.threat import L2
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 PY = sys.executable
 TORCHRUN = [PY, "-m", "torch.distributed.run"]
 EVAL_N = 101  # odd: 2 ranks get 51 and 50 test images, nothing padded

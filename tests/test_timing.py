@@ -1,0 +1,323 @@
+"""Timing analysis (Goodwin et al. 2020, Table I and Figure 1): estimator invariants on
+synthetic cost curves, the measurement's structure (never its speed), Table I, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from fastrobust import timing as T
+from fastrobust.cli import main
+from fastrobust.config import TrainConfig
+from fastrobust.engine import fit
+from fastrobust.errors import CheckpointError, ConfigError
+from fastrobust.models import ModelSpec, build_model
+from fastrobust.threat import L2
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SIZES = [32, 64, 128, 256, 512]
+
+
+def synthetic(per_image: float = 1e-4, fixed: float = 2e-3, steps=(1, 7)) -> T.TimingCurves:
+    """Costs that are affine in the batch (fixed launch cost + per-image cost), with an
+    attack step costing two forward-equivalents and a training step three."""
+    curves = T.TimingCurves(device="synthetic", model="m", image_shape=(3, 32, 32))
+
+    def forward(b: int) -> float:
+        return fixed + per_image * b
+
+    for b in SIZES:
+        curves.rows.append(T.Measurement(T.FORWARD, b, forward(b), forward(b), 1))
+        curves.rows.append(T.Measurement(T.TRAIN_STEP, b, 3 * forward(b), 3 * forward(b), 1))
+        for k in steps:
+            t = (0.5 + 2 * k) * forward(b)
+            curves.rows.append(T.Measurement(T.attack_op(k), b, t, t, 1))
+    return curves
+
+
+def proportional(c: float = 1e-4) -> T.TimingCurves:
+    """Every operation costs the same per image at every batch size."""
+    curves = T.TimingCurves(device="synthetic", model="m", image_shape=(3, 32, 32))
+    for b in SIZES:
+        for op, mult in ((T.FORWARD, 1), (T.TRAIN_STEP, 3), ("pgd1", 2), ("pgd7", 14)):
+            curves.rows.append(T.Measurement(op, b, mult * c * b, mult * c * b, 1))
+    return curves
+
+
+CIFAR = T.Schedule(train_size=50_000, val_size=10_000, epochs=15, eval_every=1, check_size=256)
+
+
+# -- curves ---------------------------------------------------------------------------------------
+def test_curve_is_exact_at_measured_points_and_monotone_between():
+    c = synthetic()
+    for b in SIZES:
+        assert c.seconds(T.FORWARD, b) == pytest.approx(2e-3 + 1e-4 * b)
+    xs = [32 + 7 * i for i in range(70)]
+    ys = [c.seconds(T.FORWARD, x) for x in xs]
+    assert all(a < b for a, b in zip(ys, ys[1:]))
+    # outside the measured range: the nearest end's cost per image
+    assert c.seconds(T.FORWARD, 1024) == pytest.approx(2 * c.seconds(T.FORWARD, 512))
+    assert c.seconds(T.FORWARD, 16) == pytest.approx(c.seconds(T.FORWARD, 32) / 2)
+    assert c.ops() == [T.FORWARD, T.TRAIN_STEP, "pgd1", "pgd7"]
+
+
+def test_attack_cost_is_affine_in_steps():
+    c = synthetic()
+    b = 128
+    f = c.seconds(T.FORWARD, b)
+    assert c.attack_seconds(0, b) == 0.0
+    assert c.attack_seconds(1, b) == pytest.approx(2.5 * f)
+    assert c.attack_seconds(10, b) == pytest.approx(20.5 * f)  # extrapolated from K = 1, 7
+    assert c.attack_seconds(3, b) == pytest.approx(6.5 * f)  # interpolated
+    one = synthetic(steps=(7,))
+    assert one.attack_seconds(14, b) == pytest.approx(2 * one.attack_seconds(7, b))
+    with pytest.raises(ConfigError, match="no measurement"):
+        T.TimingCurves("d", "m", (1, 1, 1)).seconds(T.FORWARD, 4)
+
+
+def test_curves_round_trip_through_csv(tmp_path):
+    c = synthetic()
+    c.to_csv(tmp_path / "m.csv")
+    back = T.TimingCurves.from_csv(tmp_path / "m.csv")
+    assert sorted(back.rows, key=lambda r: (r.op, r.batch_size)) == sorted(
+        c.rows, key=lambda r: (r.op, r.batch_size)
+    )
+
+
+# -- estimator ------------------------------------------------------------------------------------
+def test_validations_follow_the_engine_schedule():
+    assert T.Schedule(100, 10, epochs=12, eval_every=5).validations == 3  # 5, 10 and the last
+    assert T.Schedule(100, 10, epochs=10, eval_every=5).validations == 2
+    assert T.Schedule(100, 10, epochs=4, eval_every=1).validations == 4
+    with pytest.raises(ConfigError):
+        T.Schedule(0, 10, epochs=1)
+
+
+def test_estimate_matches_a_hand_count_for_constant_cost_per_image():
+    c, n, epochs = proportional(1e-4), 50_000, 15
+    s = T.Schedule(train_size=n, val_size=0, epochs=epochs, check_size=0)
+    for k, mult in ((0, 3), (1, 3 + 2), (7, 3 + 14)):
+        for gpus in (1, 2, 4, 8):
+            e = T.estimate_training_time(c, s, attack_steps=k, global_batch=512, gpus=gpus)
+            assert e.train_s == pytest.approx(epochs * math.ceil(n / gpus) * mult * 1e-4)
+            assert e.val_s == 0.0
+            assert e.method == T.method_label(k)
+
+
+def test_more_attack_steps_cost_more():
+    c = synthetic()
+    totals = [
+        T.estimate_training_time(c, CIFAR, attack_steps=k, global_batch=512).total_s
+        for k in (0, 1, 7, 10)
+    ]
+    assert all(a < b for a, b in zip(totals, totals[1:]))
+    fast, pgd7 = totals[1], totals[2]
+    assert pgd7 / fast > 2  # K-step PGD's floor is about (3 + 2K) / (3 + 2)
+
+
+def test_more_gpus_never_slower_and_never_superlinear():
+    c = synthetic()
+    for k in (0, 1, 7):
+        est = T.sweep_gpus(c, CIFAR, methods=[k], global_batch=512, gpus=[1, 2, 4, 8, 16])
+        assert [e.gpus for e in est] == [1, 2, 4, 8, 16]
+        totals = [e.total_s for e in est]
+        assert all(a >= b for a, b in zip(totals, totals[1:]))
+        for e in est:  # per-image cost only grows as the per-GPU batch shrinks
+            assert e.train_s >= est[0].train_s / e.gpus * (1 - 1e-9)
+        assert est[-1].train_s > est[0].train_s / 16 * 1.05  # small batches are inefficient
+
+
+def test_larger_batches_train_faster_on_one_gpu():
+    c = synthetic()
+    est = T.sweep_batch_sizes(c, CIFAR, methods=[1], batch_sizes=SIZES)
+    trains = [e.train_s for e in est]
+    assert [e.global_batch for e in est] == SIZES
+    assert all(a > b for a, b in zip(trains, trains[1:]))
+
+
+def test_validation_cost_scales_with_its_schedule():
+    c = synthetic()
+
+    def val(**kw):
+        s = T.Schedule(**{**dict(train_size=50_000, val_size=10_000, epochs=20), **kw})
+        return T.estimate_training_time(c, s, attack_steps=1, global_batch=512).val_s
+
+    assert val(eval_every=1) > val(eval_every=5) > val(eval_every=20) > val(val_size=0)
+    assert val(eval_steps=20) > val(eval_steps=10)
+    assert val(val_size=0, check_size=0) == 0.0
+
+
+def test_estimate_rejects_a_batch_that_does_not_divide():
+    with pytest.raises(ConfigError, match="does not divide"):
+        T.estimate_training_time(synthetic(), CIFAR, attack_steps=1, global_batch=100, gpus=8)
+    est = T.sweep_gpus(synthetic(), CIFAR, methods=[1], global_batch=96, gpus=[1, 2, 5])
+    assert [e.gpus for e in est] == [1, 2]  # 5 left out
+
+
+# -- measuring (structure only: no speed is asserted) ---------------------------------------------
+def test_measure_curves_structure_and_model_left_untouched():
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("small_cnn", 10, 1, 8))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.eval()
+    curves = T.measure_curves(
+        model,
+        image_shape=(1, 8, 8),
+        num_classes=10,
+        batch_sizes=[4, 2],
+        threat=L2(1.0),
+        steps=(2, 1),
+        repeats=2,
+        warmup=1,
+    )
+    assert curves.ops() == [T.FORWARD, T.TRAIN_STEP, "pgd1", "pgd2"]
+    for op in curves.ops():
+        assert curves.batch_sizes(op) == [2, 4]
+    for r in curves.rows:
+        assert 0 < r.min_s <= r.median_s and r.repeats == 2
+    assert not model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert "CPU" in curves.device
+
+
+def test_time_call_synchronises_warms_up_and_counts_calls():
+    calls = []
+    median, fastest = T.time_call(
+        lambda: calls.append(1), torch.device("cpu"), repeats=3, warmup=2, min_sample_s=0.0
+    )
+    assert len(calls) == 2 + 3 and 0 <= fastest <= median
+
+
+# -- Table I --------------------------------------------------------------------------------------
+def fake_run(root, name, method, elapsed, acc, world_size=1, batch_size=128, clean=None):
+    """A run folder as the engine writes it, with chosen per-epoch times and accuracies."""
+    run = root / name
+    run.mkdir(parents=True)
+    TrainConfig(method=method, batch_size=batch_size, epochs=len(elapsed)).write_yaml(
+        run / "config.yaml"
+    )
+    rows = [
+        {"epoch": i + 1, "train_loss": 1.0, "elapsed_s": t, "val_adv_acc": a}
+        for i, (t, a) in enumerate(zip(elapsed, acc))
+    ]
+    for row, c in zip(rows, clean or []):
+        row["val_clean_acc"] = c
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "summary.json").write_text(json.dumps({"world_size": world_size}))
+    return run
+
+
+def test_table_one_hours_and_ratios(tmp_path):
+    pgd = T.read_run(fake_run(tmp_path, "pgd", "pgd", [3600, 7200, 10800], [0.3, 0.5, 0.4]))
+    fast = T.read_run(fake_run(tmp_path, "fast", "fast", [900, 1800, 2700], [0.4, 0.4, 0.45]))
+    assert (pgd.method, pgd.attack_steps, pgd.best_epoch, pgd.time_to_best_s) == (
+        "pgd7",
+        7,
+        2,
+        7200,
+    )
+    assert (fast.best_epoch, fast.best_value, fast.best_metric) == (3, 0.45, "val_adv_acc")
+    rows = T.table_one([pgd, fast], baseline=0)
+    assert rows[0]["hours_to_last"] == 3.0 and rows[0]["rel_last"] == 1.0
+    assert rows[1]["hours_to_last"] == 0.75 and rows[1]["hours_to_best"] == 0.75
+    assert rows[1]["rel_last"] == pytest.approx(0.25)
+    assert rows[1]["rel_best"] == pytest.approx(2700 / 7200)
+    with pytest.raises(ConfigError):
+        T.table_one([pgd], baseline=3)
+
+
+def test_standard_runs_pick_their_best_epoch_by_clean_accuracy(tmp_path):
+    run = fake_run(tmp_path, "std", "standard", [1, 2, 3], [0.2, 0.1, 0.0], clean=[0.5, 0.9, 0.8])
+    r = T.read_run(run)
+    assert (r.method, r.best_metric, r.best_epoch, r.time_to_best_s) == (
+        "standard",
+        "val_clean_acc",
+        2,
+        2,
+    )
+
+
+def test_read_run_of_a_real_training_run(tmp_path, digits):
+    result = fit(tiny_config(tmp_path, name="real", epochs=1), dataset=digits)
+    r = T.read_run(result.run_dir)
+    assert (r.method, r.epochs_done, r.world_size, r.dataset) == ("fast", 1, 1, "digits")
+    assert r.time_to_last_s == pytest.approx(result.time_to_last_s)
+    assert (r.best_epoch, r.time_to_best_s) == (result.best_epoch, result.time_to_best_s)
+    assert r.best_value == pytest.approx(result.best_value)
+
+
+def test_read_run_refuses_what_is_not_a_run(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        T.read_run(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="not a fastrobust run folder"):
+        T.read_run(tmp_path / "empty")
+
+
+# -- CLI --------------------------------------------------------------------------------------------
+def test_cli_prints_table_one_from_runs(tmp_path, capsys):
+    a = fake_run(tmp_path, "pgd", "pgd", [3600, 7200], [0.3, 0.5])
+    b = fake_run(tmp_path, "fast", "fast", [900, 1800], [0.4, 0.4])
+    out = tmp_path / "t"
+    args = ["-q", "timing", "--runs", str(a), str(b), "--baseline", "fast", "--out", str(out)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "Table I" in text and "relative to fast" in text
+    assert not (out / "measured.csv").exists()  # a table only: nothing measured
+    rows = list(csv.DictReader(open(out / "table1.csv")))
+    assert [r["run"] for r in rows] == ["pgd", "fast"]
+    assert float(rows[0]["rel_last"]) == pytest.approx(4.0)
+
+
+def test_cli_measures_estimates_and_overlays_runs(tmp_path, capsys):
+    run = fake_run(tmp_path, "fast", "fast", [10.0, 20.0], [0.4, 0.5], world_size=2, batch_size=4)
+    out = tmp_path / "t"
+    args = ["-q", "timing", "--runs", str(run), "--measure", "--batch-sizes", "2,4"]
+    args += ["--steps", "1", "--repeats", "1", "--warmup", "0", "--gpus", "1,2,3"]
+    args += ["--device", "cpu", "--out", str(out)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "seconds per call" in text and "lower bound" in text and "[3] do not divide" in text
+    for name in ("measured.csv", "estimate_batch.csv", "estimate_gpus.csv", "table1.csv"):
+        assert (out / name).is_file(), name
+    assert (out / "timing.png").read_bytes()[:4] == b"\x89PNG"
+    gpus = list(csv.DictReader(open(out / "estimate_gpus.csv")))
+    assert {(r["method"], r["gpus"], r["global_batch"]) for r in gpus} == {
+        (m, g, "4") for m in ("standard", "fast") for g in ("1", "2")
+    }  # the run's global batch and digits' size were the defaults
+    batch = list(csv.DictReader(open(out / "estimate_batch.csv")))
+    assert {r["gpus"] for r in batch} == {"2"}  # the run's process count
+
+
+def test_cli_bad_flag_is_a_one_line_error(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["timing", "--out", str(tmp_path), "--batch-sizes", "a,b"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "comma-separated integers" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--runs", "/nonexistent/run"], "does not exist"),
+        (["--baseline", "other"], "is none of the --runs"),
+    ],
+)
+def test_cli_user_errors_are_one_line(extra, message, capsys, tmp_path):
+    run = fake_run(tmp_path, "fast", "fast", [10.0], [0.4])
+    args = [
+        "timing",
+        "--out",
+        str(tmp_path / "t"),
+        *(["--runs", str(run)] if extra[0] != "--runs" else []),
+        *extra,
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
