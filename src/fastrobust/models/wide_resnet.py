@@ -1,4 +1,7 @@
-"""Wide ResNet (Zagoruyko & Komodakis 2016), WRN-28-10 as used by Madry et al. 2018."""
+"""Wide ResNet (Zagoruyko & Komodakis 2016), WRN-28-10 as used by Madry et al. 2018.
+
+Its blocks are PreAct ResNet basic blocks (pre-activation, 1x1 projection shortcut).
+"""
 
 from __future__ import annotations
 
@@ -6,26 +9,7 @@ import torch
 from torch import nn
 
 from fastrobust.models.registry import register_model
-
-
-class WideBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_planes)
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.shortcut = (
-            nn.Conv2d(in_planes, planes, 1, stride, bias=False)
-            if stride != 1 or in_planes != planes
-            else None
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn1(x))
-        shortcut = self.shortcut(out) if self.shortcut is not None else x
-        out = self.conv2(torch.relu(self.bn2(self.conv1(out))))
-        return out + shortcut
+from fastrobust.models.resnet import PreActBlock as WideBlock  # the same pre-activation block
 
 
 class WideResNet(nn.Module):
