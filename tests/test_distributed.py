@@ -122,6 +122,7 @@ def _configs(root: Path) -> dict:
 
 def _ddp_worker(root: str) -> None:
     """One rank: train the three runs, save this rank's weights, evaluate sharded."""
+    os.environ[D.TIMEOUT_ENV] = "60"  # a deadlock fails the test instead of hanging it
     rank, out, data = int(os.environ["RANK"]), Path(root), _even(load_dataset("digits"))
     cfgs = _configs(out)
     trainer = Trainer(cfgs["equal"], dataset=data)
@@ -220,7 +221,7 @@ def test_sharded_evaluation_counts_each_test_image_once(ddp_runs, digits):
 
 # -- 2 processes through torchrun and the CLI ----------------------------------------------------
 def _torchrun(args: list[str], tmp: Path, timeout: float = 90) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", **{D.TIMEOUT_ENV: "60"})
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT"):
         env.pop(key, None)
     cmd = TORCHRUN + ["--nproc_per_node", "2", "--master_port", str(D.free_port())] + args
