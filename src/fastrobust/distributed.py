@@ -23,6 +23,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from fastrobust.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 #: env var: seconds a collective may wait for a missing rank before failing (default 1800)
@@ -100,7 +102,10 @@ def init_distributed(world: WorldInfo, device: torch.device) -> None:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, 1800)))
+    try:
+        timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, 1800)))
+    except ValueError:
+        raise ConfigError(f"{TIMEOUT_ENV} must be a number of seconds") from None
     kwargs: dict[str, Any] = {}
     if (
         device.type == "cuda"
