@@ -11,7 +11,8 @@ Two naive baselines are timed: ``naive`` exactly as described (PGD at every eps 
 eps = 0 included, as a plain loop does), and ``naive-skip0`` which skips eps = 0. Timings are
 interleaved (naive, naive-skip0, curve, curve+checks, repeat) and the median per variant is
 reported with the ratio to each baseline; the number of input gradients (the attack work, a
-machine-independent cost) is reported too. Target (issue 3): curve <= 1/3 of naive.
+machine-independent cost) is reported too. Target (issue 3): curve <= 1/3 of naive, judged
+on CPU time (process time), which other jobs on a shared machine disturb less than wall time.
 
     python benchmarks/eval_cost.py [--runs RUN ...] [--eps 0,0.25,0.5,1,2] [--steps 20]
         [--restarts 10] [--repeats 3] [--threads 1]

@@ -146,8 +146,11 @@ def describe_subset(data_info: dict) -> str:
 
 def check_model_fits(
     model: Model, x: torch.Tensor, y: torch.Tensor, classes: list[str] | None
-) -> None:
-    """Raise DataError when the data is not what ``model`` was trained for (shape, classes)."""
+) -> int:
+    """Raise DataError when the data is not what ``model`` was trained for (shape, classes).
+
+    Returns the model's number of outputs.
+    """
     info = getattr(model, "fastrobust_info", None) or {}
     spec = info.get("model_spec") or {}
     shape = tuple(x.shape[1:])
@@ -187,6 +190,7 @@ def check_model_fits(
         )
     if int(y.max()) >= out.shape[1] or int(y.min()) < 0:
         raise DataError(f"labels go up to {int(y.max())} but the model has {out.shape[1]} outputs")
+    return int(out.shape[1])
 
 
 def _short(names: Sequence[str]) -> str:
@@ -501,14 +505,11 @@ def robustness_curve(
     base = threat_model(threat_name, eps_values[-1], random_start=random_start)
     x_all, y_all, data_info = _data_tensors(data, limit)
     dev = torch.device(device) if device is not None else _model_device(model)
-    check_model_fits(model, x_all, y_all, data_info.get("classes"))
+    outputs = check_model_fits(model, x_all, y_all, data_info.get("classes"))
     info = getattr(model, "fastrobust_info", None) or {}
     model_info = {k: info.get(k) for k in ("method", "norm", "eps", "dataset") if k in info}
-    if "apgd-dlr" in attack_names:
-        with torch.no_grad():
-            probe = _as_float(x_all[:1].to(dev))
-            if model(probe).shape[1] < 3:
-                raise ConfigError("apgd-dlr needs a model with at least 3 classes")
+    if "apgd-dlr" in attack_names and outputs < 3:
+        raise ConfigError("apgd-dlr needs a model with at least 3 classes")
 
     from tqdm.auto import tqdm
 
@@ -589,12 +590,12 @@ def robustness_curve(
             )
             curve.checks = ctx.run_all(unstable)
             curve.checks_time_s = time.perf_counter() - started
-    if model_info.get("norm") and model_info.get("method") not in (None, "standard"):
-        if model_info["norm"] != base.name:
-            curve.notes.append(
-                f"trained against {model_info['norm']} eps {model_info.get('eps'):g}, "
-                f"evaluated under {base.name}"
-            )
+    trained_norm, trained_eps = model_info.get("norm"), model_info.get("eps")
+    if trained_norm and trained_norm != base.name and model_info.get("method") != "standard":
+        eps_text = f"{trained_eps:g}" if isinstance(trained_eps, int | float) else trained_eps
+        curve.notes.append(
+            f"trained against {trained_norm} eps {eps_text}, evaluated under {base.name}"
+        )
     for message in curve.warnings:
         log.warning("%s: %s", label, message)
     return curve
