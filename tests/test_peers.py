@@ -21,6 +21,7 @@ torchattacks = pytest.importorskip(
     "torchattacks",
     reason="peer cross-check needs torchattacks: pip install 'fastrobust[peers]' "
     "(or pip install --no-deps torchattacks where torchvision is unavailable)",
+    exc_type=ImportError,  # also when it is installed but cannot import (e.g. torchvision)
 )
 
 STEPS = 20
