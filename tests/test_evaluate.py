@@ -9,18 +9,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastrobust.attack_runs import seeded_starts
 from fastrobust.data.base import to_float
 from fastrobust.errors import ConfigError, DataError
 from fastrobust.evaluate import (
     check_model_fits,
-    format_table,
     parse_eps_list,
     robustness_curve,
-    seeded_starts,
     validate_attacks,
     validate_eps_list,
-    write_report,
 )
+from fastrobust.report import format_table, write_report
 from fastrobust.threat import threat_model
 
 EPS = [0.0, 0.3, 0.6, 1.2]
@@ -267,12 +266,12 @@ def test_checks_flag_misleading_gradients(mlp, points):
 
 
 def test_checks_flag_accuracy_rising_with_steps_or_eps(mlp, points, monkeypatch):
-    from fastrobust import evaluate
+    from fastrobust import masking_checks
 
     def fake(self, idx, threat, steps, key, restarts=1):  # more steps, more robust samples
         return idx.numel() if steps > self.curve.steps or key < 100 else 0
 
-    monkeypatch.setattr(evaluate._CheckContext, "_attack_robust", fake)
+    monkeypatch.setattr(masking_checks._CheckContext, "_attack_robust", fake)
     curve = robustness_curve(mlp, points, "l2", [0.3, 0.6], steps=2, restarts=1, check_size=16)
     assert _failed(curve) == {"monotone_steps", "monotone_eps"}
     assert any("rose with more steps" in w for w in curve.warnings)

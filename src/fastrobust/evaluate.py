@@ -23,37 +23,52 @@ logits and is deterministic, input gradients are not zero, the attack beats rand
 the same norm, a very large eps drives accuracy to about zero, and accuracy does not rise
 with eps or with more steps. Failed checks are warnings on the result (and in the report),
 never silent.
+
+The checks live in :mod:`fastrobust.masking_checks`, the seeded starts and attack runs in
+:mod:`fastrobust.attack_runs`, the table, JSON/CSV files and plot in :mod:`fastrobust.report`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from fastrobust.apgd import apgd
-from fastrobust.attacks import BNMode, attack_mode, cross_entropy_per_sample, input_gradient, pgd
+from fastrobust.attack_runs import (  # noqa: F401  (start_seed: re-exported)
+    ATTACKS,
+    Model,
+    _as_float,
+    _fools,
+    run_attack,
+    seeded_starts,
+    start_seed,
+)
+from fastrobust.attacks import BNMode, attack_mode
 from fastrobust.data.base import ImageDataset, to_float
 from fastrobust.errors import ConfigError, DataError
+from fastrobust.masking_checks import (  # noqa: F401  (tolerances: re-exported)
+    LARGE_EPS_TOLERANCE,
+    ZERO_GRAD_TOLERANCE,
+    Check,
+    _CheckContext,
+)
+from fastrobust.report import (  # noqa: F401  (re-exported: fastrobust.evaluate.write_report)
+    describe_attack,
+    format_table,
+    plot_curves,
+    write_report,
+)
 from fastrobust.threat import ThreatModel, threat_model
 
 log = logging.getLogger(__name__)
 
-#: attacks a curve can run, alone or as a cascade in the given order
-ATTACKS = ("pgd", "apgd-ce", "apgd-dlr")
-
-Model = Callable[[torch.Tensor], torch.Tensor]
 Data = ImageDataset | tuple[torch.Tensor, torch.Tensor]
 
 
@@ -207,96 +222,7 @@ def _model_device(model: Model) -> torch.device:
     return torch.device("cpu")
 
 
-# -- random starts and attacks ----------------------------------------------------------------
-def start_seed(seed: int, chunk: int, eps_index: int, attack_index: int, restart: int) -> int:
-    """The generator seed for one (chunk, eps, attack, restart) draw of random starts."""
-    return _seed(seed, chunk, eps_index, attack_index, restart)
-
-
-def _seed(*key: int) -> int:
-    state = np.random.SeedSequence(list(key))
-    return int(state.generate_state(1, dtype=np.uint64)[0] % (2**63 - 1))
-
-
-def seeded_starts(
-    threat: ThreatModel,
-    x: torch.Tensor,
-    *,
-    seed: int,
-    chunk: int,
-    eps_index: int,
-    attack_index: int,
-    restart: int,
-) -> torch.Tensor:
-    """Random starts for a whole chunk ``x``; the curve gives row ``i`` to sample ``i``."""
-    g = torch.Generator(device=x.device)
-    g.manual_seed(start_seed(seed, chunk, eps_index, attack_index, restart))
-    return threat.sample(x, generator=g)
-
-
-class _GivenStart:
-    """A threat model whose random start is given: every other method is the wrapped one's.
-
-    This lets the curve hand :func:`fastrobust.pgd` and :func:`fastrobust.apgd.apgd` its
-    per-sample seeded starts without a second copy of their loops.
-    """
-
-    def __init__(self, threat: ThreatModel, start: torch.Tensor) -> None:
-        self._threat = threat
-        self._start = start
-
-    def sample(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        if x.shape != self._start.shape:
-            raise RuntimeError(f"given start {tuple(self._start.shape)} for input {tuple(x.shape)}")
-        return self._start
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._threat, name)
-
-
-def run_attack(
-    name: str,
-    model: Model,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    threat: ThreatModel,
-    start: torch.Tensor,
-    *,
-    steps: int,
-    step_size_factor: float = 2.5,
-    bn_mode: BNMode = "eval",
-) -> torch.Tensor:
-    """One run of attack ``name`` from the perturbation ``start``; returns a valid delta."""
-    given: Any = _GivenStart(threat, start)
-    if name == "pgd":
-        alpha = step_size_factor * threat.eps / steps
-        x_adv = pgd(model, x, y, given, steps=steps, step_size=alpha, bn_mode=bn_mode)
-    elif name in ("apgd-ce", "apgd-dlr"):
-        x_adv = apgd(model, x, y, given, steps=steps, loss=name[5:], bn_mode=bn_mode)  # type: ignore[arg-type]
-    else:
-        raise ConfigError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
-    return threat.project(x_adv - x, x)  # a buggy attack still cannot leave the threat model
-
-
-def _fools(model: Model, x: torch.Tensor, delta: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model(x + delta).argmax(1) != y
-
-
 # -- the result -------------------------------------------------------------------------------
-@dataclass
-class Check:
-    """One gradient-masking check: its name, whether it passed, what it saw."""
-
-    name: str
-    passed: bool
-    message: str
-    values: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "passed": self.passed, "message": self.message, **self.values}
-
-
 @dataclass
 class RobustnessCurve:
     """Accuracy under attack at each eps, with how each sample was fooled and the checks."""
@@ -374,10 +300,7 @@ class RobustnessCurve:
 
 
 # -- the curve --------------------------------------------------------------------------------
-_CLEAN, _CARRIED = -2, -1
-_CHECKS_STREAM = (
-    2**31
-)  # seeds of the checks' random draws, apart from the curve's  # codes of ``how``: misclassified clean, fooled at a smaller eps
+_CLEAN, _CARRIED = -2, -1  # codes of ``how``: misclassified clean, fooled at a smaller eps
 
 
 @dataclass
@@ -601,10 +524,6 @@ def robustness_curve(
     return curve
 
 
-def _as_float(x: torch.Tensor) -> torch.Tensor:
-    return to_float(x) if x.dtype == torch.uint8 else x
-
-
 def _fooled_counts(how_row: torch.Tensor, attacks: list[str]) -> dict[str, int]:
     counts = {
         "clean": int((how_row == _CLEAN).sum()),
@@ -613,348 +532,3 @@ def _fooled_counts(how_row: torch.Tensor, attacks: list[str]) -> dict[str, int]:
     for a, name in enumerate(attacks):
         counts[name] = int((how_row == a).sum())
     return counts
-
-
-# -- gradient-masking checks ------------------------------------------------------------------
-#: largest share of clean-correct samples allowed a zero input gradient
-ZERO_GRAD_TOLERANCE = 0.01
-#: largest accuracy allowed at an eps that covers the whole image box
-LARGE_EPS_TOLERANCE = 0.05
-
-
-def _slack(n: int, share: float) -> int:
-    """Samples a check may miss by: one, or ``share`` of them where that is more."""
-    return max(1, int(share * n))
-
-
-class _CheckContext:
-    """The data a curve's masking checks share; ``run_all`` returns every :class:`Check`."""
-
-    def __init__(
-        self,
-        model: Model,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        threat: ThreatModel,
-        curve: RobustnessCurve,
-        how: torch.Tensor,
-        clean_correct: torch.Tensor,
-        device: torch.device,
-        batch_size: int,
-        bn_mode: BNMode,
-        check_size: int,
-        seed: int,
-    ) -> None:
-        self.model, self.x, self.y, self.threat, self.curve = model, x, y, threat, curve
-        self.how, self.clean_correct, self.device = how, clean_correct, device
-        self.batch_size, self.bn_mode, self.check_size, self.seed = (
-            batch_size,
-            bn_mode,
-            check_size,
-            seed,
-        )
-
-    def _batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return _as_float(self.x[idx].to(self.device)), self.y[idx].to(self.device)
-
-    def _generator(self, *key: int) -> torch.Generator:
-        g = torch.Generator(device=self.device)
-        g.manual_seed(_seed(self.seed, _CHECKS_STREAM, *key))
-        return g
-
-    def _attack_robust(
-        self, idx: torch.Tensor, threat: ThreatModel, steps: int, key: int, restarts: int = 1
-    ) -> int:
-        """Samples of ``idx`` still robust after ``restarts`` PGD runs (each on the survivors)."""
-        x, y = self._batch(idx)
-        fooled = _fools(self.model, x, torch.zeros_like(x), y)
-        for r in range(restarts):
-            active = (~fooled).nonzero().squeeze(1)
-            if active.numel() == 0:
-                break
-            start = threat.sample(x, generator=self._generator(key, r, 0))[active]
-            d = run_attack(
-                "pgd",
-                self.model,
-                x[active],
-                y[active],
-                threat,
-                start,
-                steps=steps,
-                step_size_factor=self.curve.step_size_factor,
-                bn_mode=self.bn_mode,
-            )
-            fooled[active] |= _fools(self.model, x[active], d, y[active])
-        return int((~fooled).sum())
-
-    def run_all(self, unstable: int) -> list[Check]:
-        with torch.no_grad():
-            x0, _ = self._batch(torch.arange(min(len(self.y), self.batch_size)))
-            out = self.model(x0)
-            again = self.model(x0)
-        correct = self.clean_correct.nonzero().squeeze(1)
-        return [
-            self.logits(out),
-            self.deterministic(out, again, unstable),
-            self.gradients(correct),
-            self.noise(),
-            self.monotone_eps(),
-            self.monotone_steps(correct[: self.check_size]),
-            self.large_eps(correct[: self.check_size]),
-        ]
-
-    def logits(self, out: torch.Tensor) -> Check:
-        """Attacks need logits: probabilities (rows summing to 1) flatten the loss surface."""
-        sums = out.sum(1)
-        probs = bool((out >= 0).all() and torch.allclose(sums, torch.ones_like(sums), atol=1e-4))
-        message = (
-            "the model outputs probabilities (rows are non-negative and sum to 1): attacks need "
-            "logits; remove the final softmax"
-            if probs
-            else "the model outputs logits"
-        )
-        return Check("logits", not probs, message)
-
-    def deterministic(self, out: torch.Tensor, again: torch.Tensor, unstable: int) -> Check:
-        """A randomised model (dropout at test time, random defences) needs EOT attacks."""
-        same = torch.equal(out, again) and unstable == 0
-        message = (
-            "the model is not deterministic (the same input gave different outputs, or "
-            f"{unstable} adversarial examples stopped fooling it): results from plain PGD are "
-            "unreliable; attack with expectation over transformation"
-            if not same
-            else "the model is deterministic"
-        )
-        return Check("deterministic", same, message, {"unstable_examples": unstable})
-
-    def gradients(self, correct: torch.Tensor) -> Check:
-        """Zero input gradients (saturated softmax, non-differentiable layers) stall PGD."""
-        zero = total = 0
-        for lo in range(0, len(correct), self.batch_size):
-            x, y = self._batch(correct[lo : lo + self.batch_size])
-            grad, _, _ = input_gradient(self.model, x, y, cross_entropy_per_sample)
-            zero += int((grad.flatten(1).abs().amax(1) == 0).sum())
-            total += len(y)
-        share = zero / max(total, 1)
-        ok = share <= ZERO_GRAD_TOLERANCE
-        message = (
-            f"{zero} of {total} correctly classified samples have an exactly zero input gradient "
-            "(saturated softmax or a non-differentiable layer): gradient attacks cannot move "
-            "them; try --attack apgd-dlr, whose loss does not saturate"
-            if not ok
-            else f"input gradients are non-zero ({zero} of {total} zero)"
-        )
-        return Check("gradients", ok, message, {"zero_gradients": zero, "checked": total})
-
-    def noise(self) -> Check:
-        """The attack must fool at least as many samples as random noise of the same norm."""
-        noisy = type(self.threat)(1.0, random_start="sphere")
-        worse = []
-        noise_acc = []
-        for j, eps in enumerate(self.curve.eps):
-            if eps == 0:
-                noise_acc.append(self.curve.clean_accuracy)
-                continue
-            t = noisy.with_eps(eps)
-            robust = 0
-            for lo in range(0, len(self.y), self.batch_size):
-                x, y = self._batch(torch.arange(lo, min(lo + self.batch_size, len(self.y))))
-                d = t.sample(x, generator=self._generator(1, j, lo))
-                robust += int((~_fools(self.model, x, d, y)).sum())
-            noise_acc.append(robust / self.curve.n)
-            if self.curve.robust[j] > robust:
-                worse.append(
-                    f"{eps:g} ({self.curve.accuracy[j]:.3f} > {robust / self.curve.n:.3f})"
-                )
-        ok = not worse
-        message = (
-            "the attack is weaker than random noise of the same norm at eps "
-            + ", ".join(worse)
-            + ": its gradients mislead it (gradient masking?)"
-            if not ok
-            else "the attack beats random noise of the same norm at every eps"
-        )
-        return Check("noise", ok, message, {"noise_accuracy": noise_acc})
-
-    def monotone_eps(self) -> Check:
-        """Samples fooled at one eps must also be fooled by a fresh attack at the next eps.
-
-        The curve itself is monotone by construction (carried examples); this re-attacks up to
-        ``check_size`` of the samples first fooled at ``eps_{j-1}`` at ``eps_j``, with the same
-        restarts. Survivors mean a plain evaluation would see accuracy rise with eps.
-        """
-        survivors = checked = 0
-        where = []
-        attacked = (self.how >= 0) & (self.how < len(self.curve.attacks))
-        for j in range(1, len(self.curve.eps)):
-            if self.curve.eps[j - 1] == 0:
-                continue
-            idx = attacked[j - 1].nonzero().squeeze(1)[: self.check_size]
-            if idx.numel() == 0:
-                continue
-            t = self.threat.with_eps(self.curve.eps[j])
-            left = self._attack_robust(
-                idx, t, self.curve.steps, key=2 + j, restarts=self.curve.restarts
-            )
-            survivors += left
-            checked += idx.numel()
-            if left:
-                where.append(f"{left} of {idx.numel()} at eps {self.curve.eps[j]:g}")
-        ok = survivors <= (_slack(checked, 0.05) if checked else 0)
-        message = (
-            "samples fooled at a smaller eps survived a fresh attack at a larger one ("
-            + "; ".join(where)
-            + "): accuracy would rise with eps in a plain evaluation (step size too large, or "
-            "gradient masking)"
-            if not ok
-            else f"a fresh attack at the next eps fools the samples fooled before ({survivors} of {checked} survived)"
-        )
-        return Check("monotone_eps", ok, message, {"survivors": survivors, "checked": checked})
-
-    def monotone_steps(self, idx: torch.Tensor) -> Check:
-        """Doubling the PGD steps (same start) must not raise accuracy."""
-        positive = [j for j, e in enumerate(self.curve.eps) if e > 0]
-        if idx.numel() == 0 or not positive:
-            return Check("monotone_steps", True, "skipped (no eps > 0 or no correct samples)")
-        half = self.curve.clean_accuracy / 2
-        j = min(positive, key=lambda i: abs(self.curve.accuracy[i] - half))
-        t = self.threat.with_eps(self.curve.eps[j])
-        steps = self.curve.steps
-        base = self._attack_robust(idx, t, steps, key=100 + j)
-        more = self._attack_robust(idx, t, 2 * steps, key=100 + j)
-        ok = more <= base + _slack(idx.numel(), 0.02)
-        values = {
-            "eps": self.curve.eps[j],
-            "checked": idx.numel(),
-            f"robust_{steps}_steps": base,
-            f"robust_{2 * steps}_steps": more,
-        }
-        message = (
-            f"accuracy rose with more steps at eps {self.curve.eps[j]:g} ({base} robust of "
-            f"{idx.numel()} with {steps} steps, {more} with {2 * steps}): the attack has not "
-            "converged or the gradients are unreliable"
-            if not ok
-            else f"more steps do not raise accuracy ({base} -> {more} robust of {idx.numel()})"
-        )
-        return Check("monotone_steps", ok, message, values)
-
-    def large_eps(self, idx: torch.Tensor) -> Check:
-        """At an eps covering the whole ``[0,1]`` box any image is reachable: accuracy ~ 0."""
-        if idx.numel() == 0:
-            return Check("large_eps", True, "skipped (no correctly classified samples)")
-        dim = self.x[0].numel()
-        big = math.sqrt(dim) if self.threat.name == "l2" else 1.0
-        left = self._attack_robust(idx, self.threat.with_eps(big), self.curve.steps, key=200)
-        acc = left / idx.numel()
-        ok = acc <= LARGE_EPS_TOLERANCE or left <= 1
-        message = (
-            f"at eps {big:g}, which covers the whole image box, {left} of {idx.numel()} samples "
-            "stay correct: the attack cannot follow the gradients (gradient masking?)"
-            if not ok
-            else f"a very large eps ({big:g}) drives accuracy to {acc:.3f}"
-        )
-        return Check("large_eps", ok, message, {"eps": big, "robust": left, "checked": idx.numel()})
-
-
-# -- reports ----------------------------------------------------------------------------------
-def format_table(curves: dict[str, RobustnessCurve]) -> str:
-    """Rows eps, columns models: the text table the CLI prints."""
-    labels = list(curves)
-    first = curves[labels[0]]
-    width = max(8, *(len(label) for label in labels))
-    head = f"{'eps':>8}  " + "  ".join(f"{label:>{width}}" for label in labels)
-    lines = [head]
-    if 0 not in first.eps:
-        clean = "  ".join(f"{c.clean_accuracy:>{width}.4f}" for c in curves.values())
-        lines.append(f"{'clean':>8}  {clean}")
-    for j, eps in enumerate(first.eps):
-        lines.append(
-            f"{eps:>8g}  " + "  ".join(f"{c.accuracy[j]:>{width}.4f}" for c in curves.values())
-        )
-    return "\n".join(lines)
-
-
-def describe_attack(curve: RobustnessCurve) -> str:
-    """``"l2 pgd, 20 steps x 10 restarts (step 2.5*eps/steps, start ball)"``."""
-    return (
-        f"{curve.norm} {' -> '.join(curve.attacks)}, {curve.steps} steps x {curve.restarts} "
-        f"restarts (pgd step {curve.step_size_factor:g}*eps/steps, {curve.random_start} start)"
-    )
-
-
-def write_report(
-    out_dir: str | Path, curves: dict[str, RobustnessCurve], *, extra: dict | None = None
-) -> dict[str, Path]:
-    """Write ``robustness.json``, ``robustness.csv`` and ``robustness.png`` into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    first = next(iter(curves.values()))
-    paths = {
-        "json": out / "robustness.json",
-        "csv": out / "robustness.csv",
-        "png": out / "robustness.png",
-    }
-    doc = {
-        "subset": first.subset,
-        "data": first.data,
-        "norm": first.norm,
-        "eps": first.eps,
-        "attack": describe_attack(first),
-        **(extra or {}),
-        "models": {label: c.to_dict() for label, c in curves.items()},
-    }
-    paths["json"].write_text(json.dumps(doc, indent=2) + "\n")
-    with open(paths["csv"], "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(
-            ["model", "norm", "eps", "accuracy", "robust", "n", "subset", "attack", "warnings"]
-        )
-        for label, c in curves.items():
-            for j, eps in enumerate(c.eps):
-                w.writerow(
-                    [
-                        label,
-                        c.norm,
-                        f"{eps:g}",
-                        f"{c.accuracy[j]:.6f}",
-                        c.robust[j],
-                        c.n,
-                        c.subset,
-                        describe_attack(c),
-                        len(c.warnings),
-                    ]
-                )
-    plot_curves(curves, paths["png"])
-    return paths
-
-
-def plot_curves(curves: dict[str, RobustnessCurve], path: str | Path) -> None:
-    """Accuracy vs eps, one line per model, each model's training eps as a dotted line."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 4.2), dpi=120)
-    ax = fig.add_subplot()
-    first = next(iter(curves.values()))
-    for label, c in curves.items():
-        (line,) = ax.plot(c.eps, c.accuracy, marker="o", label=label)
-        trained = c.model_info
-        if (
-            trained.get("method") not in (None, "standard")
-            and trained.get("norm") == c.norm
-            and trained.get("eps") is not None
-        ):
-            ax.axvline(
-                float(trained["eps"]),
-                linestyle=":",
-                color=line.get_color(),
-                label=f"{label} training eps",
-            )
-    ax.set_xlabel(f"{first.norm} eps")
-    ax.set_ylabel("adversarial accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    dataset = first.data.get("dataset") or "data"
-    ax.set_title(f"{dataset}, {first.subset}\n{describe_attack(first)}", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path)

@@ -1,4 +1,4 @@
-"""Where the time of adversarial training goes (Goodwin et al., HPEC 2020, Table I, Figure 1).
+"""Where the time of adversarial training goes (Goodwin et al., HPEC 2020, Figure 1).
 
 * :func:`measure_curves`: seconds of one forward pass ("no PGD"), one training step
   (forward + backward + SGD step) and one execution of a K-step PGD attack (default
@@ -12,14 +12,14 @@
   ``global_batch / G`` (the engine's DistributedSampler split), so the per-process batch
   shrinks as G grows and the per-batch-size curve says what that costs. Communication and
   data loading are left out, which is what makes it a lower bound.
-* :func:`read_run` / :func:`table_one`: the paper's Table I from run folders: hours to the
-  last and to the best epoch, each relative to a baseline run.
+
+The paper's Table I from run folders is in :mod:`fastrobust.run_table`, the Figure 1 plot in
+:mod:`fastrobust.timing_plot`.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import statistics
@@ -31,12 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from fastrobust.adversaries import Adversary
-from fastrobust.config import TrainConfig
-from fastrobust.errors import CheckpointError, ConfigError
+from fastrobust.errors import ConfigError
 from fastrobust.threat import ThreatModel
 
 log = logging.getLogger(__name__)
@@ -461,206 +459,3 @@ def write_estimates_csv(estimates: Sequence[Estimate], path: str | Path) -> None
         w.writeheader()
         for e in estimates:
             w.writerow(e.to_dict())
-
-
-# -- run folders and Table I ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class RunRecord:
-    """What Table I and the Figure 1 stars need from one run folder."""
-
-    name: str
-    path: str
-    method: str
-    attack_steps: int
-    dataset: str
-    model: str
-    epochs_done: int
-    batch_size: int
-    world_size: int
-    time_to_last_s: float
-    time_to_best_s: float | None
-    best_epoch: int | None
-    best_metric: str
-    """what picked the best epoch: val_adv_acc (val_clean_acc for standard training)"""
-    best_value: float | None
-    config: dict[str, Any] = field(repr=False, default_factory=dict)
-
-
-def read_run(path: str | Path) -> RunRecord:
-    """Read a run folder's ``config.yaml``, ``metrics.jsonl`` and (if present) ``summary.json``.
-
-    Times come from the per-epoch ``elapsed_s`` in ``metrics.jsonl``, so an interrupted run
-    counts too; the best epoch is the engine's: the first with the highest adversarial
-    validation accuracy (clean accuracy for standard training).
-    """
-    run = Path(path).expanduser()
-    if not run.is_dir():
-        raise CheckpointError(f"run folder {run} does not exist")
-    try:
-        raw = yaml.safe_load((run / "config.yaml").read_text()) or {}
-        cfg = TrainConfig.from_dict(raw)
-        rows = [
-            json.loads(line)
-            for line in (run / "metrics.jsonl").read_text().splitlines()
-            if line.strip()
-        ]
-    except FileNotFoundError as exc:
-        raise CheckpointError(
-            f"{run} is not a fastrobust run folder ({Path(exc.filename).name} missing)"
-        ) from None
-    except (yaml.YAMLError, json.JSONDecodeError, ConfigError) as exc:
-        raise CheckpointError(f"{run} is not a readable fastrobust run folder ({exc})") from None
-    if not rows:
-        raise CheckpointError(f"{run} has no finished epoch yet")
-    summary_path = run / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    default_metric = "val_clean_acc" if cfg.method == "standard" else "val_adv_acc"
-    metric = str(summary.get("best_metric", default_metric))
-    best_epoch, best_value, best_t = None, None, None
-    for r in rows:
-        value = r.get(metric)
-        if value is not None and (best_value is None or value > best_value):
-            best_epoch, best_value, best_t = int(r["epoch"]), float(value), float(r["elapsed_s"])
-    return RunRecord(
-        name=run.name,
-        path=str(run),
-        method=method_label(cfg.attack_steps),
-        attack_steps=cfg.attack_steps,
-        dataset=cfg.dataset,
-        model=cfg.model,
-        epochs_done=int(rows[-1]["epoch"]),
-        batch_size=cfg.batch_size,
-        world_size=int(summary.get("world_size", 1)),
-        time_to_last_s=float(rows[-1]["elapsed_s"]),
-        time_to_best_s=best_t,
-        best_epoch=best_epoch,
-        best_metric=metric,
-        best_value=best_value,
-        config=raw,
-    )
-
-
-def table_one(runs: Sequence[RunRecord], baseline: int = 0) -> list[dict[str, Any]]:
-    """The paper's Table I: hours to the last and to the best epoch per run, and each as a
-    ratio to the same quantity of ``runs[baseline]``."""
-    if not runs:
-        raise ConfigError("no runs given")
-    if not 0 <= baseline < len(runs):
-        raise ConfigError(f"baseline index {baseline} is not one of the {len(runs)} runs")
-    base = runs[baseline]
-
-    def ratio(a: float | None, b: float | None) -> float | None:
-        return None if a is None or not b else a / b
-
-    return [
-        {
-            "run": r.name,
-            "method": r.method,
-            "gpus": r.world_size,
-            "batch_size": r.batch_size,
-            "epochs": r.epochs_done,
-            "best_epoch": r.best_epoch,
-            "best_acc": r.best_value,
-            "best_by": r.best_metric,
-            "hours_to_last": r.time_to_last_s / 3600,
-            "hours_to_best": None if r.time_to_best_s is None else r.time_to_best_s / 3600,
-            "rel_last": ratio(r.time_to_last_s, base.time_to_last_s),
-            "rel_best": ratio(r.time_to_best_s, base.time_to_best_s),
-        }
-        for r in runs
-    ]
-
-
-def write_rows_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
-    if not rows:
-        return
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-
-
-# -- plot -----------------------------------------------------------------------------------------
-def _log_ticks(ax: Any, values: Sequence[int]) -> None:
-    """Plain-number ticks at the plotted values of a log x axis."""
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-    if values:
-        ax.set_xticks(list(values))
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(NullFormatter())
-
-
-def plot_figure_one(
-    path: str | Path,
-    curves: TimingCurves,
-    by_batch: Sequence[Estimate],
-    by_gpus: Sequence[Estimate],
-    runs: Sequence[RunRecord] = (),
-    *,
-    title: str = "",
-) -> None:
-    """Three panels as in the paper's Figure 1: seconds per call over batch size; estimated
-    total hours over batch size; estimated hours over GPU count for a fixed global batch.
-    Measured total times of run folders are stars, coloured as their method's line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
-    colours: dict[str, str] = {}
-
-    def colour(method: str) -> str:
-        if method not in colours:
-            colours[method] = f"C{len(colours)}"
-        return colours[method]
-
-    ax = axes[0]
-    for op in curves.ops():
-        if op == TRAIN_STEP:
-            continue
-        xs = curves.batch_sizes(op)
-        label = "no PGD (forward)" if op == FORWARD else f"{op[3:]}-step PGD"
-        ax.plot(xs, [curves.seconds(op, b) for b in xs], "o-", label=label)
-    xs = curves.batch_sizes(TRAIN_STEP)
-    ax.plot(xs, [curves.seconds(TRAIN_STEP, b) for b in xs], "k--", label="training step")
-    ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="seconds per call")
-    _log_ticks(ax, curves.batch_sizes(FORWARD))
-    ax.set_title(f"one attack execution ({curves.device})", fontsize=9)
-
-    def panel(ax: Any, estimates: Sequence[Estimate], x_of: Callable[[Estimate], int]) -> None:
-        for method in dict.fromkeys(e.method for e in estimates):
-            pts = [(x_of(e), e.total_s / 3600) for e in estimates if e.method == method]
-            ax.plot(*zip(*pts), "o-", color=colour(method), label=f"{method} (lower bound)")
-        ax.set(xscale="log", yscale="log", ylabel="hours")
-
-    panel(axes[1], by_batch, lambda e: e.global_batch)
-    panel(axes[2], by_gpus, lambda e: e.gpus)
-    _log_ticks(axes[1], sorted({e.global_batch for e in by_batch}))
-    _log_ticks(axes[2], sorted({e.gpus for e in by_gpus}))
-    axes[1].set_xlabel("global batch size")
-    axes[2].set_xlabel("GPUs (processes)")
-    for r in runs:  # a star where the run's setting lies on the panel's curve
-        star = dict(marker="*", ms=14, mec="k", ls="none", color=colour(r.method))
-        if by_batch and r.world_size == by_batch[0].gpus:
-            axes[1].plot(r.batch_size, r.time_to_last_s / 3600, **star)
-        if by_gpus and r.batch_size == by_gpus[0].global_batch:
-            axes[2].plot(r.world_size, r.time_to_last_s / 3600, **star)
-    if by_batch:
-        axes[1].set_title(f"total training time, {by_batch[0].gpus} GPU(s)", fontsize=9)
-    if by_gpus:
-        axes[2].set_title(
-            f"total training time, global batch {by_gpus[0].global_batch}", fontsize=9
-        )
-    for ax in axes:
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    if runs:
-        axes[2].plot([], [], "*", ms=10, color="gray", mec="k", label="measured runs")
-        axes[2].legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -124,13 +124,11 @@ def run(args: argparse.Namespace) -> int:
     from fastrobust.engine import resolve_device
     from fastrobust.evaluate import (
         check_model_fits,
-        describe_attack,
-        format_table,
         parse_eps_list,
         robustness_curve,
         validate_attacks,
-        write_report,
     )
+    from fastrobust.report import describe_attack, format_table, write_report
 
     attacks = validate_attacks(args.attack)
     eps_list = parse_eps_list(args.eps) if args.eps is not None else None

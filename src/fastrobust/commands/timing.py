@@ -118,10 +118,10 @@ def _baseline_index(spec: str, runs: list[Any]) -> int:
 
 
 def _print_table_one(runs: list[Any], baseline: int, out: Path) -> None:
-    from fastrobust import timing as T
+    from fastrobust.run_table import table_one, write_rows_csv
 
-    rows = T.table_one(runs, baseline)
-    T.write_rows_csv(rows, out / "table1.csv")
+    rows = table_one(runs, baseline)
+    write_rows_csv(rows, out / "table1.csv")
     print(f"Table I: training time (relative to {runs[baseline].name})")
     headers = ["run", "method", "GPUs", "batch", "epochs", "best ep", "best acc", "best by"]
     headers += ["h to last", "h to best", "rel last", "rel best"]
@@ -142,9 +142,11 @@ def run(args: argparse.Namespace) -> int:
     from fastrobust import timing as T
     from fastrobust.engine import resolve_device
     from fastrobust.models import ModelSpec, build_model
+    from fastrobust.run_table import read_run
     from fastrobust.threat import threat_model
+    from fastrobust.timing_plot import plot_figure_one
 
-    runs = [T.read_run(p) for p in args.runs]
+    runs = [read_run(p) for p in args.runs]
     out = Path(args.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     if runs:
@@ -211,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
         f"{schedule.train_size} train images, {schedule.epochs} epochs, validation of "
         f"{schedule.val_size} images every {schedule.eval_every} epoch(s)"
     )
-    T.plot_figure_one(out / "timing.png", curves, by_batch, by_gpus, runs, title=title)
+    plot_figure_one(out / "timing.png", curves, by_batch, by_gpus, runs, title=title)
 
     print(f"\nseconds per call on {curves.device} (median of {args.repeats}):")
     ops = curves.ops()
