@@ -505,6 +505,11 @@ class Trainer:
         result = TrainResult(run_dir=self.run_dir, epochs_done=self.epoch, history=self.history)
         if self.epoch == 0:
             self._save("last.pt", self._resume_state(None))  # resumable from the very start
+        elif self.world.is_main:
+            # metrics.jsonl is rebuilt from the checkpoint's history, so a stop between saving
+            # last.pt and appending the epoch's line loses nothing
+            lines = "".join(json.dumps(m) + "\n" for m in self.history)
+            (self.run_dir / "metrics.jsonl").write_text(lines)
         log.info(
             "training %s on %s (%d train images) with %s; run folder %s",
             self.spec.name,
