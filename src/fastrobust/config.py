@@ -22,9 +22,14 @@ class TrainConfig:
     """One training run. Defaults: the offline digits job (fast L2 training, eps 1.0)."""
 
     dataset: str = "digits"
-    """dataset name: digits (bundled), cifar10, cifar100"""
+    """dataset name: digits (bundled), cifar10, cifar100, imagefolder, restricted_imagenet"""
     data_dir: str | None = None
-    """folder holding the dataset files (CIFAR python-version folder)"""
+    """folder holding the dataset files (CIFAR python-version folder, image folder root)"""
+    image_size: int | None = None
+    """resize disk images to this size (imagefolder: default the first image's size;
+    restricted_imagenet: 224)"""
+    workers: int = 2
+    """DataLoader worker processes for disk datasets"""
     model: str = "small_cnn"
     """registry name or package.module:factory"""
     method: str = "fast"
@@ -127,6 +132,10 @@ class TrainConfig:
             raise ConfigError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise ConfigError(f"eval_limit must be >= 1, got {self.eval_limit}")
+        if self.image_size is not None and self.image_size < 1:
+            raise ConfigError(f"image_size must be >= 1, got {self.image_size}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if self.overfit_check_size < 0:
             raise ConfigError("overfit_check_size must be >= 0")
         self.threat()  # validates the random start for the norm

@@ -31,7 +31,7 @@ from fastrobust.adversaries import Adversary, build_adversary
 from fastrobust.attacks import pgd
 from fastrobust.checkpoint import load_checkpoint, save_checkpoint
 from fastrobust.config import TrainConfig
-from fastrobust.data import ImageDataset, InMemoryLoader, load_dataset
+from fastrobust.data import ImageDataset, load_dataset, make_loader
 from fastrobust.data.base import to_float
 from fastrobust.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from fastrobust.models import ModelSpec, NormalizedModel, build_model
@@ -199,7 +199,11 @@ class Trainer:
         self.cfg = cfg
         self.world = D.world_info_from_env()
         self.device = resolve_device(cfg.device, self.world.local_rank)
-        self.data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_dir)
+        self.data = (
+            dataset
+            if dataset is not None
+            else load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size)
+        )
         self._check_batch()  # before the rendezvous: a bad batch size fails at once everywhere
         D.init_distributed(self.world, self.device)
         self.spec = ModelSpec(
@@ -227,17 +231,15 @@ class Trainer:
         self.adversary: Adversary = build_adversary(cfg)
         self.threat = cfg.threat()
         per_rank = cfg.batch_size // self.world.world_size
-        self.loader = InMemoryLoader(
-            self.data.train_x,
-            self.data.train_y,
+        self.loader = make_loader(
+            self.data,
             per_rank,
-            shuffle=True,
-            crop_padding=self.data.crop_padding if cfg.augment else 0,
-            flip=self.data.flip and cfg.augment,
+            augment=cfg.augment,
             seed=cfg.seed,
             rank=self.world.rank,
             world_size=self.world.world_size,
             device=self.device,
+            workers=cfg.workers,
         )
         self.steps_per_epoch = len(self.loader)
         self.optimizer = torch.optim.SGD(

@@ -52,6 +52,7 @@ from fastrobust.attack_runs import (  # noqa: F401  (start_seed: re-exported)
 )
 from fastrobust.attacks import BNMode, attack_mode
 from fastrobust.data.base import ImageDataset, to_float
+from fastrobust.data.imagefolder import LazyImages
 from fastrobust.errors import ConfigError, DataError
 from fastrobust.masking_checks import (  # noqa: F401  (tolerances: re-exported)
     LARGE_EPS_TOLERANCE,
@@ -130,7 +131,7 @@ def _data_tensors(data: Data, limit: int | None) -> tuple[torch.Tensor, torch.Te
         info = {"dataset": None, "split": "given", "classes": None}
     else:
         raise ConfigError("data must be an ImageDataset or an (x, y) pair of tensors")
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+    if not isinstance(x, torch.Tensor | LazyImages) or not isinstance(y, torch.Tensor):
         raise ConfigError("data must be an ImageDataset or an (x, y) pair of tensors")
     if x.dim() != 4 or y.dim() != 1 or len(x) != len(y):
         raise DataError(

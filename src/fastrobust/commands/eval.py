@@ -118,6 +118,16 @@ def _default_eps(info: dict) -> list[float]:
     return [0.0, eps / 4, eps / 2, eps, 2 * eps]
 
 
+def _size_option(data_name: str, info: dict) -> dict:
+    """Disk datasets are resized to the size the (first) model was trained on."""
+    from fastrobust.data.base import dataset_options
+
+    spec = info.get("model_spec") or {}
+    if "image_size" in dataset_options(data_name) and spec.get("image_size"):
+        return {"image_size": int(spec["image_size"])}
+    return {}
+
+
 def run(args: argparse.Namespace) -> int:
     from fastrobust.checkpoint import load_model
     from fastrobust.data import load_dataset
@@ -151,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     data_name = args.data or first_info.get("dataset")
     if data_name is None:
         raise ConfigError("give --data (the first checkpoint does not record its dataset)")
-    data = load_dataset(data_name, args.data_dir)
+    data = load_dataset(data_name, args.data_dir, **_size_option(data_name, first_info))
     x, y = data.test_x, data.test_y
     for label, model in zip(labels, models):
         try:

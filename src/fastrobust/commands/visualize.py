@@ -184,13 +184,17 @@ def _sources(
         x, y = _load_images_file(args.images)
     else:
         from fastrobust.data import load_dataset
-        from fastrobust.data.base import to_float
+        from fastrobust.data.base import dataset_options, to_float
 
         name = args.dataset or model.fastrobust_info.get("dataset")  # type: ignore[attr-defined]
         if not name:
             raise ConfigError("the checkpoint records no dataset; pass --dataset or --images")
-        data = load_dataset(name, args.data_dir)
-        x, y = to_float(data.test_x), data.test_y
+        spec = model.fastrobust_info.get("model_spec") or {}  # type: ignore[attr-defined]
+        size = spec.get("image_size") if "image_size" in dataset_options(name) else None
+        data = load_dataset(name, args.data_dir, image_size=size)
+        # disk datasets (LazyImages) decode the whole test split here
+        test_x = data.test_x if isinstance(data.test_x, torch.Tensor) else data.test_x[:]
+        x, y = to_float(test_x), data.test_y
     if x.shape[0] == 0:
         raise DataError("no images to start from")
     return check_images(model, x.to(device)), (y.to(device) if y is not None else None)

@@ -1,8 +1,20 @@
-"""Datasets as ``[0,1]`` image tensors: bundled digits, CIFAR-10/100 from the user's disk."""
+"""Datasets as ``[0,1]`` image tensors: bundled digits, CIFAR-10/100 and image folders
+(ImageFolder, Restricted ImageNet) from the user's disk."""
 
 from fastrobust.data.base import DATASETS, ImageDataset, load_dataset, register_dataset
 from fastrobust.data.loader import InMemoryLoader
 
-from fastrobust.data import cifar, digits  # noqa: E402,F401  isort: skip  (registers them)
+from fastrobust.data import cifar, digits, imagefolder  # noqa: E402,F401  isort: skip  (registers them)
+from fastrobust.data.disk_loader import DiskLoader, make_loader  # noqa: E402  isort: skip
+from fastrobust.data.imagefolder import LazyImages  # noqa: E402  isort: skip
 
-__all__ = ["DATASETS", "ImageDataset", "InMemoryLoader", "load_dataset", "register_dataset"]
+__all__ = [
+    "DATASETS",
+    "DiskLoader",
+    "ImageDataset",
+    "InMemoryLoader",
+    "LazyImages",
+    "load_dataset",
+    "make_loader",
+    "register_dataset",
+]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -13,7 +15,11 @@ from fastrobust.errors import ConfigError
 
 @dataclass
 class ImageDataset:
-    """A dataset held as uint8 ``N x C x H x W`` tensors (decoded to ``[0,1]`` per batch)."""
+    """A dataset held as uint8 ``N x C x H x W`` tensors (decoded to ``[0,1]`` per batch).
+
+    Disk datasets hold :class:`~fastrobust.data.imagefolder.LazyImages` instead of tensors for
+    ``train_x`` / ``test_x``: indexing one decodes just those files into a uint8 tensor.
+    """
 
     name: str
     train_x: torch.Tensor
@@ -67,12 +73,12 @@ def channel_stats(x_uint8: torch.Tensor) -> tuple[list[float], list[float]]:
     return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
 
 
-DatasetLoader = Callable[[Path | None], ImageDataset]
+DatasetLoader = Callable[..., ImageDataset]
 DATASETS: dict[str, DatasetLoader] = {}
 
 
 def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
-    """Decorator adding a dataset loader ``fn(data_dir) -> ImageDataset``."""
+    """Decorator adding a dataset loader ``fn(data_dir, **options) -> ImageDataset``."""
 
     def wrap(fn: DatasetLoader) -> DatasetLoader:
         DATASETS[name] = fn
@@ -81,8 +87,24 @@ def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
     return wrap
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None) -> ImageDataset:
-    """Load a registered dataset by name (``digits``, ``cifar10``, ``cifar100``)."""
+def dataset_options(name: str) -> set[str]:
+    """Keyword options (beyond ``data_dir``) that the loader of dataset ``name`` accepts."""
+    if name not in DATASETS:
+        return set()
+    params = inspect.signature(DATASETS[name]).parameters
+    return {p.name for p in params.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, **options: Any) -> ImageDataset:
+    """Load a registered dataset by name (``digits``, ``cifar10``, ``imagefolder``, ...).
+
+    ``options`` (e.g. ``image_size``) go to loaders that take them; ``None`` values are dropped,
+    and a non-``None`` option the dataset does not take is a :class:`ConfigError`.
+    """
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(sorted(DATASETS))}")
-    return DATASETS[name](Path(data_dir).expanduser() if data_dir else None)
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(given) - dataset_options(name))
+    if unknown:
+        raise ConfigError(f"dataset {name} does not take the option(s) {', '.join(unknown)}")
+    return DATASETS[name](Path(data_dir).expanduser() if data_dir else None, **given)

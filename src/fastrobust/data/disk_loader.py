@@ -1,0 +1,152 @@
+"""Batches of a disk dataset, decoded and augmented in DataLoader worker processes.
+
+Same interface and order as :class:`~fastrobust.data.loader.InMemoryLoader`: the order comes
+from PyTorch's ``DistributedSampler`` (also for one process), so N processes together see the
+global batch one process sees. Augmentation (random crop with zero padding ``crop_padding``,
+horizontal flip) is drawn per *sample* from a generator seeded by ``(seed, epoch, index)``,
+so it is the same whatever the number of processes or workers, and repeats on resume.
+Pad-crop + flip is used for every image size (also ImageNet-size images, where training
+recipes often use a random-resized crop instead).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from fastrobust.data.base import ImageDataset, to_float
+from fastrobust.data.imagefolder import LazyImages
+from fastrobust.data.loader import InMemoryLoader
+
+
+def pad_crop_flip(
+    x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator
+) -> torch.Tensor:
+    """Random crop of one ``C x H x W`` image zero-padded by ``padding``, then a random flip."""
+    if padding > 0:
+        _, h, w = x.shape
+        dy, dx = torch.randint(0, 2 * padding + 1, (2,), generator=generator).tolist()
+        padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+        x = padded[:, dy : dy + h, dx : dx + w]
+    if flip and bool(torch.rand((), generator=generator) < 0.5):
+        x = x.flip(2)
+    return x.contiguous()
+
+
+class AugmentedImages(Dataset):
+    """Map-style dataset: ``i -> (uint8 image i, augmented for the current epoch, label i)``."""
+
+    def __init__(
+        self,
+        images: LazyImages,
+        labels: torch.Tensor,
+        *,
+        crop_padding: int = 0,
+        flip: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.images = images
+        self.labels = labels
+        self.crop_padding = crop_padding
+        self.flip = flip
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.images.load(i)
+        if self.crop_padding > 0 or self.flip:
+            g = torch.Generator().manual_seed(
+                (self.seed * 100_003 + self.epoch + 1) * 10_000_019 + int(i)
+            )
+            x = pad_crop_flip(x, self.crop_padding, self.flip, g)
+        return x, self.labels[i]
+
+
+class DiskLoader:
+    """Iterate ``(x in [0,1] on device, y on device)`` batches of this rank's shard."""
+
+    def __init__(
+        self,
+        images: LazyImages,
+        y: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        crop_padding: int = 0,
+        flip: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        device: torch.device | str = "cpu",
+        drop_last: bool = False,
+        workers: int = 2,
+    ) -> None:
+        self.device = torch.device(device)
+        self.dataset = AugmentedImages(images, y, crop_padding=crop_padding, flip=flip, seed=seed)
+        self.batch_size = batch_size
+        self.epoch = 0
+        self.sampler = DistributedSampler(
+            self.dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed
+        )
+        extra: dict[str, Any] = {"prefetch_factor": 4} if workers > 0 else {}
+        # workers are started per epoch (not persistent) so each sees the epoch set below
+        self.loader = DataLoader(
+            self.dataset,
+            batch_size=batch_size,
+            sampler=self.sampler,
+            num_workers=workers,
+            drop_last=drop_last,
+            pin_memory=self.device.type == "cuda",
+            **extra,
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's order and augmentation (call before iterating)."""
+        self.epoch = epoch
+        self.dataset.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        non_blocking = self.device.type == "cuda"
+        for x, y in self.loader:
+            yield (
+                to_float(x.to(self.device, non_blocking=non_blocking)),
+                y.to(self.device, non_blocking=non_blocking),
+            )
+
+
+def make_loader(
+    data: ImageDataset,
+    batch_size: int,
+    *,
+    augment: bool = True,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    device: torch.device | str = "cpu",
+    workers: int = 2,
+) -> InMemoryLoader | DiskLoader:
+    """The training loader of ``data``: :class:`InMemoryLoader` for tensors held in memory,
+    :class:`DiskLoader` (``workers`` DataLoader processes) for :class:`LazyImages`."""
+    common: dict[str, Any] = {
+        "shuffle": True,
+        "crop_padding": data.crop_padding if augment else 0,
+        "flip": data.flip and augment,
+        "seed": seed,
+        "rank": rank,
+        "world_size": world_size,
+        "device": device,
+    }
+    if isinstance(data.train_x, LazyImages):
+        return DiskLoader(data.train_x, data.train_y, batch_size, workers=workers, **common)
+    return InMemoryLoader(data.train_x, data.train_y, batch_size, **common)
