@@ -242,3 +242,11 @@ def test_train_and_eval_cli_on_an_imagefolder(folder, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "6" in out
+    vis = tmp_path / "vis"
+    code = main(
+        ["-q", "visualize", "targeted", str(run), "--data-dir", str(folder)]
+        + ["--out", str(vis), "--steps", "3", "--targets", "0", "1"]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert (vis / "grid.png").exists() and (vis / "images.npz").exists()

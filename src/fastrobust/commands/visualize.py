@@ -23,6 +23,7 @@ from fastrobust.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 TOOLS = ("features", "interpolate", "targeted")
+DISK_POOL = 1000  # test images decoded from a disk dataset to choose sources from
 
 
 # ------------------------------------------------------------------------------------ parser
@@ -192,9 +193,15 @@ def _sources(
         spec = model.fastrobust_info.get("model_spec") or {}  # type: ignore[attr-defined]
         size = spec.get("image_size") if "image_size" in dataset_options(name) else None
         data = load_dataset(name, args.data_dir, image_size=size)
-        # disk datasets (LazyImages) decode the whole test split here
-        test_x = data.test_x if isinstance(data.test_x, torch.Tensor) else data.test_x[:]
-        x, y = to_float(test_x), data.test_y
+        if isinstance(data.test_x, torch.Tensor):
+            x, y = to_float(data.test_x), data.test_y
+        else:  # a disk dataset: decode a seeded pool of test images, not the whole split
+            n = len(data.test_y)
+            g = torch.Generator().manual_seed(args.seed)
+            pool = torch.randperm(n, generator=g)[:DISK_POOL].sort().values
+            if n > DISK_POOL:
+                log.info("decoding %d of %d test images to choose from", DISK_POOL, n)
+            x, y = to_float(data.test_x[pool]), data.test_y[pool]
     if x.shape[0] == 0:
         raise DataError("no images to start from")
     return check_images(model, x.to(device)), (y.to(device) if y is not None else None)
