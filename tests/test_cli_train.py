@@ -53,14 +53,14 @@ def test_train_from_yaml_with_flag_override(tmp_path, capsys):
         (["--config", "/nonexistent.yaml"], "does not exist"),
         (["--epochs", "many"], "invalid int value"),
         (["--resume", "/nonexistent/run"], "nothing to resume"),
+        (["--resume", "/nonexistent/run", "--lr", "0.5"], "--lr cannot change when resuming"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_run_folder(tmp_path, capsys, flags, message):
     code = None
     try:
-        code, out, err = _run(
-            ["train", "--out-dir", str(tmp_path), "--name", "bad", *flags], capsys
-        )
+        where = [] if "--resume" in flags else ["--out-dir", str(tmp_path), "--name", "bad"]
+        code, out, err = _run(["train", *where, *flags], capsys)
     except SystemExit as exc:  # argparse type errors
         code = exc.code
         out, err = capsys.readouterr()

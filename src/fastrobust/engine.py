@@ -645,15 +645,33 @@ def fit(
     return Trainer(cfg, net=net, dataset=dataset).fit()
 
 
+#: config fields that may change on resume without changing the result
+RESUME_OVERRIDES = ("data_dir", "device", "workers", "progress")
+
+
 def resume(
     run_dir: str | Path,
     *,
     epochs: int | None = None,
     net: nn.Module | None = None,
     dataset: ImageDataset | None = None,
+    **overrides: Any,
 ) -> TrainResult:
     """Continue a run from its ``last.pt`` exactly where it stopped (optionally more epochs);
-    ``net``/``dataset`` as given to :func:`fit` when the run was started with them."""
+    ``net``/``dataset`` as given to :func:`fit` when the run was started with them.
+
+    Only settings that do not change the result may be overridden (:data:`RESUME_OVERRIDES`:
+    where the data lives, the device, workers, the progress bar); anything else would make
+    the resumed run differ from an uninterrupted one, so it is refused."""
+    refused = sorted(k for k, v in overrides.items() if v is not None and k not in RESUME_OVERRIDES)
+    if refused:
+        flags = ", ".join("--" + k.replace("_", "-") for k in refused)
+        raise ConfigError(
+            f"{flags} cannot change when resuming (the run continues with its recorded config); "
+            "only --epochs and "
+            + ", ".join("--" + k.replace("_", "-") for k in RESUME_OVERRIDES)
+            + " may be given with --resume"
+        )
     run_dir = Path(run_dir).expanduser()
     ckpt = run_dir / "last.pt" if run_dir.is_dir() else run_dir
     if ckpt.is_file() and not run_dir.is_dir():
@@ -666,6 +684,7 @@ def resume(
     data = dict(state["config"])
     if epochs is not None:
         data["epochs"] = epochs
+    data.update({k: v for k, v in overrides.items() if v is not None})
     cfg = TrainConfig.from_dict(data)
     if epochs is not None and run_dir.is_dir() and D.world_info_from_env().is_main:
         cfg.write_yaml(run_dir / "config.yaml")

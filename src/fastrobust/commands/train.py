@@ -7,6 +7,7 @@ import dataclasses
 from typing import Any
 
 from fastrobust.config import TrainConfig, field_help
+from fastrobust.errors import ConfigError
 
 
 def _flag_type(annotation: str) -> Any:
@@ -78,7 +79,11 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         if args.resume:
-            result = engine.resume(args.resume, epochs=args.epochs)
+            overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+            overrides.pop("epochs")
+            if args.config:
+                raise ConfigError("--config cannot be combined with --resume")
+            result = engine.resume(args.resume, epochs=args.epochs, **overrides)
         else:
             result = engine.fit(config_from_args(args))
     finally:
