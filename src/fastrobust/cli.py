@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         "representation visualisation (Goodwin et al., HPEC 2020).",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+    from fastrobust import __version__
+
+    parser.add_argument("--version", action="version", version=f"fastrobust {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
         try:
