@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from fastrobust.attacks import BNMode, LossFn, attack_mode, pgd
+from fastrobust.attacks import BNMode, LossFn, attack_mode, cross_entropy_per_sample, pgd
 from fastrobust.errors import ConfigError, DataError
 from fastrobust.threat import ThreatModel, threat_model
 
@@ -559,16 +558,13 @@ def targeted_perturbation(
     )
     threat = threat_model(norm, budget.eps, random_start="none")
 
-    def cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(out, y, reduction="none")
-
     images, traj = _optimise(
         model,
         x,
         tgt,
         threat=threat,
         budget=budget,
-        loss_fn=cross_entropy,
+        loss_fn=cross_entropy_per_sample,
         maximize=False,
         bn_mode=bn_mode,
     )
