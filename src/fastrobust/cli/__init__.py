@@ -1,4 +1,5 @@
-"""The ``fastrobust`` command line: subcommands, one-line errors, the only place that prints."""
+"""The ``fastrobust`` command line: subcommands (one module each in this package), one-line
+errors; the only part of the package that prints."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 
 from fastrobust.errors import FastRobustError
 
-#: subcommand modules under fastrobust.commands; each has add_parser(subparsers) and run(args)
+#: subcommand modules in this package; each has add_parser(subparsers) and run(args) -> int
 COMMANDS = ["train", "eval", "visualize", "timing"]
 
 
@@ -33,13 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fastrobust {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"fastrobust.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"fastrobust.commands.{name}":
-                continue
-            raise
-        module.add_parser(subparsers)
+        importlib.import_module(f"fastrobust.cli.{name}").add_parser(subparsers)
     return parser
 
 
