@@ -16,9 +16,9 @@ import time
 import torch
 
 from fastrobust import L2, fit, load_model, pgd
-from fastrobust.config import TrainConfig
 from fastrobust.data import load_dataset
 from fastrobust.data.base import to_float
+from fastrobust.training.config import TrainConfig
 
 METHODS = ("standard", "fast", "pgd")
 EPS = (0.5, 1.0)

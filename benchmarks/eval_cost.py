@@ -31,14 +31,14 @@ from pathlib import Path
 
 import torch
 
-from fastrobust.attack_runs import run_attack, seeded_starts
+from fastrobust.attacks.restarts import run_attack, seeded_starts
+from fastrobust.attacks.threat import threat_model
 from fastrobust.checkpoint import load_model
-from fastrobust.config import TrainConfig
 from fastrobust.data import load_dataset
 from fastrobust.data.base import to_float
-from fastrobust.engine import fit
-from fastrobust.evaluate import parse_eps_list, robustness_curve
-from fastrobust.threat import threat_model
+from fastrobust.evaluation.curve import parse_eps_list, robustness_curve
+from fastrobust.training.config import TrainConfig
+from fastrobust.training.trainer import fit
 
 
 def train_runs(root: Path) -> list[Path]:

@@ -18,10 +18,10 @@ import time
 
 import torch
 
-from fastrobust.adversaries import Adversary
-from fastrobust.engine import training_step
+from fastrobust.attacks.threat import L2
 from fastrobust.models import ModelSpec, build_model
-from fastrobust.threat import L2
+from fastrobust.training.adversaries import Adversary
+from fastrobust.training.trainer import training_step
 
 FLOORS = {"standard": 1.0, "fast": 5 / 3, "pgd7": 17 / 3}
 TARGETS = {"fast": 1.7, "pgd7": 6.0}

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-from fastrobust.config import TrainConfig
 from fastrobust.data import ImageDataset
 from fastrobust.distributed import launch_local
-from fastrobust.engine import fit
+from fastrobust.training.config import TrainConfig
+from fastrobust.training.trainer import fit
 
 METHODS = {"standard": ("standard", None), "fast": ("fast", None), "pgd7": ("pgd", 7)}
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastrobust.config import TrainConfig
 from fastrobust.data import load_dataset
-from fastrobust.engine import fit
+from fastrobust.training.config import TrainConfig
+from fastrobust.training.trainer import fit
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 

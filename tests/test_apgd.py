@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from fastrobust.apgd import _apgd_run, apgd, apgd_checkpoints, dlr_loss
-from fastrobust.attacks import pgd
+from fastrobust.attacks.apgd import _apgd_run, apgd, apgd_checkpoints, dlr_loss
+from fastrobust.attacks.projected_gradient import pgd
+from fastrobust.attacks.threat import L2, Linf, threat_model
 from fastrobust.checkpoint import load_model
 from fastrobust.data.base import to_float
 from fastrobust.errors import ConfigError
-from fastrobust.threat import L2, Linf, threat_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastrobust import L2, Linf, fgsm, pgd
-from fastrobust.attacks import attack_mode
+from fastrobust.attacks.projected_gradient import attack_mode
 
 
 def _bn_model(seed=0):

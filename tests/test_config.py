@@ -1,7 +1,7 @@
 import pytest
 
-from fastrobust.config import TrainConfig
 from fastrobust.errors import ConfigError
+from fastrobust.training.config import TrainConfig
 
 
 def test_defaults_are_the_offline_fast_l2_job():

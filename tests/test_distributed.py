@@ -23,12 +23,12 @@ import torch.distributed as dist
 from cifar_files import write_cifar10
 from conftest import tiny_config
 from fastrobust import distributed as D
+from fastrobust.attacks.threat import L2
 from fastrobust.checkpoint import load_checkpoint
 from fastrobust.data import load_dataset
-from fastrobust.engine import Trainer, evaluate_split, fit, resume
 from fastrobust.errors import ConfigError
 from fastrobust.models import ModelSpec, build_model
-from fastrobust.threat import L2
+from fastrobust.training.trainer import Trainer, evaluate_split, fit, resume
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PY = sys.executable

@@ -7,8 +7,8 @@ from conftest import tiny_config
 from fastrobust import L2, load_model, pgd
 from fastrobust.checkpoint import load_checkpoint
 from fastrobust.data.base import to_float
-from fastrobust.engine import Trainer, fit, lr_lambda, resume
 from fastrobust.errors import CheckpointError, ConfigError, TrainingDiverged
+from fastrobust.training.trainer import Trainer, fit, lr_lambda, resume
 from user_models import tiny_mlp
 
 

@@ -9,18 +9,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastrobust.attack_runs import seeded_starts
+from fastrobust.attacks.restarts import seeded_starts
+from fastrobust.attacks.threat import threat_model
 from fastrobust.data.base import to_float
 from fastrobust.errors import ConfigError, DataError
-from fastrobust.evaluate import (
+from fastrobust.evaluation.curve import (
     check_model_fits,
     parse_eps_list,
     robustness_curve,
     validate_attacks,
     validate_eps_list,
 )
-from fastrobust.report import format_table, write_report
-from fastrobust.threat import threat_model
+from fastrobust.evaluation.report import format_table, write_report
 
 EPS = [0.0, 0.3, 0.6, 1.2]
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
@@ -266,7 +266,7 @@ def test_checks_flag_misleading_gradients(mlp, points):
 
 
 def test_checks_flag_accuracy_rising_with_steps_or_eps(mlp, points, monkeypatch):
-    from fastrobust import masking_checks
+    from fastrobust.evaluation import masking as masking_checks
 
     def fake(self, idx, threat, steps, key, restarts=1):  # more steps, more robust samples
         return idx.numel() if steps > self.curve.steps or key < 100 else 0

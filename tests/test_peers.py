@@ -10,12 +10,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastrobust.apgd import apgd
-from fastrobust.attacks import pgd
+from fastrobust.attacks.apgd import apgd
+from fastrobust.attacks.projected_gradient import pgd
+from fastrobust.attacks.threat import threat_model
 from fastrobust.checkpoint import load_model
 from fastrobust.data.base import to_float
-from fastrobust.evaluate import robustness_curve
-from fastrobust.threat import threat_model
+from fastrobust.evaluation.curve import robustness_curve
 
 torchattacks = pytest.importorskip(
     "torchattacks",

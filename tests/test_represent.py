@@ -22,8 +22,8 @@ from fastrobust import (
     targeted_perturbation,
     visualize_features,
 )
+from fastrobust.attacks.threat import L2
 from fastrobust.data.base import to_float
-from fastrobust.engine import fit
 from fastrobust.errors import ConfigError, DataError
 from fastrobust.represent import (
     LayerProbe,
@@ -32,7 +32,7 @@ from fastrobust.represent import (
     interpolation_starts,
     resolve_layer,
 )
-from fastrobust.threat import L2
+from fastrobust.training.trainer import fit
 
 STEPS = 40
 

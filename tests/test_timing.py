@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from fastrobust import timing as T
+from fastrobust.attacks.threat import L2
 from fastrobust.cli import main
-from fastrobust.config import TrainConfig
-from fastrobust.engine import fit
 from fastrobust.errors import CheckpointError, ConfigError
 from fastrobust.models import ModelSpec, build_model
-from fastrobust.run_table import read_run, table_one
-from fastrobust.threat import L2
+from fastrobust.timing import measure as T
+from fastrobust.timing.runs_table import read_run, table_one
+from fastrobust.training.config import TrainConfig
+from fastrobust.training.trainer import fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SIZES = [32, 64, 128, 256, 512]

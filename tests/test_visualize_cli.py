@@ -11,7 +11,7 @@ import torch
 
 from conftest import tiny_config
 from fastrobust.cli import main
-from fastrobust.engine import fit
+from fastrobust.training.trainer import fit
 
 
 @pytest.fixture(scope="module")

@@ -4,17 +4,15 @@ Implements and extends Goodwin et al., "Fast Training of Deep Neural Networks Ro
 Adversarial Perturbations" (HPEC 2020).
 """
 
-from fastrobust.attacks import fgsm, pgd
+from fastrobust.attacks import L2, Linf, ThreatModel, fgsm, pgd, threat_model
 from fastrobust.checkpoint import load_model
-from fastrobust.config import TrainConfig
-from fastrobust.engine import TrainResult, fit, resume
-from fastrobust.evaluate import RobustnessCurve, robustness_curve
+from fastrobust.evaluation import RobustnessCurve, robustness_curve
 from fastrobust.represent import (
     interpolate_representations,
     targeted_perturbation,
     visualize_features,
 )
-from fastrobust.threat import L2, Linf, ThreatModel, threat_model
+from fastrobust.training import TrainConfig, TrainResult, fit, resume
 
 __version__ = "0.1.0"
 

@@ -32,9 +32,15 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from fastrobust.attacks import BNMode, LossFn, attack_mode, cross_entropy_per_sample, pgd
+from fastrobust.attacks.projected_gradient import (
+    BNMode,
+    LossFn,
+    attack_mode,
+    cross_entropy_per_sample,
+    pgd,
+)
+from fastrobust.attacks.threat import ThreatModel, threat_model
 from fastrobust.errors import ConfigError, DataError
-from fastrobust.threat import ThreatModel, threat_model
 
 Tool = Literal["features", "interpolate", "targeted"]
 StartKind = Literal["noise", "blend", "x1", "x2"]

@@ -131,14 +131,14 @@ def _size_option(data_name: str, info: dict) -> dict:
 def run(args: argparse.Namespace) -> int:
     from fastrobust.checkpoint import load_model
     from fastrobust.data import load_dataset
-    from fastrobust.engine import resolve_device
-    from fastrobust.evaluate import (
+    from fastrobust.evaluation.curve import (
         check_model_fits,
         parse_eps_list,
         robustness_curve,
         validate_attacks,
     )
-    from fastrobust.report import describe_attack, format_table, write_report
+    from fastrobust.evaluation.report import describe_attack, format_table, write_report
+    from fastrobust.training.trainer import resolve_device
 
     attacks = validate_attacks(args.attack)
     eps_list = parse_eps_list(args.eps) if args.eps is not None else None
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(f"{label} does not fit {data.name}: {exc}") from None
     curves = {}
     quiet = getattr(args, "quiet", False)
-    eval_log = logging.getLogger("fastrobust.evaluate")
+    eval_log = logging.getLogger("fastrobust.evaluation.curve")
     level = eval_log.level
     eval_log.setLevel(logging.ERROR)  # the failed checks are printed in the report below
     try:

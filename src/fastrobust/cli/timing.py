@@ -118,7 +118,7 @@ def _baseline_index(spec: str, runs: list[Any]) -> int:
 
 
 def _print_table_one(runs: list[Any], baseline: int, out: Path) -> None:
-    from fastrobust.run_table import table_one, write_rows_csv
+    from fastrobust.timing.runs_table import table_one, write_rows_csv
 
     rows = table_one(runs, baseline)
     write_rows_csv(rows, out / "table1.csv")
@@ -139,12 +139,12 @@ def _pivot(estimates: list[Any], key: str, methods: list[str]) -> list[list[Any]
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from fastrobust import timing as T
-    from fastrobust.engine import resolve_device
+    from fastrobust.attacks.threat import threat_model
     from fastrobust.models import ModelSpec, build_model
-    from fastrobust.run_table import read_run
-    from fastrobust.threat import threat_model
-    from fastrobust.timing_plot import plot_figure_one
+    from fastrobust.timing import measure as T
+    from fastrobust.timing.plot import plot_figure_one
+    from fastrobust.timing.runs_table import read_run
+    from fastrobust.training.trainer import resolve_device
 
     runs = [read_run(p) for p in args.runs]
     out = Path(args.out).expanduser()
@@ -233,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
 def _dataset_facts(name: str, data_dir: str | None) -> tuple[tuple[int, int, int], int, int, int]:
     """Image shape, classes, training and test set sizes (loading the data only when the
     dataset is not one timing knows)."""
-    from fastrobust import timing as T
+    from fastrobust.timing import measure as T
 
     if name in T.DATASET_FACTS:
         return T.DATASET_FACTS[name]

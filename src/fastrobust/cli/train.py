@@ -6,8 +6,8 @@ import argparse
 import dataclasses
 from typing import Any
 
-from fastrobust.config import TrainConfig, field_help
 from fastrobust.errors import ConfigError
+from fastrobust.training.config import TrainConfig, field_help
 
 
 def _flag_type(annotation: str) -> Any:
@@ -75,7 +75,7 @@ def _report(result: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastrobust import engine
+    from fastrobust.training import trainer as engine
 
     try:
         if args.resume:

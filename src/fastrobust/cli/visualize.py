@@ -225,7 +225,7 @@ def _budget_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _features(args, models, labels, x, y, g):  # noqa: ANN001, ANN202
-    from fastrobust.attacks import attack_mode
+    from fastrobust.attacks.projected_gradient import attack_mode
     from fastrobust.represent import LayerProbe, count_nodes, node_values, visualize_features
 
     if args.num_seeds < 1 or (args.node is None and args.nodes < 1):
@@ -393,8 +393,8 @@ def _targeted(args, models, labels, x, y, g):  # noqa: ANN001, ANN202
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastrobust.engine import resolve_device
     from fastrobust.imaging import save_grid, save_json, save_tensors
+    from fastrobust.training.trainer import resolve_device
 
     device = resolve_device(args.device)
     models = _load_models(args, device)

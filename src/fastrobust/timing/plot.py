@@ -1,8 +1,8 @@
 """Figure 1 of Goodwin et al. (HPEC 2020): where the time of adversarial training goes.
 
 :func:`plot_figure_one` draws the measured seconds per call over batch size and the estimated
-total training time over batch size and over GPU count (:mod:`fastrobust.timing`), with the
-measured times of run folders (:mod:`fastrobust.run_table`) as stars.
+total training time over batch size and over GPU count (:mod:`fastrobust.timing.measure`), with the
+measured times of run folders (:mod:`fastrobust.timing.runs_table`) as stars.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fastrobust.run_table import RunRecord
-from fastrobust.timing import FORWARD, TRAIN_STEP, Estimate, TimingCurves
+from fastrobust.timing.measure import FORWARD, TRAIN_STEP, Estimate, TimingCurves
+from fastrobust.timing.runs_table import RunRecord
 
 
 def _log_ticks(ax: Any, values: Sequence[int]) -> None:

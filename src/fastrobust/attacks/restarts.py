@@ -1,7 +1,7 @@
 """Seeded attack runs: per-sample random starts and one attack run from a given start.
 
-The robustness curve of Goodwin et al. (HPEC 2020), Figure 2 (:mod:`fastrobust.evaluate`), and
-its gradient-masking checks (:mod:`fastrobust.masking_checks`) both attack through here: random
+The robustness curve of Goodwin et al. (HPEC 2020), Figure 2 (:mod:`fastrobust.evaluation.curve`), and
+its gradient-masking checks (:mod:`fastrobust.evaluation.masking`) both attack through here: random
 starts are drawn per chunk from a generator seeded by ``(seed, chunk, eps index, attack index,
 restart)``, and :func:`run_attack` runs PGD or APGD from such a start.
 """
@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastrobust.apgd import apgd
-from fastrobust.attacks import BNMode, pgd
+from fastrobust.attacks.apgd import apgd
+from fastrobust.attacks.projected_gradient import BNMode, pgd
+from fastrobust.attacks.threat import ThreatModel
 from fastrobust.data.base import to_float
 from fastrobust.errors import ConfigError
-from fastrobust.threat import ThreatModel
 
 #: attacks a curve can run, alone or as a cascade in the given order
 ATTACKS = ("pgd", "apgd-ce", "apgd-dlr")
@@ -55,7 +55,7 @@ def seeded_starts(
 class _GivenStart:
     """A threat model whose random start is given: every other method is the wrapped one's.
 
-    This lets the curve hand :func:`fastrobust.pgd` and :func:`fastrobust.apgd.apgd` its
+    This lets the curve hand :func:`fastrobust.pgd` and :func:`fastrobust.attacks.apgd.apgd` its
     per-sample seeded starts without a second copy of their loops.
     """
 

@@ -27,15 +27,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastrobust import distributed as D
-from fastrobust.adversaries import Adversary, build_adversary
-from fastrobust.attacks import pgd
+from fastrobust.attacks.projected_gradient import pgd
+from fastrobust.attacks.threat import ThreatModel
 from fastrobust.checkpoint import load_checkpoint, save_checkpoint
-from fastrobust.config import TrainConfig
 from fastrobust.data import ImageDataset, load_dataset, make_loader
 from fastrobust.data.base import to_float
 from fastrobust.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from fastrobust.models import ModelSpec, NormalizedModel, build_model
-from fastrobust.threat import ThreatModel
+from fastrobust.training.adversaries import Adversary, build_adversary
+from fastrobust.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 

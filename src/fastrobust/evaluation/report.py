@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from fastrobust.evaluate import RobustnessCurve
+    from fastrobust.evaluation.curve import RobustnessCurve
 
 
 def format_table(curves: dict[str, RobustnessCurve]) -> str:

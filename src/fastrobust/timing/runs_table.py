@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from fastrobust.config import TrainConfig
 from fastrobust.errors import CheckpointError, ConfigError
-from fastrobust.timing import method_label
+from fastrobust.timing.measure import method_label
+from fastrobust.training.config import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@
   shrinks as G grows and the per-batch-size curve says what that costs. Communication and
   data loading are left out, which is what makes it a lower bound.
 
-The paper's Table I from run folders is in :mod:`fastrobust.run_table`, the Figure 1 plot in
-:mod:`fastrobust.timing_plot`.
+The paper's Table I from run folders is in :mod:`fastrobust.timing.runs_table`, the Figure 1 plot in
+:mod:`fastrobust.timing.plot`.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastrobust.adversaries import Adversary
+from fastrobust.attacks.threat import ThreatModel
 from fastrobust.errors import ConfigError
-from fastrobust.threat import ThreatModel
+from fastrobust.training.adversaries import Adversary
 
 log = logging.getLogger(__name__)
 
@@ -219,12 +219,12 @@ def measure_curves(
 ) -> TimingCurves:
     """Time one forward pass, one training step and one K-step PGD attack per batch size.
 
-    The training step is the engine's own :func:`fastrobust.engine.training_step` (on a copy
+    The training step is the engine's own :func:`fastrobust.training.trainer.training_step` (on a copy
     of ``model``, whose weights are left untouched); attacks are the training adversary with
     ``alpha = 2.5 eps / K``. Inputs are random images in ``[0,1]``: the cost does not depend
     on their content. On a GPU a batch size that runs out of memory ends the sweep there.
     """
-    from fastrobust.engine import training_step
+    from fastrobust.training.trainer import training_step
 
     device = torch.device(device)
     batch_sizes = sorted(set(int(b) for b in batch_sizes))

@@ -24,8 +24,8 @@ the same norm, a very large eps drives accuracy to about zero, and accuracy does
 with eps or with more steps. Failed checks are warnings on the result (and in the report),
 never silent.
 
-The checks live in :mod:`fastrobust.masking_checks`, the seeded starts and attack runs in
-:mod:`fastrobust.attack_runs`, the table, JSON/CSV files and plot in :mod:`fastrobust.report`.
+The checks live in :mod:`fastrobust.evaluation.masking`, the seeded starts and attack runs in
+:mod:`fastrobust.attacks.restarts`, the table, JSON/CSV files and plot in :mod:`fastrobust.evaluation.report`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastrobust.attack_runs import (  # noqa: F401  (start_seed: re-exported)
+from fastrobust.attacks.projected_gradient import BNMode, attack_mode
+from fastrobust.attacks.restarts import (  # noqa: F401  (start_seed: re-exported)
     ATTACKS,
     Model,
     _as_float,
@@ -50,23 +51,22 @@ from fastrobust.attack_runs import (  # noqa: F401  (start_seed: re-exported)
     seeded_starts,
     start_seed,
 )
-from fastrobust.attacks import BNMode, attack_mode
+from fastrobust.attacks.threat import ThreatModel, threat_model
 from fastrobust.data.base import ImageDataset, to_float
 from fastrobust.data.imagefolder import LazyImages
 from fastrobust.errors import ConfigError, DataError
-from fastrobust.masking_checks import (  # noqa: F401  (tolerances: re-exported)
+from fastrobust.evaluation.masking import (  # noqa: F401  (tolerances: re-exported)
     LARGE_EPS_TOLERANCE,
     ZERO_GRAD_TOLERANCE,
     Check,
     _CheckContext,
 )
-from fastrobust.report import (  # noqa: F401  (re-exported: fastrobust.evaluate.write_report)
+from fastrobust.evaluation.report import (  # noqa: F401  (re-exported: fastrobust.evaluation.curve.write_report)
     describe_attack,
     format_table,
     plot_curves,
     write_report,
 )
-from fastrobust.threat import ThreatModel, threat_model
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from fastrobust.attack_runs import Model, _as_float, _fools, _seed, run_attack
-from fastrobust.attacks import BNMode, cross_entropy_per_sample, input_gradient
-from fastrobust.threat import ThreatModel
+from fastrobust.attacks.projected_gradient import BNMode, cross_entropy_per_sample, input_gradient
+from fastrobust.attacks.restarts import Model, _as_float, _fools, _seed, run_attack
+from fastrobust.attacks.threat import ThreatModel
 
 if TYPE_CHECKING:
-    from fastrobust.evaluate import RobustnessCurve
+    from fastrobust.evaluation.curve import RobustnessCurve
 
 #: seeds of the checks' random draws, apart from the curve's
 _CHECKS_STREAM = 2**31

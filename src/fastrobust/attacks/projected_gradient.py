@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastrobust.attacks.threat import ThreatModel
 from fastrobust.errors import ConfigError
-from fastrobust.threat import ThreatModel
 
 #: a loss returning one value per sample, ``loss_fn(model(x_adv), y) -> (B,)``; PGD ascends it
 #: (descends it when ``targeted``).

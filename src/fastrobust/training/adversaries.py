@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fastrobust.attacks import BNMode, pgd
-from fastrobust.config import TrainConfig
-from fastrobust.threat import ThreatModel
+from fastrobust.attacks.projected_gradient import BNMode, pgd
+from fastrobust.attacks.threat import ThreatModel
+from fastrobust.training.config import TrainConfig
 
 
 @dataclass

@@ -36,15 +36,15 @@ from typing import Literal
 import torch
 from torch import nn
 
-from fastrobust.attacks import (
+from fastrobust.attacks.projected_gradient import (
     BNMode,
     LossFn,
     attack_mode,
     cross_entropy_per_sample,
     input_gradient,
 )
+from fastrobust.attacks.threat import ThreatModel
 from fastrobust.errors import ConfigError
-from fastrobust.threat import ThreatModel
 
 APGDLoss = Literal["ce", "dlr"]
 

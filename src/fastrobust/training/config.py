@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
+from fastrobust.attacks.threat import THREAT_MODELS, ThreatModel, threat_model
 from fastrobust.errors import ConfigError
-from fastrobust.threat import THREAT_MODELS, ThreatModel, threat_model
 
 METHODS = ("standard", "fast", "pgd")
 SCHEDULES = ("step", "onecycle", "constant")

@@ -1,0 +1,7 @@
+"""Training: config, the per-batch adversaries (standard, fast, PGD), and the trainer that runs
+``fit``/``resume``. See docs/architecture.md."""
+
+from fastrobust.training.config import TrainConfig
+from fastrobust.training.trainer import TrainResult, fit, resume
+
+__all__ = ["TrainConfig", "TrainResult", "fit", "resume"]

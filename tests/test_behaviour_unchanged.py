@@ -1,0 +1,68 @@
+"""The redesign changed no behaviour: the default digits job (8 epochs, seed 0) gives bitwise the
+weights and the metrics recorded by the code before the move (tests/fixtures, written by
+tests/fixtures/record_reference.py at commit d4c3484), and a checkpoint written then still loads
+and evaluates to the accuracy recorded then."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import fastrobust as fr
+from fastrobust.checkpoint import load_checkpoint
+from fastrobust.data import load_dataset
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REFERENCE = json.loads((FIXTURES / "default_job_reference.json").read_text())
+
+
+def _weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        digest.update(key.encode())
+        digest.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _without_times(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not k.endswith("_s")}
+
+
+@pytest.fixture()
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the reference was recorded on one thread
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_default_job_is_bitwise_unchanged(tmp_path, single_thread):
+    cfg = fr.TrainConfig(**REFERENCE["train_config"], out_dir=str(tmp_path), name="ref")
+    result = fr.fit(cfg)
+    state = load_checkpoint(result.run_dir / "last.pt")
+    rows = [
+        json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [_without_times(r) for r in rows] == REFERENCE["metrics"]
+    assert _weights_sha256(state["model"]) == REFERENCE["weights_sha256"]
+
+
+def test_pre_redesign_checkpoint_evaluates_the_same(single_thread):
+    ref = REFERENCE["best_pt_eval"]
+    model = fr.load_model(FIXTURES / "pre_redesign_best.pt")
+    curve = fr.robustness_curve(
+        model,
+        load_dataset("digits"),
+        ref["norm"],
+        ref["eps"],
+        steps=ref["steps"],
+        restarts=ref["restarts"],
+        seed=ref["seed"],
+        checks=False,
+    )
+    assert curve.clean_accuracy == ref["clean_acc"]
+    assert curve.accuracy == ref["adv_acc"]
