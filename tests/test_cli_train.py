@@ -169,3 +169,51 @@ def test_ctrl_c_exits_130_and_leaves_a_resumable_run(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == list(range(1, done + 2))
+
+
+def test_help_groups_flags_by_config_section(capsys):
+    from fastrobust.training.config import SECTION_OF, SECTIONS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    positions = [out.index(f"\n{section}:\n") for section in SECTIONS]
+    assert positions == sorted(positions)
+    for name, section in SECTION_OF.items():
+        flag = "--" + name.replace("_", "-")
+        start = out.index(f"\n{section}:\n")
+        ends = [p for p in positions if p > start]
+        assert flag in out[start : ends[0] if ends else len(out)], (flag, section)
+
+
+def test_flag_types_come_from_the_annotations():
+    from fastrobust.cli.train import flag_type
+
+    assert flag_type(int | None) is int and flag_type(float) is float
+    assert flag_type(bool) is bool and flag_type(str | None) is str
+    with pytest.raises(TypeError):
+        flag_type(int | str)
+    with pytest.raises(TypeError):
+        flag_type(list)
+
+
+def test_optional_int_flag_is_parsed_as_int(tmp_path, capsys):
+    from fastrobust.cli import build_parser
+    from fastrobust.cli.train import config_from_args
+
+    args = build_parser().parse_args(["train", "--eval-limit", "7", "--no-augment", "--eps", "2"])
+    cfg = config_from_args(args)
+    assert cfg.evaluation.eval_limit == 7 and cfg.data.augment is False and cfg.attack.eps == 2.0
+
+
+def test_version_is_defined_once_and_printed(capsys):
+    import tomllib
+    from pathlib import Path
+
+    import fastrobust
+
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert "version" in pyproject["project"]["dynamic"] and "version" not in pyproject["project"]
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"fastrobust {fastrobust.__version__}"

@@ -74,3 +74,53 @@ def test_shipped_configs_load():
     for f in files:
         cfg = TrainConfig.from_yaml(f)
         assert cfg.dataset == "cifar10" and cfg.epochs == 150 and cfg.batch_size == 256
+
+
+def test_sections_and_flat_names_are_the_same_fields():
+    from fastrobust.training.config import AttackConfig, OptimisationConfig
+
+    by_section = TrainConfig(attack=AttackConfig(eps=0.5), optimisation=OptimisationConfig(epochs=3))
+    flat = TrainConfig(eps=0.5, epochs=3)
+    assert by_section == flat
+    assert flat.attack.eps == flat.eps == 0.5 and flat.optimisation.epochs == 3
+    flat.eps = 0.25  # a flat write lands in the section, it does not shadow it
+    assert flat.attack.eps == 0.25 and "eps" not in vars(flat)
+    mixed = TrainConfig(attack=AttackConfig(eps=0.5, norm="linf"), eps=0.1)
+    assert (mixed.norm, mixed.eps) == ("linf", 0.1)  # flat names win over the section
+
+
+def test_unknown_flat_keyword_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown config keys: epoch"):
+        TrainConfig(epoch=3)
+
+
+def test_sectioned_yaml_is_written_and_flat_yaml_still_loads(tmp_path):
+    import yaml
+
+    cfg = TrainConfig(method="pgd", steps=3, eps=0.25, seed=4)
+    cfg.write_yaml(tmp_path / "c.yaml")
+    written = yaml.safe_load((tmp_path / "c.yaml").read_text())
+    assert list(written) == ["data", "attack", "optimisation", "evaluation", "runtime", "resolved"]
+    assert written["attack"]["eps"] == 0.25 and written["runtime"]["seed"] == 4
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("method: pgd\nsteps: 3\neps: 0.25\nseed: 4\n")
+    assert TrainConfig.from_yaml(flat) == cfg
+    assert TrainConfig.from_dict(cfg.to_flat_dict()) == cfg
+
+
+def test_key_in_the_wrong_section_is_refused(tmp_path):
+    (tmp_path / "c.yaml").write_text("data:\n  eps: 0.5\n")
+    with pytest.raises(ConfigError, match="unknown config keys: data.eps"):
+        TrainConfig.from_yaml(tmp_path / "c.yaml")
+
+
+def test_config_recorded_in_a_pre_redesign_checkpoint_loads():
+    from pathlib import Path
+
+    from fastrobust.checkpoint import load_checkpoint
+
+    state = load_checkpoint(Path(__file__).parent / "fixtures" / "pre_redesign_best.pt")
+    assert "eps" in state["config"]  # written flat, before config sections existed
+    cfg = TrainConfig.from_dict(state["config"])
+    assert (cfg.attack.method, cfg.attack.norm, cfg.attack.eps) == ("fast", "l2", 1.0)
+    assert cfg.optimisation.epochs == 8 and cfg.runtime.seed == 0

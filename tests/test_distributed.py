@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from cifar_files import write_cifar10
 from conftest import tiny_config
-from fastrobust import distributed as D
+from fastrobust import distributed
 from fastrobust.attacks.threat import L2
 from fastrobust.checkpoint import load_checkpoint
 from fastrobust.data import load_dataset
@@ -38,23 +38,27 @@ EVAL_N = 101  # odd: 2 ranks get 51 and 50 test images, nothing padded
 
 # -- environment -> world -------------------------------------------------------------------------
 def test_world_from_torchrun_variables():
-    w = D.world_info_from_env({"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "8"})
+    w = distributed.world_info_from_env({"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "8"})
     assert (w.rank, w.local_rank, w.world_size, w.is_main, w.distributed) == (3, 1, 8, False, True)
 
 
 def test_world_from_srun_variables_and_torchrun_wins():
     srun = {"SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_STEP_NUM_TASKS": "8"}
     srun |= {"SLURM_NTASKS": "8"}
-    assert D.world_info_from_env(srun) == D.WorldInfo(rank=5, local_rank=1, world_size=8)
+    assert distributed.world_info_from_env(srun) == distributed.WorldInfo(
+        rank=5, local_rank=1, world_size=8
+    )
     both = srun | {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2"}
-    assert D.world_info_from_env(both) == D.WorldInfo(rank=0, local_rank=0, world_size=2)
+    assert distributed.world_info_from_env(both) == distributed.WorldInfo(
+        rank=0, local_rank=0, world_size=2
+    )
 
 
 def test_batch_script_without_srun_is_one_process():
     # sbatch --ntasks=4 sets these for the batch script itself, which is a single process
     env = {"SLURM_NTASKS": "4", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_JOB_ID": "7"}
-    assert D.world_info_from_env(env) == D.WorldInfo()
-    assert D.world_info_from_env({}) == D.WorldInfo()
+    assert distributed.world_info_from_env(env) == distributed.WorldInfo()
+    assert distributed.world_info_from_env({}) == distributed.WorldInfo()
 
 
 @pytest.mark.parametrize(
@@ -68,25 +72,25 @@ def test_batch_script_without_srun_is_one_process():
     ],
 )
 def test_first_host_of_slurm_nodelist(nodes, first):
-    assert D.first_host(nodes) == first
+    assert distributed.first_host(nodes) == first
 
 
 def test_slurm_rendezvous_address_and_port():
     env = {"SLURM_STEP_NODELIST": "gpu[12-13]", "SLURM_JOB_ID": "123456"}
-    D._slurm_rendezvous(env)
+    distributed._slurm_rendezvous(env)
     assert env["MASTER_ADDR"] == "gpu12"
     assert env["MASTER_PORT"] == str(20000 + 123456 % 20000)
     mine = {"SLURM_JOB_NODELIST": "x1", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "1234"}
-    D._slurm_rendezvous(mine)
+    distributed._slurm_rendezvous(mine)
     assert (mine["MASTER_ADDR"], mine["MASTER_PORT"]) == ("10.0.0.1", "1234")
 
 
 def test_collectives_are_identity_in_one_process():
     assert not dist.is_initialized()
     t = torch.tensor([1.0, 2.0])
-    assert D.all_reduce_sum(t) is t and t.tolist() == [1.0, 2.0]
-    assert D.broadcast_object({"a": 1}) == {"a": 1}
-    assert D.all_gather_object(3) == [3]
+    assert distributed.all_reduce_sum(t) is t and t.tolist() == [1.0, 2.0]
+    assert distributed.broadcast_object({"a": 1}) == {"a": 1}
+    assert distributed.all_gather_object(3) == [3]
 
 
 def test_uneven_global_batch_fails_before_the_rendezvous(tmp_path, digits, monkeypatch):
@@ -95,8 +99,8 @@ def test_uneven_global_batch_fails_before_the_rendezvous(tmp_path, digits, monke
     monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setenv("MASTER_PORT", str(D.free_port()))
-    monkeypatch.setenv(D.TIMEOUT_ENV, "3")
+    monkeypatch.setenv("MASTER_PORT", str(distributed.free_port()))
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, "3")
     with pytest.raises(ConfigError, match="does not divide evenly over 2 processes"):
         fit(tiny_config(tmp_path, batch_size=127, device="cpu"), dataset=digits)
     assert not dist.is_initialized()
@@ -122,7 +126,7 @@ def _configs(root: Path) -> dict:
 
 def _ddp_worker(root: str) -> None:
     """One rank: train the three runs, save this rank's weights, evaluate sharded."""
-    os.environ[D.TIMEOUT_ENV] = "60"  # a deadlock fails the test instead of hanging it
+    os.environ[distributed.TIMEOUT_ENV] = "60"  # a deadlock fails the test instead of hanging it
     rank, out, data = int(os.environ["RANK"]), Path(root), _even(load_dataset("digits"))
     cfgs = _configs(out)
     trainer = Trainer(cfgs["equal"], dataset=data)
@@ -144,7 +148,7 @@ def _ddp_worker(root: str) -> None:
 @pytest.fixture(scope="module")
 def ddp_runs(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ddp")
-    D.launch_local(_ddp_worker, 2, str(root), threads=1)
+    distributed.launch_local(_ddp_worker, 2, str(root), threads=1)
     assert not dist.is_initialized()  # the parent never joined a group
     return root
 
@@ -213,7 +217,7 @@ def test_sharded_evaluation_counts_each_test_image_once(ddp_runs, digits):
     x, y = data.test_x[:EVAL_N], data.test_y[:EVAL_N]
     clean, _ = evaluate_split(
         model, x, y, L2(1.0), steps=2, batch_size=16, device=torch.device("cpu"),
-        world=D.WorldInfo(),
+        world=distributed.WorldInfo(),
     )  # fmt: skip
     assert r0[0] == clean  # a padded duplicate would change the fraction
     assert 0.0 < clean < 1.0
@@ -221,10 +225,12 @@ def test_sharded_evaluation_counts_each_test_image_once(ddp_runs, digits):
 
 # -- 2 processes through torchrun and the CLI ----------------------------------------------------
 def _torchrun(args: list[str], tmp: Path, timeout: float = 90) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", **{D.TIMEOUT_ENV: "60"})
+    env = dict(
+        os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", **{distributed.TIMEOUT_ENV: "60"}
+    )
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT"):
         env.pop(key, None)
-    cmd = TORCHRUN + ["--nproc_per_node", "2", "--master_port", str(D.free_port())] + args
+    cmd = TORCHRUN + ["--nproc_per_node", "2", "--master_port", str(distributed.free_port())] + args
     return subprocess.run(
         cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )

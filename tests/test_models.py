@@ -32,3 +32,39 @@ def test_normalisation_is_inside_the_model():
 def test_unknown_model_lists_the_choices():
     with pytest.raises(ConfigError, match="resnet50"):
         build_model(ModelSpec("resnet9000", 10, 3, 32))
+
+
+def test_registering_a_taken_name_warns(caplog):
+    from fastrobust.models import register_model
+
+    original = MODELS["small_cnn"]
+    try:
+        register_model("small_cnn")(lambda **kw: torch.nn.Identity())
+        assert "registered twice" in caplog.text
+    finally:
+        MODELS["small_cnn"] = original
+
+
+def test_error_inside_a_user_factory_is_not_hidden(monkeypatch):
+    import types
+
+    def factory(num_classes, in_channels, image_size):
+        raise TypeError("bug inside the factory")
+
+    module = types.ModuleType("broken_models")
+    module.factory = factory
+    monkeypatch.setitem(__import__("sys").modules, "broken_models", module)
+    with pytest.raises(TypeError, match="bug inside the factory"):
+        build_model(ModelSpec("broken_models:factory", 10, 1, 8))
+
+
+def test_user_factory_gets_only_the_arguments_it_takes(monkeypatch):
+    import types
+
+    module = types.ModuleType("few_args")
+    module.factory = lambda num_classes: torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.LazyLinear(num_classes)
+    )
+    monkeypatch.setitem(__import__("sys").modules, "few_args", module)
+    model = build_model(ModelSpec("few_args:factory", 5, 1, 8))
+    assert model(torch.rand(2, 1, 8, 8)).shape == (2, 5)

@@ -15,7 +15,7 @@ from fastrobust.attacks.threat import L2
 from fastrobust.cli import main
 from fastrobust.errors import CheckpointError, ConfigError
 from fastrobust.models import ModelSpec, build_model
-from fastrobust.timing import measure as T
+from fastrobust.timing import measure
 from fastrobust.timing.runs_table import read_run, table_one
 from fastrobust.training.config import TrainConfig
 from fastrobust.training.trainer import fit
@@ -24,53 +24,57 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SIZES = [32, 64, 128, 256, 512]
 
 
-def synthetic(per_image: float = 1e-4, fixed: float = 2e-3, steps=(1, 7)) -> T.TimingCurves:
+def synthetic(per_image: float = 1e-4, fixed: float = 2e-3, steps=(1, 7)) -> measure.TimingCurves:
     """Costs that are affine in the batch (fixed launch cost + per-image cost), with an
     attack step costing two forward-equivalents and a training step three."""
-    curves = T.TimingCurves(device="synthetic", model="m", image_shape=(3, 32, 32))
+    curves = measure.TimingCurves(device="synthetic", model="m", image_shape=(3, 32, 32))
 
     def forward(b: int) -> float:
         return fixed + per_image * b
 
     for b in SIZES:
-        curves.rows.append(T.Measurement(T.FORWARD, b, forward(b), forward(b), 1))
-        curves.rows.append(T.Measurement(T.TRAIN_STEP, b, 3 * forward(b), 3 * forward(b), 1))
+        curves.rows.append(measure.Measurement(measure.FORWARD, b, forward(b), forward(b), 1))
+        curves.rows.append(
+            measure.Measurement(measure.TRAIN_STEP, b, 3 * forward(b), 3 * forward(b), 1)
+        )
         for k in steps:
             t = (0.5 + 2 * k) * forward(b)
-            curves.rows.append(T.Measurement(T.attack_op(k), b, t, t, 1))
+            curves.rows.append(measure.Measurement(measure.attack_op(k), b, t, t, 1))
     return curves
 
 
-def proportional(c: float = 1e-4) -> T.TimingCurves:
+def proportional(c: float = 1e-4) -> measure.TimingCurves:
     """Every operation costs the same per image at every batch size."""
-    curves = T.TimingCurves(device="synthetic", model="m", image_shape=(3, 32, 32))
+    curves = measure.TimingCurves(device="synthetic", model="m", image_shape=(3, 32, 32))
     for b in SIZES:
-        for op, mult in ((T.FORWARD, 1), (T.TRAIN_STEP, 3), ("pgd1", 2), ("pgd7", 14)):
-            curves.rows.append(T.Measurement(op, b, mult * c * b, mult * c * b, 1))
+        for op, mult in ((measure.FORWARD, 1), (measure.TRAIN_STEP, 3), ("pgd1", 2), ("pgd7", 14)):
+            curves.rows.append(measure.Measurement(op, b, mult * c * b, mult * c * b, 1))
     return curves
 
 
-CIFAR = T.Schedule(train_size=50_000, val_size=10_000, epochs=15, eval_every=1, check_size=256)
+CIFAR = measure.Schedule(
+    train_size=50_000, val_size=10_000, epochs=15, eval_every=1, check_size=256
+)
 
 
 # -- curves ---------------------------------------------------------------------------------------
 def test_curve_is_exact_at_measured_points_and_monotone_between():
     c = synthetic()
     for b in SIZES:
-        assert c.seconds(T.FORWARD, b) == pytest.approx(2e-3 + 1e-4 * b)
+        assert c.seconds(measure.FORWARD, b) == pytest.approx(2e-3 + 1e-4 * b)
     xs = [32 + 7 * i for i in range(70)]
-    ys = [c.seconds(T.FORWARD, x) for x in xs]
+    ys = [c.seconds(measure.FORWARD, x) for x in xs]
     assert all(a < b for a, b in zip(ys, ys[1:]))
     # outside the measured range: the nearest end's cost per image
-    assert c.seconds(T.FORWARD, 1024) == pytest.approx(2 * c.seconds(T.FORWARD, 512))
-    assert c.seconds(T.FORWARD, 16) == pytest.approx(c.seconds(T.FORWARD, 32) / 2)
-    assert c.ops() == [T.FORWARD, T.TRAIN_STEP, "pgd1", "pgd7"]
+    assert c.seconds(measure.FORWARD, 1024) == pytest.approx(2 * c.seconds(measure.FORWARD, 512))
+    assert c.seconds(measure.FORWARD, 16) == pytest.approx(c.seconds(measure.FORWARD, 32) / 2)
+    assert c.ops() == [measure.FORWARD, measure.TRAIN_STEP, "pgd1", "pgd7"]
 
 
 def test_attack_cost_is_affine_in_steps():
     c = synthetic()
     b = 128
-    f = c.seconds(T.FORWARD, b)
+    f = c.seconds(measure.FORWARD, b)
     assert c.attack_seconds(0, b) == 0.0
     assert c.attack_seconds(1, b) == pytest.approx(2.5 * f)
     assert c.attack_seconds(10, b) == pytest.approx(20.5 * f)  # extrapolated from K = 1, 7
@@ -78,13 +82,13 @@ def test_attack_cost_is_affine_in_steps():
     one = synthetic(steps=(7,))
     assert one.attack_seconds(14, b) == pytest.approx(2 * one.attack_seconds(7, b))
     with pytest.raises(ConfigError, match="no measurement"):
-        T.TimingCurves("d", "m", (1, 1, 1)).seconds(T.FORWARD, 4)
+        measure.TimingCurves("d", "m", (1, 1, 1)).seconds(measure.FORWARD, 4)
 
 
 def test_curves_round_trip_through_csv(tmp_path):
     c = synthetic()
     c.to_csv(tmp_path / "m.csv")
-    back = T.TimingCurves.from_csv(tmp_path / "m.csv")
+    back = measure.TimingCurves.from_csv(tmp_path / "m.csv")
     assert sorted(back.rows, key=lambda r: (r.op, r.batch_size)) == sorted(
         c.rows, key=lambda r: (r.op, r.batch_size)
     )
@@ -92,28 +96,28 @@ def test_curves_round_trip_through_csv(tmp_path):
 
 # -- estimator ------------------------------------------------------------------------------------
 def test_validations_follow_the_engine_schedule():
-    assert T.Schedule(100, 10, epochs=12, eval_every=5).validations == 3  # 5, 10 and the last
-    assert T.Schedule(100, 10, epochs=10, eval_every=5).validations == 2
-    assert T.Schedule(100, 10, epochs=4, eval_every=1).validations == 4
+    assert measure.Schedule(100, 10, epochs=12, eval_every=5).validations == 3  # 5, 10 and the last
+    assert measure.Schedule(100, 10, epochs=10, eval_every=5).validations == 2
+    assert measure.Schedule(100, 10, epochs=4, eval_every=1).validations == 4
     with pytest.raises(ConfigError):
-        T.Schedule(0, 10, epochs=1)
+        measure.Schedule(0, 10, epochs=1)
 
 
 def test_estimate_matches_a_hand_count_for_constant_cost_per_image():
     c, n, epochs = proportional(1e-4), 50_000, 15
-    s = T.Schedule(train_size=n, val_size=0, epochs=epochs, check_size=0)
+    s = measure.Schedule(train_size=n, val_size=0, epochs=epochs, check_size=0)
     for k, mult in ((0, 3), (1, 3 + 2), (7, 3 + 14)):
         for gpus in (1, 2, 4, 8):
-            e = T.estimate_training_time(c, s, attack_steps=k, global_batch=512, gpus=gpus)
+            e = measure.estimate_training_time(c, s, attack_steps=k, global_batch=512, gpus=gpus)
             assert e.train_s == pytest.approx(epochs * math.ceil(n / gpus) * mult * 1e-4)
             assert e.val_s == 0.0
-            assert e.method == T.method_label(k)
+            assert e.method == measure.method_label(k)
 
 
 def test_more_attack_steps_cost_more():
     c = synthetic()
     totals = [
-        T.estimate_training_time(c, CIFAR, attack_steps=k, global_batch=512).total_s
+        measure.estimate_training_time(c, CIFAR, attack_steps=k, global_batch=512).total_s
         for k in (0, 1, 7, 10)
     ]
     assert all(a < b for a, b in zip(totals, totals[1:]))
@@ -124,7 +128,7 @@ def test_more_attack_steps_cost_more():
 def test_more_gpus_never_slower_and_never_superlinear():
     c = synthetic()
     for k in (0, 1, 7):
-        est = T.sweep_gpus(c, CIFAR, methods=[k], global_batch=512, gpus=[1, 2, 4, 8, 16])
+        est = measure.sweep_gpus(c, CIFAR, methods=[k], global_batch=512, gpus=[1, 2, 4, 8, 16])
         assert [e.gpus for e in est] == [1, 2, 4, 8, 16]
         totals = [e.total_s for e in est]
         assert all(a >= b for a, b in zip(totals, totals[1:]))
@@ -135,7 +139,7 @@ def test_more_gpus_never_slower_and_never_superlinear():
 
 def test_larger_batches_train_faster_on_one_gpu():
     c = synthetic()
-    est = T.sweep_batch_sizes(c, CIFAR, methods=[1], batch_sizes=SIZES)
+    est = measure.sweep_batch_sizes(c, CIFAR, methods=[1], batch_sizes=SIZES)
     trains = [e.train_s for e in est]
     assert [e.global_batch for e in est] == SIZES
     assert all(a > b for a, b in zip(trains, trains[1:]))
@@ -145,8 +149,8 @@ def test_validation_cost_scales_with_its_schedule():
     c = synthetic()
 
     def val(**kw):
-        s = T.Schedule(**{**dict(train_size=50_000, val_size=10_000, epochs=20), **kw})
-        return T.estimate_training_time(c, s, attack_steps=1, global_batch=512).val_s
+        s = measure.Schedule(**{**dict(train_size=50_000, val_size=10_000, epochs=20), **kw})
+        return measure.estimate_training_time(c, s, attack_steps=1, global_batch=512).val_s
 
     assert val(eval_every=1) > val(eval_every=5) > val(eval_every=20) > val(val_size=0)
     assert val(eval_steps=20) > val(eval_steps=10)
@@ -155,8 +159,8 @@ def test_validation_cost_scales_with_its_schedule():
 
 def test_estimate_rejects_a_batch_that_does_not_divide():
     with pytest.raises(ConfigError, match="does not divide"):
-        T.estimate_training_time(synthetic(), CIFAR, attack_steps=1, global_batch=100, gpus=8)
-    est = T.sweep_gpus(synthetic(), CIFAR, methods=[1], global_batch=96, gpus=[1, 2, 5])
+        measure.estimate_training_time(synthetic(), CIFAR, attack_steps=1, global_batch=100, gpus=8)
+    est = measure.sweep_gpus(synthetic(), CIFAR, methods=[1], global_batch=96, gpus=[1, 2, 5])
     assert [e.gpus for e in est] == [1, 2]  # 5 left out
 
 
@@ -166,7 +170,7 @@ def test_measure_curves_structure_and_model_left_untouched():
     model = build_model(ModelSpec("small_cnn", 10, 1, 8))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     model.eval()
-    curves = T.measure_curves(
+    curves = measure.measure_curves(
         model,
         image_shape=(1, 8, 8),
         num_classes=10,
@@ -176,7 +180,7 @@ def test_measure_curves_structure_and_model_left_untouched():
         repeats=2,
         warmup=1,
     )
-    assert curves.ops() == [T.FORWARD, T.TRAIN_STEP, "pgd1", "pgd2"]
+    assert curves.ops() == [measure.FORWARD, measure.TRAIN_STEP, "pgd1", "pgd2"]
     for op in curves.ops():
         assert curves.batch_sizes(op) == [2, 4]
     for r in curves.rows:
@@ -188,7 +192,7 @@ def test_measure_curves_structure_and_model_left_untouched():
 
 def test_time_call_synchronises_warms_up_and_counts_calls():
     calls = []
-    median, fastest = T.time_call(
+    median, fastest = measure.time_call(
         lambda: calls.append(1), torch.device("cpu"), repeats=3, warmup=2, min_sample_s=0.0
     )
     assert len(calls) == 2 + 3 and 0 <= fastest <= median

@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
 
     from fastrobust.attacks.threat import threat_model
     from fastrobust.models import ModelSpec, build_model
-    from fastrobust.timing import measure as T
+    from fastrobust.timing import measure
     from fastrobust.timing.plot import plot_figure_one
     from fastrobust.timing.runs_table import read_run
     from fastrobust.training.trainer import resolve_device
@@ -151,8 +151,8 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if runs:
         _print_table_one(runs, _baseline_index(args.baseline, runs), out)
-    measure = args.measure if args.measure is not None else not runs
-    if not measure:
+    do_measure = args.measure if args.measure is not None else not runs
+    if not do_measure:
         print(f"written: {out / 'table1.csv'}")
         return 0
     first = runs[0].config if runs else {}
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     shape, classes, n_train, n_test = _dataset_facts(dataset, pick("data_dir", None))
     eval_limit = first.get("eval_limit")
     val_default = min(eval_limit, n_test) if eval_limit else n_test
-    schedule = T.Schedule(
+    schedule = measure.Schedule(
         train_size=args.train_size or n_train,
         val_size=args.val_size if args.val_size is not None else val_default,
         epochs=pick("epochs", 30),
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     spec = ModelSpec(model_name, classes, shape[0], shape[-1])
     net = build_model(spec)
     threat = threat_model(pick("norm", "l2"), pick("eps", 1.0))
-    curves = T.measure_curves(
+    curves = measure.measure_curves(
         net,
         image_shape=shape,
         num_classes=classes,
@@ -197,17 +197,21 @@ def run(args: argparse.Namespace) -> int:
     )
     curves.to_csv(out / "measured.csv")
     methods = [0, *sorted(set(args.steps))]
-    labels = [T.method_label(k) for k in methods]
+    labels = [measure.method_label(k) for k in methods]
     procs = args.procs or (runs[0].world_size if runs else 1)
-    by_batch = T.sweep_batch_sizes(
-        curves, schedule, methods=methods, batch_sizes=curves.batch_sizes(T.FORWARD), gpus=procs
+    by_batch = measure.sweep_batch_sizes(
+        curves,
+        schedule,
+        methods=methods,
+        batch_sizes=curves.batch_sizes(measure.FORWARD),
+        gpus=procs,
     )
     global_batch = args.global_batch or pick("batch_size", 512)
-    by_gpus = T.sweep_gpus(
+    by_gpus = measure.sweep_gpus(
         curves, schedule, methods=methods, global_batch=global_batch, gpus=args.gpus
     )
-    T.write_estimates_csv(by_batch, out / "estimate_batch.csv")
-    T.write_estimates_csv(by_gpus, out / "estimate_gpus.csv")
+    measure.write_estimates_csv(by_batch, out / "estimate_batch.csv")
+    measure.write_estimates_csv(by_gpus, out / "estimate_gpus.csv")
     title = (
         f"{model_name} on {dataset}-shaped inputs {tuple(shape)}, {curves.device}; "
         f"{schedule.train_size} train images, {schedule.epochs} epochs, validation of "
@@ -217,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"\nseconds per call on {curves.device} (median of {args.repeats}):")
     ops = curves.ops()
-    sizes = curves.batch_sizes(T.FORWARD)
+    sizes = curves.batch_sizes(measure.FORWARD)
     print(_table(["batch", *ops], [[b, *(curves.seconds(op, b) for op in ops)] for b in sizes]))
     print(f"\nlower bound on total training hours, {procs} GPU(s) [{title}]:")
     print(_table(["global batch", *labels], _pivot(by_batch, "global_batch", labels)))
@@ -233,10 +237,10 @@ def run(args: argparse.Namespace) -> int:
 def _dataset_facts(name: str, data_dir: str | None) -> tuple[tuple[int, int, int], int, int, int]:
     """Image shape, classes, training and test set sizes (loading the data only when the
     dataset is not one timing knows)."""
-    from fastrobust.timing import measure as T
+    from fastrobust.timing import measure
 
-    if name in T.DATASET_FACTS:
-        return T.DATASET_FACTS[name]
+    if name in measure.DATASET_FACTS:
+        return measure.DATASET_FACTS[name]
     from fastrobust.data import load_dataset
 
     data = load_dataset(name, data_dir)

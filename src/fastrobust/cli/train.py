@@ -1,23 +1,28 @@
-"""``fastrobust train``: every TrainConfig field is a flag; ``--config`` YAML gives defaults."""
+"""``fastrobust train``: every TrainConfig field is a flag, grouped by config section;
+``--config`` YAML (sectioned or flat) gives defaults."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
+import typing
 from typing import Any
 
 from fastrobust.errors import ConfigError
-from fastrobust.training.config import TrainConfig, field_help
+from fastrobust.training.config import SECTION_OF, SECTIONS, TrainConfig, field_docs
 
 
-def _flag_type(annotation: str) -> Any:
-    if "bool" in annotation:
-        return bool
-    if "float" in annotation:
-        return float
-    if "int" in annotation:
-        return int
-    return str
+def flag_type(annotation: Any) -> type:
+    """The flag type of a field annotation: ``int | None`` -> int, ``bool`` -> bool."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(kinds) != 1:
+            raise TypeError(f"config field type {annotation} has no single flag type")
+        annotation = kinds[0]
+    if annotation not in (bool, int, float, str):
+        raise TypeError(f"config field type {annotation} cannot be a flag")
+    return annotation
 
 
 def add_parser(subparsers: Any) -> None:
@@ -29,23 +34,35 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--config", help="YAML file of defaults (flags override it)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder exactly")
-    helps = field_help()
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kind = _flag_type(str(f.type))
-        text = helps.get(f.name, "")
-        if kind is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
-        else:
-            p.add_argument(flag, type=kind, default=None, help=f"{text} (default: {f.default})")
+    for section, cls in SECTIONS.items():
+        group = p.add_argument_group(section, (cls.__doc__ or "").strip())
+        docs = field_docs(cls)
+        types_ = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            kind = flag_type(types_[f.name])
+            text = docs.get(f.name, "")
+            if kind is bool:
+                group.add_argument(
+                    flag, action=argparse.BooleanOptionalAction, default=None, help=text
+                )
+            else:
+                group.add_argument(
+                    flag, type=kind, default=None, help=f"{text} (default: {f.default})"
+                )
     p.set_defaults(func=run)
 
 
+def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """Every config field's flag value by flat name (None where the flag was not given)."""
+    return {name: getattr(args, name) for name in SECTION_OF}
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    overrides = _flag_values(args)
     if args.config:
         return TrainConfig.from_yaml(args.config, **overrides)
-    return TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
 
 
 def _report(result: Any) -> None:
@@ -79,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         if args.resume:
-            overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+            overrides = _flag_values(args)
             overrides.pop("epochs")
             if args.config:
                 raise ConfigError("--config cannot be combined with --resume")

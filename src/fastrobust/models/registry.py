@@ -7,6 +7,8 @@ Every model built here takes images in ``[0,1]``: the dataset mean/std are buffe
 from __future__ import annotations
 
 import importlib
+import inspect
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -15,15 +17,19 @@ from torch import nn
 
 from fastrobust.errors import ConfigError
 
+log = logging.getLogger(__name__)
 #: constructor(num_classes=, in_channels=, image_size=) -> nn.Module (without normalisation)
 ModelFactory = Callable[..., nn.Module]
 MODELS: dict[str, ModelFactory] = {}
 
 
 def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator adding an architecture constructor to :data:`MODELS`."""
+    """Decorator adding an architecture constructor to :data:`MODELS` (warns when ``name``
+    is already taken: the later constructor replaces the earlier one)."""
 
     def wrap(fn: ModelFactory) -> ModelFactory:
+        if name in MODELS and MODELS[name] is not fn:
+            log.warning("model %r registered twice; the later constructor is used", name)
         MODELS[name] = fn
         return fn
 
@@ -79,36 +85,41 @@ def _import_factory(spec: str) -> ModelFactory:
     return factory
 
 
+def _accepted_kwargs(factory: ModelFactory, offered: dict[str, int]) -> dict[str, int]:
+    """The subset of ``offered`` keyword arguments that ``factory``'s signature takes."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # no introspectable signature: offer everything
+        return offered
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return offered
+    names = {
+        p.name
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    return {k: v for k, v in offered.items() if k in names}
+
+
 def build_model(spec: ModelSpec) -> NormalizedModel:
     """Construct the architecture named in ``spec`` wrapped with its normalisation.
 
-    A user factory (``package.module:factory``) is called with keyword arguments
-    ``num_classes``, ``in_channels`` and ``image_size``, falling back to ``num_classes`` only
-    and then to no arguments, and must return an ``nn.Module`` mapping images to logits.
+    A user factory (``package.module:factory``) is called with those of the keyword arguments
+    ``num_classes``, ``in_channels`` and ``image_size`` that its signature takes, and must
+    return an ``nn.Module`` mapping images to logits; errors raised inside it propagate.
     """
+    offered = {
+        "num_classes": spec.num_classes,
+        "in_channels": spec.in_channels,
+        "image_size": spec.image_size,
+    }
     if ":" in spec.name:
         factory = _import_factory(spec.name)
-        net = None
-        for kwargs in (
-            {
-                "num_classes": spec.num_classes,
-                "in_channels": spec.in_channels,
-                "image_size": spec.image_size,
-            },
-            {"num_classes": spec.num_classes},
-            {},
-        ):
-            try:
-                net = factory(**kwargs)
-                break
-            except TypeError:
-                continue
+        net = factory(**_accepted_kwargs(factory, offered))
         if not isinstance(net, nn.Module):
             raise ConfigError(f"model factory {spec.name!r} did not return an nn.Module")
     elif spec.name in MODELS:
-        net = MODELS[spec.name](
-            num_classes=spec.num_classes, in_channels=spec.in_channels, image_size=spec.image_size
-        )
+        net = MODELS[spec.name](**offered)
     else:
         raise ConfigError(
             f"unknown model {spec.name!r}; choose one of {', '.join(sorted(MODELS))} "

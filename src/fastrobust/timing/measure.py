@@ -25,7 +25,6 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,8 @@ from torch import nn
 from fastrobust.attacks.threat import ThreatModel
 from fastrobust.errors import ConfigError
 from fastrobust.training.adversaries import Adversary
+from fastrobust.training.methods import Standard
+from fastrobust.training.step import autocast_context, training_step
 
 log = logging.getLogger(__name__)
 
@@ -192,15 +193,6 @@ def time_call(
     return statistics.median(times), min(times)
 
 
-def _autocast(amp: str, device: torch.device) -> AbstractContextManager:
-    if amp == "none":
-        return nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    if dtype is None:
-        raise ConfigError(f"amp must be none, bf16 or fp16, got {amp!r}")
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def measure_curves(
     model: nn.Module,
     *,
@@ -219,13 +211,11 @@ def measure_curves(
 ) -> TimingCurves:
     """Time one forward pass, one training step and one K-step PGD attack per batch size.
 
-    The training step is the engine's own :func:`fastrobust.training.trainer.training_step` (on a copy
+    The training step is the engine's own :func:`fastrobust.training.step.training_step` (on a copy
     of ``model``, whose weights are left untouched); attacks are the training adversary with
     ``alpha = 2.5 eps / K``. Inputs are random images in ``[0,1]``: the cost does not depend
     on their content. On a GPU a batch size that runs out of memory ends the sweep there.
     """
-    from fastrobust.training.trainer import training_step
-
     device = torch.device(device)
     batch_sizes = sorted(set(int(b) for b in batch_sizes))
     steps = sorted(set(int(k) for k in steps))
@@ -235,7 +225,7 @@ def measure_curves(
         raise ConfigError("need repeats >= 1, warmup >= 0 and attack steps >= 1")
     work = _copy_to(model, device, channels_last)
     optimizer = torch.optim.SGD(work.parameters(), lr=0.0, momentum=0.9, weight_decay=5e-4)
-    no_attack = Adversary(threat, steps=0, step_size=0.0)
+    no_attack = Standard()
     attacks = {
         k: Adversary(threat, steps=k, step_size=2.5 * threat.eps / k, bn_mode=bn_mode)  # type: ignore[arg-type]
         for k in steps
@@ -253,18 +243,20 @@ def measure_curves(
 
         def forward(x: torch.Tensor = x) -> None:
             work.eval()
-            with torch.no_grad(), _autocast(amp, device):
+            with torch.no_grad(), autocast_context(amp, device):
                 work(x)
             work.train()
 
         def train(x: torch.Tensor = x, y: torch.Tensor = y) -> None:
-            training_step(work, work, no_attack, optimizer, x, y, autocast=_autocast(amp, device))
+            training_step(
+                work, work, no_attack, optimizer, x, y, autocast=autocast_context(amp, device)
+            )
 
         ops: list[tuple[str, Callable[[], Any]]] = [(FORWARD, forward), (TRAIN_STEP, train)]
         for k, adversary in attacks.items():
 
             def attack(x: torch.Tensor = x, y: torch.Tensor = y, a: Adversary = adversary) -> None:
-                with _autocast(amp, device):
+                with autocast_context(amp, device):
                     a(work, x, y)
 
             ops.append((attack_op(k), attack))

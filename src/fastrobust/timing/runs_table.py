@@ -41,6 +41,7 @@ class RunRecord:
     """what picked the best epoch: val_adv_acc (val_clean_acc for standard training)"""
     best_value: float | None
     config: dict[str, Any] = field(repr=False, default_factory=dict)
+    """the run's config by flat field name (``eps``, ``batch_size``, ...)"""
 
 
 def read_run(path: str | Path) -> RunRecord:
@@ -93,7 +94,7 @@ def read_run(path: str | Path) -> RunRecord:
         best_epoch=best_epoch,
         best_metric=metric,
         best_value=best_value,
-        config=raw,
+        config=cfg.to_flat_dict(),
     )
 
 

@@ -1,12 +1,8 @@
-"""Training-time perturbation strategies: what the engine feeds the model each batch.
+"""The training-time perturbation: ``steps`` random-start PGD steps on the unwrapped model.
 
-* ``standard``: no perturbation;
-* ``fast``: one random-start step (Goodwin et al. 2020, Algorithm 1 for L2; FGSM with random
-  start, Wong et al. 2020, for L-inf);
-* ``pgd``: K random-start steps with ``alpha = 2.5 * eps / K`` (Madry et al. 2018).
-
-All are :func:`fastrobust.attacks.pgd` with different step counts; under DDP they must be
-given the unwrapped module (no gradient all-reduce for the attack).
+Training methods (:mod:`fastrobust.training.methods`) and the timing measurements use it;
+0 steps is the clean batch. Under DDP it must be given the unwrapped module (no gradient
+all-reduce for the attack).
 """
 
 from __future__ import annotations
@@ -18,7 +14,6 @@ from torch import nn
 
 from fastrobust.attacks.projected_gradient import BNMode, pgd
 from fastrobust.attacks.threat import ThreatModel
-from fastrobust.training.config import TrainConfig
 
 
 @dataclass
@@ -48,13 +43,3 @@ class Adversary:
         if self.steps == 0:
             return "standard (no attack)"
         return f"{self.steps}-step {self.threat} alpha={self.step_size:g} bn={self.bn_mode}"
-
-
-def build_adversary(cfg: TrainConfig) -> Adversary:
-    """The training adversary a config asks for."""
-    return Adversary(
-        threat=cfg.threat(),
-        steps=cfg.attack_steps,
-        step_size=cfg.attack_alpha,
-        bn_mode=cfg.bn_mode,  # type: ignore[arg-type]
-    )

@@ -1,10 +1,21 @@
-"""Typed training configuration: YAML in, flags override, resolved YAML written to the run."""
+"""Typed training configuration in sections: YAML in, flags override, resolved YAML written to
+the run folder (see docs/architecture.md).
+
+A :class:`TrainConfig` holds five sections, one dataclass each: :class:`DataConfig` (``data``),
+:class:`AttackConfig` (``attack``), :class:`OptimisationConfig` (``optimisation``),
+:class:`EvaluationConfig` (``evaluation``) and :class:`RuntimeConfig` (``runtime``). Field
+names are unique across sections, so a config can also be written flat: ``TrainConfig(eps=0.5,
+epochs=3)``, ``cfg.eps`` and flat YAML files (the format before sections, still used by
+``configs/*.yaml`` and recorded in checkpoints) all route each name to its section.
+"""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +23,29 @@ import yaml
 
 from fastrobust.attacks.threat import THREAT_MODELS, ThreatModel, threat_model
 from fastrobust.errors import ConfigError
+from fastrobust.training.methods import method_class, method_names
 
-METHODS = ("standard", "fast", "pgd")
 SCHEDULES = ("step", "onecycle", "constant")
 
 
+def _positive(name: str, value: Any) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value}")
+
+
+def _at_least(name: str, value: Any, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"{name} must be >= {low}, got {value}")
+
+
+def _one_of(name: str, value: Any, choices: tuple[str, ...] | list[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+
+
 @dataclass
-class TrainConfig:
-    """One training run. Defaults: the offline digits job (fast L2 training, eps 1.0)."""
+class DataConfig:
+    """Which images to train on and how they are fed."""
 
     dataset: str = "digits"
     """dataset name: digits (bundled), cifar10, cifar100, imagefolder, restricted_imagenet"""
@@ -30,10 +56,22 @@ class TrainConfig:
     restricted_imagenet: 224)"""
     workers: int = 2
     """DataLoader worker processes for disk datasets"""
-    model: str = "small_cnn"
-    """registry name or package.module:factory"""
+    augment: bool = True
+    """random crop (and flip where the dataset allows) during training"""
+
+    def __post_init__(self) -> None:
+        if self.image_size is not None:
+            _at_least("image_size", self.image_size, 1)
+        _at_least("workers", self.workers, 0)
+
+
+@dataclass
+class AttackConfig:
+    """The training method and the threat model its attack works in."""
+
     method: str = "fast"
-    """standard | fast (one random-start step, Goodwin et al. 2020) | pgd (K steps)"""
+    """training method (fastrobust.training.methods): standard | fast (one random-start step,
+    Goodwin et al. 2020) | pgd (K steps)"""
     norm: str = "l2"
     """threat model: l2 | linf"""
     eps: float = 1.0
@@ -46,6 +84,45 @@ class TrainConfig:
     """random start: ball (uniform in the ball, the paper), sphere, radius (L2 only), none"""
     bn_mode: str = "eval"
     """BatchNorm mode while crafting training attacks: eval (paper's code) or train"""
+
+    def __post_init__(self) -> None:
+        _one_of("method", self.method, method_names())
+        _one_of("norm", self.norm, list(THREAT_MODELS))
+        _positive("eps", self.eps)
+        if self.alpha is not None:
+            _positive("alpha", self.alpha)
+        if self.steps is not None:
+            _at_least("steps", self.steps, 1)
+        if self.bn_mode not in ("eval", "train"):
+            raise ConfigError(f"bn_mode must be eval or train, got {self.bn_mode!r}")
+        self.threat()  # validates the random start for the norm
+
+    def threat(self) -> ThreatModel:
+        """The training threat model."""
+        return threat_model(self.norm, self.eps, random_start=self.random_start)
+
+    @property
+    def attack_steps(self) -> int:
+        """Steps of the training attack (the method's default unless ``steps`` is set)."""
+        method = method_class(self.method)
+        if not method.perturbs:
+            return 0
+        return self.steps if self.steps is not None else method.default_steps
+
+    @property
+    def attack_alpha(self) -> float:
+        """Step size of the training attack (the method's default unless ``alpha`` is set)."""
+        if self.alpha is not None:
+            return self.alpha
+        return method_class(self.method).default_step_size(self.threat(), self.attack_steps)
+
+
+@dataclass
+class OptimisationConfig:
+    """What is trained, for how long, and with which SGD schedule."""
+
+    model: str = "small_cnn"
+    """registry name or package.module:factory"""
     epochs: int = 30
     """number of training epochs"""
     batch_size: int = 128
@@ -65,6 +142,22 @@ class TrainConfig:
     """learning-rate factor at each drop"""
     warmup_fraction: float = 0.4
     """onecycle: fraction of training spent rising to the peak"""
+
+    def __post_init__(self) -> None:
+        _one_of("schedule", self.schedule, SCHEDULES)
+        _positive("lr", self.lr)
+        for key in ("epochs", "batch_size", "lr_step_epochs"):
+            _at_least(key, getattr(self, key), 1)
+        if self.momentum < 0 or self.weight_decay < 0:
+            raise ConfigError("momentum and weight_decay must be >= 0")
+        if not 0 < self.warmup_fraction < 1:
+            raise ConfigError(f"warmup_fraction must be in (0,1), got {self.warmup_fraction}")
+
+
+@dataclass
+class EvaluationConfig:
+    """Validation during training and the catastrophic-overfitting monitor."""
+
     eval_every: int = 1
     """validate (clean + adversarial) every this many epochs, and at the last epoch"""
     eval_steps: int = 10
@@ -75,8 +168,19 @@ class TrainConfig:
     """training images in the fixed batch checked for catastrophic overfitting (0: off)"""
     early_stop: bool = False
     """stop and restore the last good weights when catastrophic overfitting is detected"""
-    augment: bool = True
-    """random crop (and flip where the dataset allows) during training"""
+
+    def __post_init__(self) -> None:
+        _at_least("eval_every", self.eval_every, 1)
+        _at_least("eval_steps", self.eval_steps, 1)
+        if self.eval_limit is not None:
+            _at_least("eval_limit", self.eval_limit, 1)
+        _at_least("overfit_check_size", self.overfit_check_size, 0)
+
+
+@dataclass
+class RuntimeConfig:
+    """Where and how the run executes: seed, device, speed options, output folder."""
+
     seed: int = 0
     """seed of every random choice (data order, augmentation, random starts)"""
     device: str = "auto"
@@ -97,92 +201,126 @@ class TrainConfig:
     """show a progress bar"""
 
     def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` on any invalid value."""
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.norm not in THREAT_MODELS:
-            raise ConfigError(
-                f"unknown norm {self.norm!r}; choose one of {', '.join(THREAT_MODELS)}"
-            )
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(
-                f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}"
-            )
-        for key in ("eps", "lr"):
-            v = getattr(self, key)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise ConfigError(f"{key} must be > 0, got {v}")
-        if self.alpha is not None and (not math.isfinite(self.alpha) or self.alpha <= 0):
-            raise ConfigError(f"alpha must be > 0, got {self.alpha}")
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"steps must be >= 1, got {self.steps}")
-        for key in ("epochs", "batch_size", "eval_every", "eval_steps", "lr_step_epochs"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.momentum < 0 or self.weight_decay < 0:
-            raise ConfigError("momentum and weight_decay must be >= 0")
-        if not 0 < self.warmup_fraction < 1:
-            raise ConfigError(f"warmup_fraction must be in (0,1), got {self.warmup_fraction}")
-        if self.bn_mode not in ("eval", "train"):
-            raise ConfigError(f"bn_mode must be eval or train, got {self.bn_mode!r}")
         if self.amp not in ("none", "bf16", "fp16"):
             raise ConfigError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
-        if self.eval_limit is not None and self.eval_limit < 1:
-            raise ConfigError(f"eval_limit must be >= 1, got {self.eval_limit}")
-        if self.image_size is not None and self.image_size < 1:
-            raise ConfigError(f"image_size must be >= 1, got {self.image_size}")
-        if self.workers < 0:
-            raise ConfigError(f"workers must be >= 0, got {self.workers}")
-        if self.overfit_check_size < 0:
-            raise ConfigError("overfit_check_size must be >= 0")
-        self.threat()  # validates the random start for the norm
+
+
+#: section name -> its dataclass, in the order of ``train --help`` and of written YAML
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "attack": AttackConfig,
+    "optimisation": OptimisationConfig,
+    "evaluation": EvaluationConfig,
+    "runtime": RuntimeConfig,
+}
+#: flat field name -> the section that owns it
+SECTION_OF: dict[str, str] = {
+    f.name: section for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)
+}
+
+
+@dataclass(init=False)
+class TrainConfig:
+    """One training run. Defaults: the offline digits job (fast L2 training, eps 1.0).
+
+    Build it from sections (``TrainConfig(attack=AttackConfig(eps=0.5))``), from flat field
+    names (``TrainConfig(eps=0.5)``), or both (flat names win). ``cfg.eps`` reads and writes
+    the field in its section (``cfg.attack.eps``).
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    optimisation: OptimisationConfig = field(default_factory=OptimisationConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def __init__(
+        self,
+        data: DataConfig | None = None,
+        attack: AttackConfig | None = None,
+        optimisation: OptimisationConfig | None = None,
+        evaluation: EvaluationConfig | None = None,
+        runtime: RuntimeConfig | None = None,
+        **flat: Any,
+    ) -> None:
+        given = {
+            "data": data,
+            "attack": attack,
+            "optimisation": optimisation,
+            "evaluation": evaluation,
+            "runtime": runtime,
+        }
+        unknown = sorted(set(flat) - set(SECTION_OF))
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+        for name, cls in SECTIONS.items():
+            section = given[name]
+            mine = {k: v for k, v in flat.items() if SECTION_OF[k] == name}
+            try:
+                if section is None:
+                    section = cls(**mine)
+                elif mine:
+                    section = dataclasses.replace(section, **mine)
+            except TypeError as exc:
+                raise ConfigError(f"bad config: {exc}") from None
+            object.__setattr__(self, name, section)
+
+    def __getattr__(self, name: str) -> Any:
+        section = SECTION_OF.get(name)
+        if section is None:
+            raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
+        return getattr(object.__getattribute__(self, section), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        section = SECTION_OF.get(name)
+        if section is None:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(getattr(self, section), name, value)
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` on any invalid value (each section checks its own)."""
+        for name in SECTIONS:
+            getattr(self, name).__post_init__()
 
     # -- derived values ---------------------------------------------------------------
     def threat(self) -> ThreatModel:
         """The training threat model."""
-        return threat_model(self.norm, self.eps, random_start=self.random_start)
+        return self.attack.threat()
 
     @property
     def attack_steps(self) -> int:
         """Steps of the training attack (0 for standard training)."""
-        if self.method == "standard":
-            return 0
-        if self.steps is not None:
-            return self.steps
-        return 1 if self.method == "fast" else 7
+        return self.attack.attack_steps
 
     @property
     def attack_alpha(self) -> float:
         """Step size of the training attack."""
-        if self.alpha is not None:
-            return self.alpha
-        if self.method == "fast":
-            return self.threat().fast_alpha_factor * self.eps
-        return 2.5 * self.eps / max(self.attack_steps, 1)
+        return self.attack.attack_alpha
 
-    # -- YAML ---------------------------------------------------------------------------
+    # -- dict / YAML --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        """Sections as nested dicts plus the resolved attack parameters (config.yaml)."""
+        d: dict[str, Any] = {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+        d["resolved"] = {"attack_steps": self.attack_steps, "attack_alpha": self.attack_alpha}
+        return d
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """Every field by its flat name plus ``resolved`` (the form recorded in checkpoints)."""
+        d: dict[str, Any] = {}
+        for name in SECTIONS:
+            d.update(dataclasses.asdict(getattr(self, name)))
         d["resolved"] = {"attack_steps": self.attack_steps, "attack_alpha": self.attack_alpha}
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known - {"resolved"})
-        if unknown:
-            raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
-        try:
-            return cls(**{k: v for k, v in d.items() if k in known})
-        except TypeError as exc:
-            raise ConfigError(f"bad config: {exc}") from None
+        """Read sectioned (``attack: {eps: 1}``) or flat (``eps: 1``) keys, or a mix."""
+        return cls(**flatten(d))
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
-        """Read a YAML file as defaults; ``overrides`` (non-None) take precedence."""
+        """Read a YAML file as defaults; ``overrides`` (flat names, non-None) take precedence."""
         p = Path(path)
         try:
             data = yaml.safe_load(p.read_text()) or {}
@@ -192,23 +330,44 @@ class TrainConfig:
             raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {p} must hold a mapping of keys to values")
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(data)
+        flat = flatten(data)
+        flat.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**flat)
 
     def write_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-def field_help() -> dict[str, str]:
-    """Field name -> its docstring (used for CLI help), read from this module's source."""
-    import ast
-    import inspect
+def flatten(d: dict[str, Any]) -> dict[str, Any]:
+    """Sectioned or flat config keys -> flat field names (``resolved`` is dropped).
 
-    tree = ast.parse(inspect.getsource(TrainConfig))
-    body = tree.body[0].body  # type: ignore[attr-defined]
+    A key inside a section must belong to that section; any unknown key is a ConfigError."""
+    flat: dict[str, Any] = {}
+    unknown: list[str] = []
+    for key, value in d.items():
+        if key == "resolved":
+            continue
+        if key in SECTIONS and isinstance(value, dict):
+            for inner, v in value.items():
+                if SECTION_OF.get(inner) == key:
+                    flat[inner] = v
+                else:
+                    unknown.append(f"{key}.{inner}")
+        elif key in SECTION_OF:
+            flat[key] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
+    return flat
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> its attribute docstring in the source of dataclass ``cls`` (CLI help)."""
+    body = ast.parse(inspect.getsource(cls)).body[0].body  # type: ignore[attr-defined]
     out: dict[str, str] = {}
     for node, nxt in zip(body, body[1:]):
         if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr):
             if isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
-                out[node.target.id] = nxt.value.value  # type: ignore[attr-defined]
+                out[node.target.id] = " ".join(nxt.value.value.split())  # type: ignore[attr-defined]
     return out

@@ -16,14 +16,12 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fastrobust import distributed as D
@@ -34,8 +32,9 @@ from fastrobust.data import ImageDataset, load_dataset, make_loader
 from fastrobust.data.base import to_float
 from fastrobust.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from fastrobust.models import ModelSpec, NormalizedModel, build_model
-from fastrobust.training.adversaries import Adversary, build_adversary
 from fastrobust.training.config import TrainConfig
+from fastrobust.training.methods import TrainingMethod, build_method
+from fastrobust.training.step import autocast_context, training_step
 
 log = logging.getLogger(__name__)
 
@@ -113,13 +112,6 @@ def lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     return factor
 
 
-def _autocast(cfg: TrainConfig, device: torch.device):  # noqa: ANN202
-    if cfg.amp == "none":
-        return nullcontext()
-    dtype = torch.bfloat16 if cfg.amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def evaluate_split(
     model: nn.Module,
     x_uint8: torch.Tensor,
@@ -150,38 +142,6 @@ def evaluate_split(
     D.all_reduce_sum(counts)
     n = max(float(counts[2]), 1.0)
     return float(counts[0]) / n, float(counts[1]) / n
-
-
-def training_step(
-    train_model: nn.Module,
-    attack_model: nn.Module,
-    adversary: Adversary,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    scaler: torch.amp.GradScaler | None = None,
-    autocast: Any = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimiser step on the adversary's perturbation of ``(x, y)``.
-
-    The attack runs on ``attack_model`` (the unwrapped module: input gradients only, no DDP
-    all-reduce); the weight update goes through ``train_model`` (possibly DDP-wrapped).
-    Returns the (device) loss and logits; nothing here syncs with the host.
-    """
-    with autocast if autocast is not None else nullcontext():
-        x_adv = adversary(attack_model, x, y)
-        out = train_model(x_adv)
-    loss = F.cross_entropy(out.float(), y)
-    optimizer.zero_grad(set_to_none=True)
-    if scaler is not None and scaler.is_enabled():
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        optimizer.step()
-    return loss.detach(), out.detach()
 
 
 class Trainer:
@@ -228,7 +188,7 @@ class Trainer:
             # every rank starts from the same weights, but draws its own random starts (rank 0
             # keeps the one-process stream); per-rank RNG states are saved for exact resumes
             torch.manual_seed(cfg.seed + 1_000_003 * self.world.rank)
-        self.adversary: Adversary = build_adversary(cfg)
+        self.method: TrainingMethod = build_method(cfg.attack)
         self.threat = cfg.threat()
         per_rank = cfg.batch_size // self.world.world_size
         self.loader = make_loader(
@@ -341,7 +301,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "model_spec": self.spec.to_dict(),
             "classes": list(self.data.classes),
-            "config": self.cfg.to_dict(),
+            "config": self.cfg.to_flat_dict(),
             "epoch": self.epoch,
             "metrics": metrics or {},
         }
@@ -438,12 +398,12 @@ class Trainer:
             loss, out = training_step(
                 self.train_model,
                 self.attack_model,
-                self.adversary,
+                self.method,
                 self.optimizer,
                 x,
                 y,
                 scaler=self.scaler,
-                autocast=_autocast(cfg, device),
+                autocast=autocast_context(cfg.amp, device),
             )
             self.scheduler.step()
             with torch.no_grad():
@@ -517,7 +477,7 @@ class Trainer:
             self.spec.name,
             self.data.name,
             len(self.data.train_y),
-            self.adversary.describe(),
+            self.method.describe(),
             self.run_dir,
         )
         start = time.perf_counter() - self.elapsed
@@ -546,7 +506,7 @@ class Trainer:
         result.world_size = self.world.world_size
         result.time_to_last_s = self.elapsed
         result.best_epoch = self.best_epoch
-        result.best_metric = "val_clean_acc" if cfg.method == "standard" else "val_adv_acc"
+        result.best_metric = self.method.best_metric
         result.best_value = self.best_adv if self.best_adv >= 0 else None
         result.time_to_best_s = self.time_to_best
         last_val = [h for h in self.history if "val_adv_acc" in h]
@@ -573,7 +533,7 @@ class Trainer:
                     if cfg.early_stop:
                         self.good_state = copy.deepcopy(self.model.state_dict())
                 elif (
-                    cfg.method != "standard"  # no attack in training: nothing to collapse
+                    self.method.perturbs  # no attack in training: nothing to collapse
                     and self.best_check >= COLLAPSE_MIN_BEST
                     and check < COLLAPSE_RATIO * self.best_check
                     and self.best_check - check >= COLLAPSE_MIN_DROP
@@ -612,7 +572,7 @@ class Trainer:
     def _record(self, metrics: dict[str, Any]) -> None:
         # best = highest adversarial validation accuracy (clean accuracy for standard training,
         # whose adversarial accuracy is ~0 and would pick an untrained early epoch)
-        key = "val_clean_acc" if self.cfg.method == "standard" else "val_adv_acc"
+        key = self.method.best_metric
         score = metrics.get(key)
         if score is not None and score > self.best_adv:
             self.best_adv = score

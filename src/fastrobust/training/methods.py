@@ -1,0 +1,155 @@
+"""Training methods: what each batch becomes before the weight update, registered by name.
+
+A method is a :class:`TrainingMethod` subclass registered with :func:`register_method`; the
+config's ``method`` field picks it by name and the trainer only calls its interface
+(:meth:`~TrainingMethod.loss`), so adding a method is one new class in this module (or any
+module imported before the config is built). See docs/architecture.md.
+
+* ``standard``: the clean batch;
+* ``fast``: one random-start step (Goodwin et al. 2020, Algorithm 1 for L2; FGSM with random
+  start, Wong et al. 2020, for L-inf), step size ``fast_alpha_factor * eps`` of the norm;
+* ``pgd``: K random-start steps with ``alpha = 2.5 * eps / K`` (Madry et al. 2018).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+import torch.nn.functional as functional
+from torch import nn
+
+from fastrobust.attacks.threat import ThreatModel
+from fastrobust.errors import ConfigError
+from fastrobust.training.adversaries import Adversary
+
+if TYPE_CHECKING:
+    from fastrobust.training.config import AttackConfig
+
+log = logging.getLogger(__name__)
+
+
+class TrainingMethod:
+    """How one training batch is perturbed and what loss its weight update minimises.
+
+    Subclasses set the class attributes and override :meth:`perturb` (and, for methods with
+    another objective, :meth:`loss`). ``attack_model`` is the unwrapped module (input
+    gradients only; under DDP no all-reduce), ``train_model`` the one the weights are
+    updated through (possibly DDP-wrapped or compiled).
+    """
+
+    #: registry name (the config's ``method``), set by :func:`register_method`
+    name: ClassVar[str] = ""
+    #: whether batches are perturbed (False: nothing can collapse, no attack steps)
+    perturbs: ClassVar[bool] = True
+    #: attack steps per batch when the config leaves ``steps`` unset
+    default_steps: ClassVar[int] = 1
+    #: validation metric whose highest value picks the best epoch
+    best_metric: ClassVar[str] = "val_adv_acc"
+
+    def __init__(self, attack: AttackConfig | None = None) -> None:
+        self.attack = attack
+
+    @classmethod
+    def default_step_size(cls, threat: ThreatModel, steps: int) -> float:
+        """Attack step size when the config leaves ``alpha`` unset (PGD's ``2.5*eps/K``)."""
+        return 2.5 * threat.eps / max(steps, 1)
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The batch the weights are trained on (``x`` itself for clean training)."""
+        return x
+
+    def loss(
+        self, train_model: nn.Module, attack_model: nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, logits)`` of the weight update: cross-entropy on the perturbed batch."""
+        logits = train_model(self.perturb(attack_model, x, y))
+        return functional.cross_entropy(logits.float(), y), logits
+
+    def describe(self) -> str:
+        return self.name
+
+
+METHODS: dict[str, type[TrainingMethod]] = {}
+
+
+def register_method(name: str) -> Callable[[type[TrainingMethod]], type[TrainingMethod]]:
+    """Class decorator adding a training method under ``name`` (warns when it replaces one)."""
+
+    def wrap(cls: type[TrainingMethod]) -> type[TrainingMethod]:
+        if name in METHODS and METHODS[name] is not cls:
+            log.warning("training method %r registered twice; the later one is used", name)
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return wrap
+
+
+def method_names() -> list[str]:
+    return list(METHODS)
+
+
+def method_class(name: str) -> type[TrainingMethod]:
+    """The registered method class called ``name``, or a ConfigError listing the choices."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}") from None
+
+
+def build_method(attack: AttackConfig) -> TrainingMethod:
+    """The training method a config's attack section asks for."""
+    return method_class(attack.method)(attack)
+
+
+@register_method("standard")
+class Standard(TrainingMethod):
+    """Clean training: no perturbation (the best epoch is picked by clean accuracy, since
+    adversarial accuracy is ~0 throughout and would pick an untrained early epoch)."""
+
+    perturbs = False
+    default_steps = 0
+    best_metric = "val_clean_acc"
+
+    def describe(self) -> str:
+        return "standard (no attack)"
+
+
+class ProjectedGradientMethod(TrainingMethod):
+    """Train on a random-start PGD perturbation of each batch (not registered itself)."""
+
+    def __init__(self, attack: AttackConfig) -> None:
+        super().__init__(attack)
+        self.adversary = Adversary(
+            threat=attack.threat(),
+            steps=attack.attack_steps,
+            step_size=attack.attack_alpha,
+            bn_mode=attack.bn_mode,  # type: ignore[arg-type]
+        )
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.adversary(model, x, y)
+
+    def describe(self) -> str:
+        return self.adversary.describe()
+
+
+@register_method("fast")
+class Fast(ProjectedGradientMethod):
+    """Fast adversarial training: one random-start step (Goodwin et al. 2020, Algorithm 1)."""
+
+    default_steps = 1
+
+    @classmethod
+    def default_step_size(cls, threat: ThreatModel, steps: int) -> float:
+        return threat.fast_alpha_factor * threat.eps
+
+
+@register_method("pgd")
+class PGD(ProjectedGradientMethod):
+    """K-step PGD adversarial training (Madry et al. 2018), the paper's baseline."""
+
+    default_steps = 7

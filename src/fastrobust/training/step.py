@@ -1,0 +1,54 @@
+"""One optimiser step of adversarial training, and the autocast context it runs in.
+
+Per batch: the training method perturbs the batch on the *unwrapped* model (input gradients
+only), then the loss of the perturbed batch goes through the (possibly DDP-wrapped) model for
+the weight update (Goodwin et al. 2020, Algorithm 1). Nothing here syncs with the host.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+from torch import nn
+
+from fastrobust.errors import ConfigError
+from fastrobust.training.methods import TrainingMethod
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_context(amp: str, device: torch.device) -> AbstractContextManager:
+    """Autocast to ``amp`` (none | bf16 | fp16) on ``device``; a no-op for ``none``."""
+    if amp == "none":
+        return nullcontext()
+    if amp not in AMP_DTYPES:
+        raise ConfigError(f"amp must be none, bf16 or fp16, got {amp!r}")
+    return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp])
+
+
+def training_step(
+    train_model: nn.Module,
+    attack_model: nn.Module,
+    method: TrainingMethod,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
+    autocast: AbstractContextManager | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on ``method``'s loss of ``(x, y)``; returns the (device) loss and
+    logits, detached. The attack runs on ``attack_model`` (the unwrapped module: no DDP
+    all-reduce); the weight update goes through ``train_model``."""
+    with autocast if autocast is not None else nullcontext():
+        loss, logits = method.loss(train_model, attack_model, x, y)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss.detach(), logits.detach()
