@@ -18,10 +18,10 @@ import time
 
 import torch
 
-from fastrobust.attacks.threat import L2
 from fastrobust.models import ModelSpec, build_model
-from fastrobust.training.adversaries import Adversary
-from fastrobust.training.trainer import training_step
+from fastrobust.training.config import AttackConfig
+from fastrobust.training.methods import build_method
+from fastrobust.training.step import training_step
 
 FLOORS = {"standard": 1.0, "fast": 5 / 3, "pgd7": 17 / 3}
 TARGETS = {"fast": 1.7, "pgd7": 6.0}
@@ -42,28 +42,27 @@ def main() -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     x = torch.rand(args.batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
-    threat = L2(0.5)
-    adversaries = {
-        "standard": Adversary(threat, 0, 0.0),
-        "fast": Adversary(threat, 1, 1.5 * threat.eps),
-        "pgd7": Adversary(threat, 7, 2.5 * threat.eps / 7),
+    methods = {  # L2 eps 0.5: fast alpha 1.5 eps, pgd7 alpha 2.5 eps / 7
+        "standard": build_method(AttackConfig(method="standard", eps=0.5)),
+        "fast": build_method(AttackConfig(method="fast", eps=0.5)),
+        "pgd7": build_method(AttackConfig(method="pgd", eps=0.5, steps=7)),
     }
 
     def one(name: str) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        loss, _ = training_step(model, model, adversaries[name], opt, x, y)
+        loss, _ = training_step(model, model, methods[name], opt, x, y)
         float(loss)  # wait for the step to finish
         if device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - t0
 
-    for name in adversaries:  # warm-up
+    for name in methods:  # warm-up
         one(name)
-    times: dict[str, list[float]] = {name: [] for name in adversaries}
+    times: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(args.repeats):
-        for name in adversaries:
+        for name in methods:
             times[name].append(one(name))
     med = {name: statistics.median(ts) for name, ts in times.items()}
     print(
