@@ -79,7 +79,9 @@ def test_shipped_configs_load():
 def test_sections_and_flat_names_are_the_same_fields():
     from fastrobust.training.config import AttackConfig, OptimisationConfig
 
-    by_section = TrainConfig(attack=AttackConfig(eps=0.5), optimisation=OptimisationConfig(epochs=3))
+    by_section = TrainConfig(
+        attack=AttackConfig(eps=0.5), optimisation=OptimisationConfig(epochs=3)
+    )
     flat = TrainConfig(eps=0.5, epochs=3)
     assert by_section == flat
     assert flat.attack.eps == flat.eps == 0.5 and flat.optimisation.epochs == 3
