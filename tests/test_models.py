@@ -3,6 +3,7 @@ import torch
 
 from fastrobust.errors import ConfigError
 from fastrobust.models import MODELS, ModelSpec, build_model, count_parameters
+from fastrobust.models.resnet import resnet, resolve_stem
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -68,3 +69,47 @@ def test_user_factory_gets_only_the_arguments_it_takes(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "few_args", module)
     model = build_model(ModelSpec("few_args:factory", 5, 1, 8))
     assert model(torch.rand(2, 1, 8, 8)).shape == (2, 5)
+
+
+def test_restricted_imagenet_resnet50_has_the_papers_size():
+    # 9 classes at 224 px with the ImageNet stem; counted without a forward pass
+    n = count_parameters(build_model(ModelSpec("resnet50_imagenet", 9, 3, 224)))
+    assert n == 23_526_473  # ~23.5M, as in Goodwin et al. (HPEC 2020)
+
+
+def test_imagenet_stem_downsamples_4x_before_the_first_stage():
+    net = resnet(18, stem="imagenet", num_classes=3, width=4).eval()
+    seen = {}
+
+    def record(module, inputs, output):
+        seen["shape"] = output.shape
+
+    net.layers[0].register_forward_hook(record)
+    with torch.no_grad():
+        assert net(torch.rand(1, 3, 64, 64)).shape == (1, 3)
+    assert seen["shape"][-2:] == (16, 16)
+    assert net.conv1.kernel_size == (7, 7) and isinstance(net.stem_pool, torch.nn.MaxPool2d)
+
+
+def test_old_names_keep_the_cifar_stem_and_their_keys():
+    old = build_model(ModelSpec("resnet18", 10, 3, 32))
+    assert old.net.conv1.kernel_size == (3, 3) and old.net.stem == "cifar"
+    explicit = build_model(ModelSpec("resnet18_cifar", 10, 3, 32))
+    assert list(old.state_dict()) == list(explicit.state_dict())
+    explicit.load_state_dict(old.state_dict())  # a checkpoint named resnet18 loads as before
+
+
+@pytest.mark.parametrize(
+    "name,size,expected",
+    [
+        ("resnet50", 224, "resnet50_imagenet"),
+        ("resnet50", 64, "resnet50_imagenet"),
+        ("resnet50", 32, "resnet50_cifar"),
+        ("resnet18", 63, "resnet18_cifar"),
+        ("resnet18_cifar", 224, "resnet18_cifar"),
+        ("resnet50_imagenet", 32, "resnet50_imagenet"),
+        ("small_cnn", 224, "small_cnn"),
+    ],
+)
+def test_the_stem_is_chosen_by_image_size_unless_named(name, size, expected):
+    assert resolve_stem(name, size) == expected

@@ -16,6 +16,7 @@ kept, so every image is ``C x image_size x image_size``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,12 +55,24 @@ WNID_FILES = ("wnids.txt", "LOC_synset_mapping.txt")
 """files in ROOT that may list the 1000 ImageNet wnids (first word per line), sorted"""
 
 
-def decode_image(path: Path, size: int, channels: int) -> torch.Tensor:
-    """Read one image file as a uint8 ``channels x size x size`` tensor (resize + centre crop)."""
+def decode_image(path: Path, size: int, channels: int, *, draft: bool = True) -> torch.Tensor:
+    """Read one image file as a uint8 ``channels x size x size`` tensor (resize + centre crop).
+
+    ``draft``: let the JPEG decoder downscale by 1/2, 1/4 or 1/8 in the DCT domain (Pillow's
+    draft mode) while keeping the shorter side at least ``size``, before the bilinear resize:
+    decoding a 500x375 JPEG for 64 px images then skips most of the full-resolution work.
+    ``False`` decodes at full resolution (the reference ``benchmarks/decode.py`` compares with).
+    """
     from PIL import Image
 
     try:
         with Image.open(path) as img:
+            w, h = img.size
+            if draft and img.format == "JPEG" and min(w, h) > size:
+                scale = size / min(w, h)
+                img.draft(
+                    "L" if channels == 1 else None, (math.ceil(w * scale), math.ceil(h * scale))
+                )
             img = img.convert("L" if channels == 1 else "RGB")
             w, h = img.size
             if (w, h) != (size, size):

@@ -1,5 +1,16 @@
-"""CIFAR-style ResNets (3x3 stem, no max-pool): ResNet-18/50 (He et al. 2016) and
-PreAct ResNet-18 (He et al. 2016b). ResNet-50 here has ~23.5M parameters, the paper's model.
+"""ResNets (He et al. 2016) with two stems, and PreAct ResNet-18 (He et al. 2016b).
+
+- ``cifar`` stem (3x3 convolution, stride 1, no max-pool), for small images (CIFAR's 32 px):
+  ``resnet18``, ``resnet50`` (the names old checkpoints carry) and ``preact_resnet18``;
+  ``resnet18_cifar`` / ``resnet50_cifar`` are the same models under explicit names.
+- ``imagenet`` stem (7x7 convolution, stride 2, then a 3x3 stride-2 max-pool), for images of
+  64 px and more: ``resnet18_imagenet``, ``resnet50_imagenet``. At 224 px the ImageNet stem
+  costs about 1/16 of the FLOPs and activation memory of the CIFAR stem.
+
+The stem is part of the model's name, so a config and a checkpoint always say which one was
+used; :func:`resolve_stem` turns a plain ``resnet18`` / ``resnet50`` into the variant that fits
+an image size. The 9-class ResNet-50 with the ImageNet stem (Restricted ImageNet, the paper's
+second model) has 23,526,473 parameters; the 10-class CIFAR one 23,520,842.
 """
 
 from __future__ import annotations
@@ -78,8 +89,18 @@ def _shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Module:
     )
 
 
+STEMS = ("cifar", "imagenet")
+IMAGENET_STEM_MIN_PX = 64
+"""images at least this large get the ImageNet stem from :func:`resolve_stem`"""
+
+
 class ResNet(nn.Module):
-    """ResNet for small images; ``preact`` adds the final BN-ReLU of the pre-activation variant."""
+    """ResNet with a ``cifar`` or ``imagenet`` stem (see the module docstring).
+
+    ``preact`` adds the final BN-ReLU of the pre-activation variant (CIFAR stem only);
+    ``width`` is the channel count of the first stage (64 in every published ResNet; tests use
+    a few channels to stay fast).
+    """
 
     def __init__(
         self,
@@ -89,17 +110,29 @@ class ResNet(nn.Module):
         num_classes: int,
         in_channels: int,
         preact: bool = False,
+        stem: str = "cifar",
+        width: int = 64,
     ) -> None:
         super().__init__()
-        self.in_planes = 64
-        self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
-        self.bn1 = nn.Identity() if preact else nn.BatchNorm2d(64)
+        if stem not in STEMS:
+            raise ValueError(f"unknown ResNet stem {stem!r}; choose one of {', '.join(STEMS)}")
+        if preact and stem != "cifar":
+            raise ValueError("the pre-activation ResNet has only the cifar stem")
+        self.stem = stem
+        self.in_planes = width
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+        self.bn1 = nn.Identity() if preact else nn.BatchNorm2d(width)
         self.stem_act = nn.Identity() if preact else nn.ReLU(inplace=True)
+        self.stem_pool = nn.MaxPool2d(3, 2, 1) if stem == "imagenet" else nn.Identity()
         stages = []
-        for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers)):
+        planes_per_stage = (width, 2 * width, 4 * width, 8 * width)
+        for i, (planes, blocks) in enumerate(zip(planes_per_stage, layers)):
             stages.append(self._stage(block, planes, blocks, 1 if i == 0 else 2))
         self.layers = nn.Sequential(*stages)
-        final = 512 * block.expansion  # type: ignore[attr-defined]
+        final = 8 * width * block.expansion  # type: ignore[attr-defined]
         self.final_act = (
             nn.Sequential(nn.BatchNorm2d(final), nn.ReLU(inplace=True)) if preact else nn.Identity()
         )
@@ -117,14 +150,64 @@ class ResNet(nn.Module):
         return nn.Sequential(*mods)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.stem_act(self.bn1(self.conv1(x)))
+        out = self.stem_pool(self.stem_act(self.bn1(self.conv1(x))))
         out = self.final_act(self.layers(out))
         return self.linear(self.flatten(self.pool(out)))
 
 
+#: block type and blocks per stage of each ResNet depth (He et al. 2016, Table 1)
+DEPTHS: dict[int, tuple[type[nn.Module], list[int]]] = {
+    18: (BasicBlock, [2, 2, 2, 2]),
+    34: (BasicBlock, [3, 4, 6, 3]),
+    50: (Bottleneck, [3, 4, 6, 3]),
+    101: (Bottleneck, [3, 4, 23, 3]),
+    152: (Bottleneck, [3, 8, 36, 3]),
+}
+
+
+def resnet(
+    depth: int,
+    *,
+    stem: str,
+    num_classes: int,
+    in_channels: int = 3,
+    width: int = 64,
+) -> ResNet:
+    """A ResNet of ``depth`` 18, 34, 50, 101 or 152 with the given stem and first-stage width."""
+    if depth not in DEPTHS:
+        raise ValueError(f"no ResNet of depth {depth}; choose one of {sorted(DEPTHS)}")
+    block, layers = DEPTHS[depth]
+    return ResNet(
+        block, layers, num_classes=num_classes, in_channels=in_channels, stem=stem, width=width
+    )
+
+
+def resolve_stem(name: str, image_size: int) -> str:
+    """The explicit model name for ``name`` at ``image_size`` px.
+
+    ``resnet18`` and ``resnet50`` become ``*_imagenet`` for images of at least
+    :data:`IMAGENET_STEM_MIN_PX` px and ``*_cifar`` below; every other name (including the
+    explicit ``*_cifar`` / ``*_imagenet`` ones) is returned unchanged.
+    """
+    if name in ("resnet18", "resnet50"):
+        stem = "imagenet" if image_size >= IMAGENET_STEM_MIN_PX else "cifar"
+        return f"{name}_{stem}"
+    return name
+
+
 @register_model("resnet18")
+@register_model("resnet18_cifar")
 def resnet18(*, num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> nn.Module:
-    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes, in_channels=in_channels)
+    """ResNet-18, CIFAR stem (``resnet18`` in checkpoints written before the ImageNet stem)."""
+    return resnet(18, stem="cifar", num_classes=num_classes, in_channels=in_channels)
+
+
+@register_model("resnet18_imagenet")
+def resnet18_imagenet(
+    *, num_classes: int = 1000, in_channels: int = 3, image_size: int = 224
+) -> nn.Module:
+    """ResNet-18, ImageNet stem."""
+    return resnet(18, stem="imagenet", num_classes=num_classes, in_channels=in_channels)
 
 
 @register_model("preact_resnet18")
@@ -137,5 +220,15 @@ def preact_resnet18(
 
 
 @register_model("resnet50")
+@register_model("resnet50_cifar")
 def resnet50(*, num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> nn.Module:
-    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes, in_channels=in_channels)
+    """ResNet-50, CIFAR stem (``resnet50`` in checkpoints written before the ImageNet stem)."""
+    return resnet(50, stem="cifar", num_classes=num_classes, in_channels=in_channels)
+
+
+@register_model("resnet50_imagenet")
+def resnet50_imagenet(
+    *, num_classes: int = 1000, in_channels: int = 3, image_size: int = 224
+) -> nn.Module:
+    """ResNet-50, ImageNet stem: the paper's Restricted ImageNet model (9 classes, 224 px)."""
+    return resnet(50, stem="imagenet", num_classes=num_classes, in_channels=in_channels)
