@@ -31,12 +31,15 @@ from pathlib import Path
 
 import torch
 
-from fastrobust.attacks.restarts import run_attack, seeded_starts
+from fastrobust.attacks.registry import run_attack
+from fastrobust.attacks.restarts import seeded_starts
 from fastrobust.attacks.threat import threat_model
 from fastrobust.checkpoint import load_model
 from fastrobust.data import load_dataset
 from fastrobust.data.base import to_float
-from fastrobust.evaluation.curve import parse_eps_list, robustness_curve
+from fastrobust.evaluation.curve import robustness_curve
+from fastrobust.evaluation.inputs import parse_eps_list
+from fastrobust.model_info import model_info
 from fastrobust.training.config import TrainConfig
 from fastrobust.training.trainer import fit
 
@@ -64,7 +67,7 @@ def naive_loop(model, x, y, eps_list, *, steps, restarts, seed, attack_zero):
             start = seeded_starts(
                 threat, x, seed=seed, chunk=0, eps_index=j, attack_index=0, restart=r
             )
-            delta = run_attack("pgd", model, x, y, threat, start, steps=steps)
+            delta = run_attack("pgd", model, x, y, threat, start=start, steps=steps)
             with torch.no_grad():
                 ok &= model(x + delta).argmax(1) == y
         robust.append(ok)
@@ -80,8 +83,8 @@ def timed(fn):
 def bench_one(run: Path, args: argparse.Namespace, eps_list: list[float]) -> None:
     """Time the four variants on one model, interleaved, and print the comparison."""
     model = load_model(run)
-    info = model.fastrobust_info
-    data = load_dataset(info["dataset"])
+    info = model_info(model)
+    data = load_dataset(info.dataset)
     n = len(data.test_y) if args.limit is None else min(args.limit, len(data.test_y))
     x, y = to_float(data.test_x[:n]), data.test_y[:n]
     loop = dict(steps=args.steps, restarts=args.restarts, seed=args.seed)
@@ -110,7 +113,7 @@ def bench_one(run: Path, args: argparse.Namespace, eps_list: list[float]) -> Non
     grads_naive = args.steps * args.restarts * n * len(eps_list)
     grads_skip0 = args.steps * args.restarts * n * sum(e > 0 for e in eps_list)
     print(
-        f"\n{run} ({info['method']} {info['norm']} eps {info['eps']}), {n} {info['dataset']} "
+        f"\n{run} ({info.method} {info.norm} eps {info.eps}), {n} {info.dataset} "
         f"test points, eps {args.eps}, PGD-{args.steps} x {args.restarts} restarts, "
         f"{torch.get_num_threads()} thread(s), torch {torch.__version__}, "
         f"median of {args.repeats}"

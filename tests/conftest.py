@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from fastrobust.data import load_dataset
+from fastrobust.data.base import to_float
 from fastrobust.training.config import TrainConfig
 from fastrobust.training.trainer import fit
 
@@ -57,3 +59,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def train_mlp(digits, seed: int = 0) -> nn.Module:
+    """A small MLP trained for a second on the digits: accurate, not robust."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 10))
+    x, y = to_float(digits.train_x), digits.train_y
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    return net.eval()
+
+
+@pytest.fixture(scope="session")
+def mlp(digits) -> nn.Module:
+    return train_mlp(digits)
+
+
+@pytest.fixture(scope="session")
+def points(digits) -> tuple[torch.Tensor, torch.Tensor]:
+    return to_float(digits.test_x[:70]), digits.test_y[:70]

@@ -8,6 +8,7 @@ from fastrobust import L2, load_model, pgd
 from fastrobust.checkpoint import load_checkpoint
 from fastrobust.data.base import to_float
 from fastrobust.errors import CheckpointError, ConfigError, TrainingDiverged
+from fastrobust.model_info import model_info
 from fastrobust.training.trainer import Trainer, fit, lr_lambda, resume
 from user_models import tiny_mlp
 
@@ -34,7 +35,7 @@ def test_load_model_round_trip(tmp_path, digits):
     result = fit(tiny_config(tmp_path, epochs=1, name="r"))
     model = load_model(result.run_dir)
     assert not model.training
-    assert model.fastrobust_info["norm"] == "l2" and model.fastrobust_info["eps"] == 1.0
+    assert model_info(model).norm == "l2" and model_info(model).eps == 1.0
     state = load_checkpoint(result.run_dir / "last.pt")
     x = to_float(digits.test_x[:5])
     assert model(x).shape == (5, 10)

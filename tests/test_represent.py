@@ -181,7 +181,7 @@ def quick_run(tmp_path_factory) -> Path:
 
 def test_fastrobust_model_checks_the_image_shape(quick_run):
     m = load_model(quick_run)
-    with pytest.raises(DataError, match=r"\(1, 9, 9\) do not fit the model \(it takes 1 x 8 x 8"):
+    with pytest.raises(DataError, match="of shape 1x9x9 do not fit the model: it takes 1x8x8"):
         visualize_features(m, torch.rand(1, 1, 9, 9), 0, steps=1)
 
 
@@ -287,7 +287,7 @@ def test_pgd_on_step_sees_every_step(model):
     seen: list[tuple[int, tuple[int, ...]]] = []
     x = images(4)
     y = torch.zeros(4, dtype=torch.long)
-    plain = pgd(model, x, y, L2(1.0), steps=3, step_size=0.3, random_start=False)
+    plain = pgd(model, x, y, L2(1.0), steps=3, step_size=0.3, start=torch.zeros_like(x))
     hooked = pgd(
         model,
         x,
@@ -295,7 +295,7 @@ def test_pgd_on_step_sees_every_step(model):
         L2(1.0),
         steps=3,
         step_size=0.3,
-        random_start=False,
+        start=torch.zeros_like(x),
         on_step=lambda i, loss: seen.append((i, tuple(loss.shape))),
     )
     assert seen == [(0, (4,)), (1, (4,)), (2, (4,))]

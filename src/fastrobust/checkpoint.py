@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from fastrobust.errors import CheckpointError
+from fastrobust.model_info import ModelInfo, attach_info
 from fastrobust.models import ModelSpec, NormalizedModel, build_model
 
 FORMAT_KEY = "fastrobust_format"
@@ -100,25 +101,10 @@ def load_model(
 ) -> nn.Module:
     """Load a checkpoint or run folder written by fastrobust as an eval-mode model.
 
-    The returned module takes ``[0,1]`` images; its ``fastrobust_info`` attribute holds the
-    recorded metadata (model spec, classes, dataset, training threat model and method).
+    The returned module takes ``[0,1]`` images; :func:`fastrobust.model_info.model_info` reads
+    its recorded metadata (a :class:`~fastrobust.model_info.ModelInfo`: model spec, classes,
+    dataset, training method and threat model).
     """
     state = load_checkpoint(path)
     model = model_from_checkpoint(state, net=net).to(device).eval()
-    model.fastrobust_info = checkpoint_info(state)  # type: ignore[assignment]
-    return model
-
-
-def checkpoint_info(state: dict[str, Any]) -> dict[str, Any]:
-    """Metadata of a checkpoint: model spec, classes, dataset, method, norm, eps, epoch."""
-    cfg = state.get("config", {})
-    return {
-        "model_spec": state.get("model_spec"),
-        "classes": state.get("classes"),
-        "dataset": cfg.get("dataset"),
-        "method": cfg.get("method"),
-        "norm": cfg.get("norm"),
-        "eps": cfg.get("eps"),
-        "epoch": state.get("epoch"),
-        "metrics": state.get("metrics"),
-    }
+    return attach_info(model, ModelInfo.from_checkpoint(state))

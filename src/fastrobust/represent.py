@@ -25,22 +25,24 @@ they were found (pgd's invariants); results are always in ``[0,1]``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from fastrobust.attacks.projected_gradient import (
+from fastrobust.attacks.contract import (
     BNMode,
     LossFn,
     attack_mode,
     cross_entropy_per_sample,
-    pgd,
+    pgd_step_size,
 )
+from fastrobust.attacks.projected_gradient import pgd
 from fastrobust.attacks.threat import ThreatModel, threat_model
 from fastrobust.errors import ConfigError, DataError
+from fastrobust.model_info import check_model_fits
 
 Tool = Literal["features", "interpolate", "targeted"]
 StartKind = Literal["noise", "blend", "x1", "x2"]
@@ -93,7 +95,7 @@ def default_budget(
     if steps is None:
         steps = int(min(1000, max(200, d // 3)))
     if step_size is None:
-        step_size = 2.5 * eps / max(steps, 1)
+        step_size = pgd_step_size(eps, steps)
     if steps < 0 or step_size < 0 or eps < 0:
         raise ConfigError(
             f"need eps, steps and step size >= 0, got {eps:g}, {steps} and {step_size:g}"
@@ -253,14 +255,8 @@ def check_images(model: nn.Module, x: torch.Tensor, what: str = "images") -> tor
         raise DataError(f"{what} must be float images in [0,1], got dtype {x.dtype}")
     if x.numel() and (not torch.isfinite(x).all() or x.min() < -1e-6 or x.max() > 1 + 1e-6):
         raise DataError(f"{what} must lie in [0,1]")
-    spec = (getattr(model, "fastrobust_info", None) or {}).get("model_spec") or {}
-    if spec:
-        want = (spec["in_channels"], spec["image_size"], spec["image_size"])
-        if tuple(x.shape[1:]) != want:
-            raise DataError(
-                f"{what} of shape {tuple(x.shape[1:])} do not fit the model "
-                f"(it takes {want[0]} x {want[1]} x {want[2]} images)"
-            )
+    if x.shape[0]:
+        check_model_fits(model, x, what=what)
     return x.clamp(0.0, 1.0)
 
 
@@ -286,16 +282,6 @@ def _check_classes(logits: torch.Tensor, target: torch.Tensor) -> None:
         )
 
 
-def _forward_or_data_error(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor):  # noqa: ANN202
-    try:
-        return fn(x)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise DataError(
-            f"images of shape {tuple(x.shape[1:])} do not fit the model ({first})"
-        ) from None
-
-
 # --------------------------------------------------------------------------------- optimiser
 
 
@@ -310,7 +296,7 @@ def _optimise(
     maximize: bool,
     bn_mode: BNMode,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """PGD from ``x0`` (no random start) on ``loss_fn``; returns ``(images, trajectory)``."""
+    """PGD from ``x0`` itself (start zero) on ``loss_fn``; returns ``(images, trajectory)``."""
     trajectory: list[torch.Tensor] = []
     images = pgd(
         net,
@@ -319,7 +305,7 @@ def _optimise(
         threat,
         steps=budget.steps,
         step_size=budget.step_size,
-        random_start=False,
+        start=torch.zeros_like(x0),
         targeted=not maximize,
         loss_fn=loss_fn,
         bn_mode=bn_mode,
@@ -382,7 +368,7 @@ def visualize_features(
     seeds = check_images(model, seeds, "seed images")
     probe = LayerProbe(model, layer)
     with attack_mode(probe, bn_mode), torch.no_grad():
-        width = node_values(_forward_or_data_error(probe, seeds[:1])).shape[1]
+        width = node_values(probe(seeds[:1])).shape[1]
     idx = _per_image(nodes, seeds, "node indices")
     bad = (idx < 0) | (idx >= width)
     if bad.any():
@@ -490,7 +476,7 @@ def interpolate_representations(
         raise ConfigError("need at least one finite lambda")
     probe = LayerProbe(model, layer)
     with attack_mode(probe, bn_mode), torch.no_grad():
-        f1 = _forward_or_data_error(probe, x1).flatten(1)
+        f1 = probe(x1).flatten(1)
         f2 = probe(x2).flatten(1)
     w = lam.repeat(x1.shape[0])[:, None]
     goal = w * f1.repeat_interleave(lam.numel(), 0) + (1 - w) * f2.repeat_interleave(lam.numel(), 0)
@@ -557,7 +543,7 @@ def targeted_perturbation(
     x = check_images(model, x)
     tgt = _per_image(target, x, "targets")
     with attack_mode(model, bn_mode), torch.no_grad():
-        logits = _forward_or_data_error(model, x)
+        logits = model(x)
     _check_classes(logits, tgt)
     budget = default_budget(
         "targeted", x.shape[1:], norm=norm, eps=eps, steps=steps, step_size=step_size

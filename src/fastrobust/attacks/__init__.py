@@ -1,31 +1,36 @@
-"""Attacks: threat models (L2, Linf), one projected-gradient loop (PGD, FGSM), APGD, and the
-seeded restart helper every caller shares. See docs/architecture.md."""
+"""Attacks: threat models (L2, Linf), the attack contract, one projected-gradient loop (PGD,
+FGSM), APGD, the restarts helper and the attacks a curve runs by name. See
+docs/architecture.md."""
 
 from fastrobust.attacks.apgd import apgd, dlr_loss
-from fastrobust.attacks.projected_gradient import (
+from fastrobust.attacks.contract import (
     BNMode,
-    accuracy,
     attack_mode,
     cross_entropy_per_sample,
-    fgsm,
     input_gradient,
-    pgd,
+    is_fooled,
+    pgd_step_size,
 )
+from fastrobust.attacks.projected_gradient import fgsm, pgd
+from fastrobust.attacks.restarts import AttackRun, worst_case_over_restarts
 from fastrobust.attacks.threat import L2, THREAT_MODELS, Linf, ThreatModel, threat_model
 
 __all__ = [
     "BNMode",
     "L2",
     "THREAT_MODELS",
+    "AttackRun",
     "Linf",
     "ThreatModel",
-    "accuracy",
     "apgd",
     "attack_mode",
     "cross_entropy_per_sample",
     "dlr_loss",
     "fgsm",
     "input_gradient",
+    "is_fooled",
     "pgd",
+    "pgd_step_size",
     "threat_model",
+    "worst_case_over_restarts",
 ]

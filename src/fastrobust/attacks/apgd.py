@@ -28,22 +28,21 @@ budget as :func:`fastrobust.pgd` with the same ``steps``.
 
 from __future__ import annotations
 
-import contextlib
-import math
-from collections.abc import Callable
 from typing import Literal
 
 import torch
-from torch import nn
 
-from fastrobust.attacks.projected_gradient import (
+from fastrobust.attacks.contract import (
     BNMode,
     LossFn,
+    Model,
     attack_mode,
     cross_entropy_per_sample,
     input_gradient,
+    is_fooled,
 )
-from fastrobust.attacks.threat import ThreatModel
+from fastrobust.attacks.restarts import AttackRun, check_start, worst_case_over_restarts
+from fastrobust.attacks.threat import ThreatModel, per_sample
 from fastrobust.errors import ConfigError
 
 APGDLoss = Literal["ce", "dlr"]
@@ -85,12 +84,8 @@ def apgd_checkpoints(steps: int) -> list[int]:
     return points
 
 
-def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1)))
-
-
 def _apgd_run(
-    model: Callable[[torch.Tensor], torch.Tensor],
+    model: Model,
     x: torch.Tensor,
     y: torch.Tensor,
     threat: ThreatModel,
@@ -101,8 +96,8 @@ def _apgd_run(
     rho: float = 0.75,
     momentum: float = 0.75,
     trace: list[torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One APGD run from ``delta``; returns ``(delta, fooled, loss)`` per sample.
+) -> AttackRun:
+    """One APGD run from ``delta``; returns its delta, fooled and best loss per sample.
 
     ``delta`` is the first misclassifying iterate where there is one, else the highest-loss
     iterate. ``trace``, when given, receives the per-sample step size used at each iteration.
@@ -110,7 +105,7 @@ def _apgd_run(
     checks = set(apgd_checkpoints(steps))
     eta = torch.full((x.shape[0],), 2.0 * threat.eps, device=x.device, dtype=x.dtype)
     grad, logits, loss = input_gradient(model, x + delta, y, loss_fn)
-    fooled = logits.argmax(1) != y
+    fooled = is_fooled(logits, y)
     adv = delta.clone()
     best, best_loss, best_grad = delta.clone(), loss.clone(), grad.clone()
     prev_loss = loss
@@ -123,7 +118,7 @@ def _apgd_run(
         if trace is not None:
             trace.append(eta.clone())
         a = 1.0 if k == 0 else momentum
-        z = threat.project(delta + _per_sample(eta, x) * threat.direction(grad), x)
+        z = threat.project(delta + per_sample(eta, x) * threat.direction(grad), x)
         new = threat.project(delta + a * (z - delta) + (1 - a) * (delta - prev), x)
         prev, delta = delta, new
         if k < steps - 1:
@@ -132,7 +127,7 @@ def _apgd_run(
             with torch.no_grad():
                 logits = model(x + delta)
                 loss = loss_fn(logits, y)
-        now_fooled = (logits.argmax(1) != y) & ~fooled
+        now_fooled = is_fooled(logits, y) & ~fooled
         adv[now_fooled] = delta[now_fooled]
         fooled |= now_fooled
         increases += (loss > prev_loss).to(increases.dtype)
@@ -145,17 +140,17 @@ def _apgd_run(
             stalled = ~reduced_at_last_check & (best_at_last_check >= best_loss)
             reduce = oscillating | stalled
             eta = torch.where(reduce, eta / 2, eta)
-            delta = torch.where(_per_sample(reduce, x), best, delta)
-            grad = torch.where(_per_sample(reduce, x), best_grad, grad)
+            delta = torch.where(per_sample(reduce, x), best, delta)
+            grad = torch.where(per_sample(reduce, x), best_grad, grad)
             reduced_at_last_check = reduce
             best_at_last_check = best_loss.clone()
             increases.zero_()
             last_check = k + 1
-    return torch.where(_per_sample(fooled, x), adv, best).detach(), fooled, best_loss
+    return AttackRun(torch.where(per_sample(fooled, x), adv, best).detach(), fooled, best_loss)
 
 
 def apgd(
-    model: Callable[[torch.Tensor], torch.Tensor],
+    model: Model,
     x: torch.Tensor,
     y: torch.Tensor,
     threat: ThreatModel,
@@ -163,15 +158,18 @@ def apgd(
     steps: int = 100,
     restarts: int = 1,
     loss: APGDLoss = "ce",
-    random_start: bool = True,
+    start: torch.Tensor | None = None,
     rho: float = 0.75,
     bn_mode: BNMode = "eval",
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Untargeted APGD-CE or APGD-DLR (Croce & Hein 2020) inside ``threat``; returns ``x_adv``.
 
-    With ``restarts > 1`` each restart runs only on the samples no earlier restart has fooled,
-    and an unfooled sample keeps its highest-loss point, as in :func:`fastrobust.pgd`.
-    The result is always projected back into the threat model.
+    ``start`` is the first perturbation; None draws the threat model's random start (from
+    ``generator`` when given). With ``restarts > 1`` (random starts only) each restart runs only
+    on the samples no earlier restart has fooled, and an unfooled sample keeps its highest-loss
+    point, as in :func:`fastrobust.pgd`. The result is always projected back into the threat
+    model.
     """
     if steps < 1 or restarts < 1:
         raise ConfigError(f"APGD needs steps >= 1 and restarts >= 1, got {steps} and {restarts}")
@@ -179,25 +177,15 @@ def apgd(
         raise ConfigError(f"unknown APGD loss {loss!r}; choose one of {', '.join(APGD_LOSSES)}")
     if not 0 < rho <= 1:
         raise ConfigError(f"rho must be in (0, 1], got {rho}")
+    check_start(start, x, restarts)
     loss_fn = APGD_LOSSES[loss]
     x, y = x.detach(), y.detach()
-    module = model if isinstance(model, nn.Module) else None
-    ctx = attack_mode(module, bn_mode) if module is not None else contextlib.nullcontext()
-    best = torch.zeros_like(x)
-    best_loss = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
-    fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-    with ctx:
-        for _ in range(restarts):
-            active = (~fooled).nonzero().squeeze(1)
-            if active.numel() == 0:
-                break
-            xa, ya = x[active], y[active]
-            start = threat.sample(xa) if random_start else torch.zeros_like(xa)
-            delta, success, run_loss = _apgd_run(
-                model, xa, ya, threat, start, steps=steps, loss_fn=loss_fn, rho=rho
-            )
-            keep = success | (run_loss > best_loss[active])
-            best[active[keep]] = delta[keep]
-            best_loss[active[keep]] = run_loss[keep]
-            fooled[active] = success
-    return (x + threat.project(best, x)).detach()
+
+    def run_once(active: torch.Tensor, _restart: int) -> AttackRun:
+        xa, ya = x[active], y[active]
+        delta = threat.sample(xa, generator=generator) if start is None else start[active]
+        return _apgd_run(model, xa, ya, threat, delta, steps=steps, loss_fn=loss_fn, rho=rho)
+
+    with attack_mode(model, bn_mode):
+        best = worst_case_over_restarts(run_once, x, restarts)
+    return (x + threat.project(best.delta, x)).detach()

@@ -1,39 +1,100 @@
-"""Seeded attack runs: per-sample random starts and one attack run from a given start.
+"""Restarts that keep the worst case per sample, and seeded per-sample random starts.
 
-The robustness curve of Goodwin et al. (HPEC 2020), Figure 2 (:mod:`fastrobust.evaluation.curve`), and
-its gradient-masking checks (:mod:`fastrobust.evaluation.masking`) both attack through here: random
-starts are drawn per chunk from a generator seeded by ``(seed, chunk, eps index, attack index,
-restart)``, and :func:`run_attack` runs PGD or APGD from such a start.
+Every attack with restarts (:func:`fastrobust.pgd`, :func:`fastrobust.attacks.apgd.apgd`), the
+robustness curve of Goodwin et al. (HPEC 2020), Figure 2 (:mod:`fastrobust.evaluation.curve`),
+and its gradient-masking checks (:mod:`fastrobust.evaluation.masking`) restart through
+:func:`worst_case_over_restarts`: a restart runs only on the samples no earlier one has fooled
+(AutoAttack's robust mask, Croce & Hein 2020), and each sample keeps its worst case. The curve's
+random starts are drawn per chunk from a generator seeded by ``(seed, chunk, eps index, attack
+index, restart)`` (:func:`seeded_starts`), so a sample's start does not depend on which of its
+neighbours are still attacked. See docs/architecture.md.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from typing import Any
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from fastrobust.attacks.apgd import apgd
-from fastrobust.attacks.projected_gradient import BNMode, pgd
 from fastrobust.attacks.threat import ThreatModel
-from fastrobust.data.base import to_float
 from fastrobust.errors import ConfigError
 
-#: attacks a curve can run, alone or as a cascade in the given order
-ATTACKS = ("pgd", "apgd-ce", "apgd-dlr")
 
-Model = Callable[[torch.Tensor], torch.Tensor]
+class AttackRun(NamedTuple):
+    """One attack run (or the worst case over several), one row per sample."""
+
+    delta: torch.Tensor
+    """the perturbation"""
+    fooled: torch.Tensor
+    """bool: does it fool the model (see :func:`fastrobust.attacks.contract.is_fooled`)"""
+    loss: torch.Tensor
+    """the attack's objective at ``delta`` (higher is worse for the model)"""
+
+
+#: ``run_once(active, restart)``: one run on the samples ``active`` (indices into the batch)
+RunOnce = Callable[[torch.Tensor, int], AttackRun]
+
+
+def worst_case_over_restarts(
+    run_once: RunOnce,
+    x: torch.Tensor,
+    restarts: int,
+    *,
+    fooled: torch.Tensor | None = None,
+) -> AttackRun:
+    """Up to ``restarts`` runs, each on the samples still unfooled; the worst case per sample.
+
+    A sample keeps the first run that fools it, else its highest-loss run. Samples marked in
+    ``fooled`` (e.g. misclassified clean) are never attacked; their delta stays zero and their
+    loss ``-inf``. Returns the kept deltas, which samples are fooled (initially or by a run) and
+    the kept losses.
+    """
+    n = x.shape[0]
+    best = torch.zeros_like(x)
+    best_loss = torch.full((n,), -math.inf, device=x.device)
+    fooled = torch.zeros(n, dtype=torch.bool, device=x.device) if fooled is None else fooled.clone()
+    for restart in range(restarts):
+        active = (~fooled).nonzero().squeeze(1)
+        if active.numel() == 0:
+            break
+        run = run_once(active, restart)
+        loss = run.loss.float()
+        keep = run.fooled | (loss > best_loss[active])
+        best[active[keep]] = run.delta[keep]
+        best_loss[active[keep]] = loss[keep]
+        fooled[active] = run.fooled
+    return AttackRun(best, fooled, best_loss)
+
+
+def check_start(start: torch.Tensor | None, x: torch.Tensor, restarts: int) -> None:
+    """A given start must match ``x`` and cannot be restarted (every run would be the same)."""
+    if start is None:
+        return
+    if start.shape != x.shape:
+        raise ConfigError(f"start {tuple(start.shape)} does not match the input {tuple(x.shape)}")
+    if restarts > 1:
+        raise ConfigError("a given start cannot be restarted (every run would be the same)")
+
+
+def derive_seed(*key: int) -> int:
+    """A generator seed for the named stream ``key`` (a tuple of ints), via ``SeedSequence``."""
+    state = np.random.SeedSequence(list(key))
+    return int(state.generate_state(1, dtype=np.uint64)[0] % (2**63 - 1))
+
+
+def seeded_generator(device: torch.device, *key: int) -> torch.Generator:
+    """A torch generator on ``device`` seeded by :func:`derive_seed` of ``key``."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(derive_seed(*key))
+    return generator
 
 
 def start_seed(seed: int, chunk: int, eps_index: int, attack_index: int, restart: int) -> int:
     """The generator seed for one (chunk, eps, attack, restart) draw of random starts."""
-    return _seed(seed, chunk, eps_index, attack_index, restart)
-
-
-def _seed(*key: int) -> int:
-    state = np.random.SeedSequence(list(key))
-    return int(state.generate_state(1, dtype=np.uint64)[0] % (2**63 - 1))
+    return derive_seed(seed, chunk, eps_index, attack_index, restart)
 
 
 def seeded_starts(
@@ -47,59 +108,5 @@ def seeded_starts(
     restart: int,
 ) -> torch.Tensor:
     """Random starts for a whole chunk ``x``; the curve gives row ``i`` to sample ``i``."""
-    g = torch.Generator(device=x.device)
-    g.manual_seed(start_seed(seed, chunk, eps_index, attack_index, restart))
-    return threat.sample(x, generator=g)
-
-
-class _GivenStart:
-    """A threat model whose random start is given: every other method is the wrapped one's.
-
-    This lets the curve hand :func:`fastrobust.pgd` and :func:`fastrobust.attacks.apgd.apgd` its
-    per-sample seeded starts without a second copy of their loops.
-    """
-
-    def __init__(self, threat: ThreatModel, start: torch.Tensor) -> None:
-        self._threat = threat
-        self._start = start
-
-    def sample(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        if x.shape != self._start.shape:
-            raise RuntimeError(f"given start {tuple(self._start.shape)} for input {tuple(x.shape)}")
-        return self._start
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._threat, name)
-
-
-def run_attack(
-    name: str,
-    model: Model,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    threat: ThreatModel,
-    start: torch.Tensor,
-    *,
-    steps: int,
-    step_size_factor: float = 2.5,
-    bn_mode: BNMode = "eval",
-) -> torch.Tensor:
-    """One run of attack ``name`` from the perturbation ``start``; returns a valid delta."""
-    given: Any = _GivenStart(threat, start)
-    if name == "pgd":
-        alpha = step_size_factor * threat.eps / steps
-        x_adv = pgd(model, x, y, given, steps=steps, step_size=alpha, bn_mode=bn_mode)
-    elif name in ("apgd-ce", "apgd-dlr"):
-        x_adv = apgd(model, x, y, given, steps=steps, loss=name[5:], bn_mode=bn_mode)  # type: ignore[arg-type]
-    else:
-        raise ConfigError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
-    return threat.project(x_adv - x, x)  # a buggy attack still cannot leave the threat model
-
-
-def _fools(model: Model, x: torch.Tensor, delta: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model(x + delta).argmax(1) != y
-
-
-def _as_float(x: torch.Tensor) -> torch.Tensor:
-    return to_float(x) if x.dtype == torch.uint8 else x
+    key = (seed, chunk, eps_index, attack_index, restart)
+    return threat.sample(x, generator=seeded_generator(x.device, *key))

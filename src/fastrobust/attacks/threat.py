@@ -26,7 +26,7 @@ from fastrobust.errors import ConfigError
 _TINY = 1e-12
 
 
-def _per_sample(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def per_sample(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Reshape a per-sample vector ``v`` (shape B) to broadcast against ``x`` (B x ...)."""
     return v.view(-1, *([1] * (x.dim() - 1)))
 
@@ -120,11 +120,11 @@ class L2(ThreatModel):
         return delta.flatten(1).norm(p=2, dim=1)
 
     def direction(self, grad: torch.Tensor) -> torch.Tensor:
-        return grad / _per_sample(self.norm(grad).clamp_min(_TINY), grad)
+        return grad / per_sample(self.norm(grad).clamp_min(_TINY), grad)
 
     def project_ball(self, delta: torch.Tensor) -> torch.Tensor:
         factor = (self.eps / self.norm(delta).clamp_min(_TINY)).clamp(max=1.0)
-        return delta * _per_sample(factor, delta)
+        return delta * per_sample(factor, delta)
 
     def _sample_ball(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         batch, dim = x.shape[0], x[0].numel()
@@ -134,7 +134,7 @@ class L2(ThreatModel):
             return self.eps * unit
         u = torch.rand(batch, device=x.device, dtype=x.dtype, generator=generator)
         radius = u.pow(1.0 / dim) if self.random_start == "ball" else u
-        return _per_sample(self.eps * radius, x) * unit
+        return per_sample(self.eps * radius, x) * unit
 
 
 class Linf(ThreatModel):

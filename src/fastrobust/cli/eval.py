@@ -6,9 +6,12 @@ import argparse
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastrobust.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from fastrobust.model_info import ModelInfo
 
 
 def add_parser(subparsers: Any) -> None:
@@ -111,33 +114,29 @@ def default_out_dir(first: Path) -> Path:
     return out
 
 
-def _default_eps(info: dict) -> list[float]:
-    eps = info.get("eps")
-    if info.get("method") in (None, "standard") or not eps:
+def _default_eps(info: ModelInfo) -> list[float]:
+    eps = info.eps
+    if not info.adversarially_trained or not eps:
         raise ConfigError("give --eps (the first model has no training eps to build a grid from)")
     return [0.0, eps / 4, eps / 2, eps, 2 * eps]
 
 
-def _size_option(data_name: str, info: dict) -> dict:
+def _size_option(data_name: str, info: ModelInfo) -> dict:
     """Disk datasets are resized to the size the (first) model was trained on."""
     from fastrobust.data.base import dataset_options
 
-    spec = info.get("model_spec") or {}
-    if "image_size" in dataset_options(data_name) and spec.get("image_size"):
-        return {"image_size": int(spec["image_size"])}
+    if "image_size" in dataset_options(data_name) and info.spec is not None:
+        return {"image_size": info.spec.image_size}
     return {}
 
 
 def run(args: argparse.Namespace) -> int:
     from fastrobust.checkpoint import load_model
     from fastrobust.data import load_dataset
-    from fastrobust.evaluation.curve import (
-        check_model_fits,
-        parse_eps_list,
-        robustness_curve,
-        validate_attacks,
-    )
+    from fastrobust.evaluation.curve import robustness_curve
+    from fastrobust.evaluation.inputs import parse_eps_list, validate_attacks
     from fastrobust.evaluation.report import describe_attack, format_table, write_report
+    from fastrobust.model_info import check_model_fits, model_info
     from fastrobust.training.trainer import resolve_device
 
     attacks = validate_attacks(args.attack)
@@ -150,22 +149,22 @@ def run(args: argparse.Namespace) -> int:
     paths = [Path(p).expanduser() for p in args.models]
     models = [load_model(p, device=device) for p in paths]
     labels = _unique([_label(p) for p in paths])
-    first_info = models[0].fastrobust_info
-    norm = args.norm or first_info.get("norm")
+    first_info = model_info(models[0])
+    norm = args.norm or first_info.norm
     if norm is None:
         raise ConfigError("give --norm (the first checkpoint does not record one)")
     if eps_list is None:
-        if first_info.get("norm") != norm:
+        if first_info.norm != norm:
             raise ConfigError("give --eps (the first model was trained under another norm)")
         eps_list = _default_eps(first_info)
-    data_name = args.data or first_info.get("dataset")
+    data_name = args.data or first_info.dataset
     if data_name is None:
         raise ConfigError("give --data (the first checkpoint does not record its dataset)")
     data = load_dataset(data_name, args.data_dir, **_size_option(data_name, first_info))
     x, y = data.test_x, data.test_y
     for label, model in zip(labels, models):
         try:
-            check_model_fits(model, x, y, data.classes)
+            check_model_fits(model, x, y, classes=data.classes)
         except DataError as exc:
             raise DataError(f"{label} does not fit {data.name}: {exc}") from None
     curves = {}

@@ -126,21 +126,18 @@ def _load_models(args: argparse.Namespace, device: torch.device) -> list[nn.Modu
     return models
 
 
-def _image_shape(model: nn.Module) -> tuple[int, int, int]:
-    spec = model.fastrobust_info["model_spec"]  # type: ignore[index]
-    return (spec["in_channels"], spec["image_size"], spec["image_size"])
+def _image_shape(model: nn.Module) -> tuple[int, int, int] | None:
+    from fastrobust.model_info import model_info
+
+    return model_info(model).image_shape
 
 
 def _model_labels(args: argparse.Namespace, models: list[nn.Module]) -> list[str]:
     if args.labels:
         return list(args.labels)
-    labels = []
-    for path, model in zip(args.models, models):
-        info = model.fastrobust_info  # type: ignore[attr-defined]
-        method = info.get("method") or Path(path).stem
-        if method != "standard" and info.get("norm") and info.get("eps") is not None:
-            method = f"{method} {info['norm']} eps={info['eps']:g}"
-        labels.append(method)
+    from fastrobust.model_info import model_info
+
+    labels = [model_info(m).describe() or Path(p).stem for p, m in zip(args.models, models)]
     if len(set(labels)) < len(labels):
         labels = [f"{lab} ({Path(p).name})" for lab, p in zip(labels, args.models)]
     return labels
@@ -186,12 +183,14 @@ def _sources(
     else:
         from fastrobust.data import load_dataset
         from fastrobust.data.base import dataset_options, to_float
+        from fastrobust.model_info import model_info
 
-        name = args.dataset or model.fastrobust_info.get("dataset")  # type: ignore[attr-defined]
+        info = model_info(model)
+        name = args.dataset or info.dataset
         if not name:
             raise ConfigError("the checkpoint records no dataset; pass --dataset or --images")
-        spec = model.fastrobust_info.get("model_spec") or {}  # type: ignore[attr-defined]
-        size = spec.get("image_size") if "image_size" in dataset_options(name) else None
+        shape = info.image_shape
+        size = shape[1] if shape is not None and "image_size" in dataset_options(name) else None
         data = load_dataset(name, args.data_dir, image_size=size)
         if isinstance(data.test_x, torch.Tensor):
             x, y = to_float(data.test_x), data.test_y
@@ -225,7 +224,7 @@ def _budget_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _features(args, models, labels, x, y, g):  # noqa: ANN001, ANN202
-    from fastrobust.attacks.projected_gradient import attack_mode
+    from fastrobust.attacks.contract import attack_mode
     from fastrobust.represent import LayerProbe, count_nodes, node_values, visualize_features
 
     if args.num_seeds < 1 or (args.node is None and args.nodes < 1):
@@ -341,9 +340,10 @@ def _other_class(y: torch.Tensor | None, label: int, g: torch.Generator) -> torc
 
 
 def _targeted(args, models, labels, x, y, g):  # noqa: ANN001, ANN202
+    from fastrobust.model_info import model_info
     from fastrobust.represent import targeted_perturbation
 
-    k = min(int(m.fastrobust_info["model_spec"]["num_classes"]) for m in models)
+    k = min(model_info(m).num_classes or 0 for m in models)
     targets = list(range(k)) if args.targets is None else list(args.targets)
     for t in targets:
         if not 0 <= t < k:
@@ -359,7 +359,7 @@ def _targeted(args, models, labels, x, y, g):  # noqa: ANN001, ANN202
         tgt = torch.tensor(targets).repeat_interleave(args.per_target)
         idx = torch.stack([_other_class(y, int(t), g) for t in tgt])
     src = x[idx.to(x.device)]
-    classes = models[0].fastrobust_info.get("classes") or [str(i) for i in range(k)]
+    classes = model_info(models[0]).classes or [str(i) for i in range(k)]
     cols = [
         f"{classes[int(y[i])]}->{classes[int(t)]}" if y is not None else f"->{classes[int(t)]}"
         for i, t in zip(idx, tgt)

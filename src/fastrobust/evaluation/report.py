@@ -9,10 +9,8 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from fastrobust.evaluation.curve import RobustnessCurve
+from fastrobust.evaluation.results import RobustnessCurve
 
 
 def format_table(curves: dict[str, RobustnessCurve]) -> str:
@@ -96,13 +94,9 @@ def plot_curves(curves: dict[str, RobustnessCurve], path: str | Path) -> None:
     for label, c in curves.items():
         (line,) = ax.plot(c.eps, c.accuracy, marker="o", label=label)
         trained = c.model_info
-        if (
-            trained.get("method") not in (None, "standard")
-            and trained.get("norm") == c.norm
-            and trained.get("eps") is not None
-        ):
+        if trained.adversarially_trained and trained.norm == c.norm and trained.eps is not None:
             ax.axvline(
-                float(trained["eps"]),
+                trained.eps,
                 linestyle=":",
                 color=line.get_color(),
                 label=f"{label} training eps",

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastrobust.attacks.contract import pgd_step_size
 from fastrobust.attacks.threat import ThreatModel
 from fastrobust.errors import ConfigError
 from fastrobust.training.adversaries import Adversary
@@ -227,7 +228,7 @@ def measure_curves(
     optimizer = torch.optim.SGD(work.parameters(), lr=0.0, momentum=0.9, weight_decay=5e-4)
     no_attack = Standard()
     attacks = {
-        k: Adversary(threat, steps=k, step_size=2.5 * threat.eps / k, bn_mode=bn_mode)  # type: ignore[arg-type]
+        k: Adversary(threat, steps=k, step_size=pgd_step_size(threat.eps, k), bn_mode=bn_mode)  # type: ignore[arg-type]
         for k in steps
     }
     curves = TimingCurves(

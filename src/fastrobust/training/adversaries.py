@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fastrobust.attacks.projected_gradient import BNMode, pgd
+from fastrobust.attacks.contract import BNMode
+from fastrobust.attacks.projected_gradient import pgd
 from fastrobust.attacks.threat import ThreatModel
 
 
@@ -35,7 +36,6 @@ class Adversary:
             self.threat,
             steps=self.steps,
             step_size=self.step_size,
-            random_start=self.threat.random_start != "none",
             bn_mode=self.bn_mode,
         )
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as functional
 from torch import nn
 
+from fastrobust.attacks.contract import pgd_step_size
 from fastrobust.attacks.threat import ThreatModel
 from fastrobust.errors import ConfigError
 from fastrobust.training.adversaries import Adversary
@@ -55,7 +56,7 @@ class TrainingMethod:
     @classmethod
     def default_step_size(cls, threat: ThreatModel, steps: int) -> float:
         """Attack step size when the config leaves ``alpha`` unset (PGD's ``2.5*eps/K``)."""
-        return 2.5 * threat.eps / max(steps, 1)
+        return pgd_step_size(threat.eps, steps)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The batch the weights are trained on (``x`` itself for clean training)."""

@@ -25,12 +25,14 @@ import torch
 from torch import nn
 
 from fastrobust import distributed as D
+from fastrobust.attacks.contract import pgd_step_size
 from fastrobust.attacks.projected_gradient import pgd
 from fastrobust.attacks.threat import ThreatModel
 from fastrobust.checkpoint import load_checkpoint, save_checkpoint
 from fastrobust.data import ImageDataset, load_dataset, make_loader
 from fastrobust.data.base import to_float
-from fastrobust.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+from fastrobust.errors import CheckpointError, ConfigError, TrainingDiverged
+from fastrobust.model_info import check_model_fits
 from fastrobust.models import ModelSpec, NormalizedModel, build_model
 from fastrobust.training.config import TrainConfig
 from fastrobust.training.methods import TrainingMethod, build_method
@@ -126,7 +128,7 @@ def evaluate_split(
     """Clean and PGD accuracy on a split, sharded across ranks with exact counts."""
     idx = torch.arange(world.rank, len(y), world.world_size)
     counts = torch.zeros(3, device=device)
-    alpha = 2.5 * threat.eps / steps
+    alpha = pgd_step_size(threat.eps, steps)
     was_training = model.training
     model.eval()
     for start in range(0, len(idx), batch_size):
@@ -237,23 +239,8 @@ class Trainer:
             raise ConfigError(f"global batch size {b} does not divide evenly over {w} processes")
 
     def _check_model(self) -> None:
-        probe = to_float(self.data.test_x[:2]).to(self.device)
-        try:
-            with torch.no_grad():
-                self.model.eval()
-                out = self.model(probe)
-        except RuntimeError as exc:
-            raise DataError(
-                f"model {self.spec.name} cannot take {self.data.name} images of shape "
-                f"{tuple(probe.shape[1:])}: {str(exc).splitlines()[0]}"
-            ) from None
-        finally:
-            self.model.train()
-        if out.ndim != 2 or out.shape[1] != self.data.num_classes:
-            raise DataError(
-                f"model {self.spec.name} outputs shape {tuple(out.shape)}, expected "
-                f"(N, {self.data.num_classes}) logits for {self.data.name}"
-            )
+        images = f"{self.data.name} images"
+        check_model_fits(self.model, self.data.test_x[:2], classes=self.data.classes, what=images)
 
     def _wrap_for_training(self) -> nn.Module:
         model: nn.Module = self.model
@@ -437,9 +424,8 @@ class Trainer:
         x = to_float(self.data.train_x[self.check_idx]).to(self.device)
         y = self.data.train_y[self.check_idx].to(self.device)
         steps = self.cfg.eval_steps
-        x_adv = pgd(
-            self.model, x, y, self.threat, steps=steps, step_size=2.5 * self.threat.eps / steps
-        )
+        step_size = pgd_step_size(self.threat.eps, steps)
+        x_adv = pgd(self.model, x, y, self.threat, steps=steps, step_size=step_size)
         with torch.no_grad():
             self.model.eval()
             acc = float((self.model(x_adv).argmax(1) == y).float().mean())

@@ -126,7 +126,7 @@ def test_bad_input_is_one_line_exit_2(runs, tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     torch.save({"images": torch.rand(2, 3, 8, 8)}, bad)
     err = one_line_error(capsys, "targeted", run, "--images", bad, "--steps", 1)
-    assert "(3, 8, 8) do not fit the model" in err
+    assert "of shape 3x8x8 do not fit the model: it takes 1x8x8 images" in err
     np.savez(tmp_path / "flat.npz", images=np.zeros((2, 64), dtype=np.float32))
     err = one_line_error(capsys, "targeted", run, "--images", tmp_path / "flat.npz")
     assert "N x C x H x W" in err

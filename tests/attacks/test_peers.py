@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fastrobust.attacks.apgd import apgd
+from fastrobust.attacks.contract import pgd_step_size
 from fastrobust.attacks.projected_gradient import pgd
 from fastrobust.attacks.threat import threat_model
 from fastrobust.checkpoint import load_model
@@ -43,7 +44,10 @@ def _robust(model, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def test_pgd_l2_from_zero_matches_torchattacks(setup):
     model, x, y = setup
     eps = 1.0
-    ours = _robust(model, pgd(model, x, y, threat_model("l2", eps), steps=STEPS, step_size=2.5 * eps / STEPS, random_start=False), y)  # fmt: skip
+    threat = threat_model("l2", eps)
+    step = pgd_step_size(eps, STEPS)
+    zero = torch.zeros_like(x)
+    ours = _robust(model, pgd(model, x, y, threat, steps=STEPS, step_size=step, start=zero), y)
     peer = torchattacks.PGDL2(
         model, eps=eps, alpha=2.5 * eps / STEPS, steps=STEPS, random_start=False
     )

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from fastrobust.attacks.apgd import _apgd_run, apgd, apgd_checkpoints, dlr_loss
+from fastrobust.attacks.contract import pgd_step_size
 from fastrobust.attacks.projected_gradient import pgd
 from fastrobust.attacks.threat import L2, Linf, threat_model
 from fastrobust.checkpoint import load_model
@@ -112,7 +113,7 @@ def test_at_least_as_strong_as_pgd_with_the_same_budget(trained_runs, digits, ep
             return int((model(x_adv).argmax(1) == y).sum())
 
     torch.manual_seed(0)
-    by_pgd = robust(pgd(model, x, y, threat, steps=20, step_size=2.5 * eps / 20))
+    by_pgd = robust(pgd(model, x, y, threat, steps=20, step_size=pgd_step_size(eps, 20)))
     torch.manual_seed(0)
     by_ce = robust(apgd(model, x, y, threat, steps=20, loss="ce"))
     torch.manual_seed(0)

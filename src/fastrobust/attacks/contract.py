@@ -1,0 +1,108 @@
+"""What every attack shares: the model mode, input gradients, the loss, "fooled", the step size.
+
+An attack in fastrobust is a function ``attack(model, x, y, threat, *, start=..., ...) -> x_adv``
+over images ``x`` in ``[0,1]`` (docs/architecture.md says where to add one). It
+
+* runs ``model`` (any callable; an :class:`torch.nn.Module` gets a stated BatchNorm mode through
+  :func:`attack_mode`, restored after) and never updates BatchNorm running statistics;
+* takes gradients with respect to the input only (:func:`input_gradient`);
+* starts from an explicit perturbation ``start``, or from the threat model's random start
+  (``threat.sample``) when ``start`` is None;
+* returns ``x + delta`` with ``delta`` projected into the threat model;
+* with restarts, keeps the worst case per sample through
+  :func:`fastrobust.attacks.restarts.worst_case_over_restarts`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Literal
+
+import torch
+from torch import nn
+
+from fastrobust.errors import ConfigError
+
+#: anything mapping a batch of ``[0,1]`` images to a batch of logits
+Model = Callable[[torch.Tensor], torch.Tensor]
+#: a loss returning one value per sample, ``loss_fn(model(x_adv), y) -> (B,)``; attacks ascend
+#: it (descend it when ``targeted``)
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+BNMode = Literal["eval", "train"]
+
+#: PGD step size as a multiple of ``eps / steps`` (Madry et al. 2018): the whole radius is
+#: reachable with room to move along its surface
+PGD_STEP_FACTOR = 2.5
+
+
+def pgd_step_size(eps: float, steps: int, factor: float = PGD_STEP_FACTOR) -> float:
+    """The PGD step size ``factor * eps / steps`` (Madry et al. 2018; Goodwin et al. 2020)."""
+    return factor * eps / max(steps, 1)
+
+
+def cross_entropy_per_sample(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with one value per sample (the default attack loss)."""
+    return torch.nn.functional.cross_entropy(logits, y, reduction="none")
+
+
+def is_fooled(logits: torch.Tensor, y: torch.Tensor, *, targeted: bool = False) -> torch.Tensor:
+    """Per-sample bool: misclassified (untargeted), or classified as the target ``y`` (targeted)."""
+    pred = logits.argmax(1)
+    return pred == y if targeted else pred != y
+
+
+@contextlib.contextmanager
+def attack_mode(model: Model, bn_mode: BNMode = "eval") -> Iterator[None]:
+    """Run ``model`` in the requested BatchNorm mode, restoring every module's state after.
+
+    ``eval`` uses running statistics (the paper's code); ``train`` uses batch statistics but
+    switches off ``track_running_stats`` so the running statistics are never touched. A model
+    that is not an :class:`torch.nn.Module` (a plain function) has no mode to set.
+    """
+    if bn_mode not in ("eval", "train"):
+        raise ConfigError(f"bn_mode must be 'eval' or 'train', got {bn_mode!r}")
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    modes = [(m, m.training) for m in model.modules()]
+    tracked: list[tuple[nn.Module, bool]] = []
+    try:
+        model.train(bn_mode == "train")
+        if bn_mode == "train":
+            for m in model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    tracked.append((m, m.track_running_stats))
+                    m.track_running_stats = False
+        yield
+    finally:
+        for m, flag in tracked:
+            m.track_running_stats = flag
+        for m, was_training in modes:
+            m.training = was_training
+
+
+def input_gradient(
+    model: Model,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn,
+    *,
+    targeted: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradient of the (signed) attack loss w.r.t. the input only; also returns output and loss."""
+    x_adv = x_adv.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = model(x_adv)
+        loss = loss_fn(out, y)
+        objective = -loss.sum() if targeted else loss.sum()
+        (grad,) = torch.autograd.grad(objective, x_adv)
+    return grad, out.detach(), loss.detach()
+
+
+@torch.no_grad()
+def fools(
+    model: Model, x: torch.Tensor, delta: torch.Tensor, y: torch.Tensor, *, targeted: bool = False
+) -> torch.Tensor:
+    """Per-sample bool: does ``x + delta`` fool ``model`` (one forward pass, see :func:`is_fooled`)."""
+    return is_fooled(model(x + delta), y, targeted=targeted)

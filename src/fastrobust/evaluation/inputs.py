@@ -1,0 +1,102 @@
+"""What a robustness curve is evaluated on: the eps grid, the attack names and the data.
+
+Parsing and validating the user's inputs to :func:`fastrobust.evaluation.curve.robustness_curve`
+(Goodwin et al. 2020, Figure 2) before any attack runs, so a mistake is one clear error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from fastrobust.attacks.registry import ATTACKS
+from fastrobust.data.base import ImageDataset, to_float
+from fastrobust.data.imagefolder import LazyImages
+from fastrobust.errors import ConfigError, DataError
+
+Data = ImageDataset | tuple[torch.Tensor, torch.Tensor]
+
+
+def as_float_images(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images as floats in ``[0,1]``; float images unchanged."""
+    return to_float(x) if x.dtype == torch.uint8 else x
+
+
+def parse_eps_list(text: str) -> list[float]:
+    """``"0,0.25,0.5"`` (fractions such as ``8/255`` allowed) -> validated list of floats."""
+    values = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            num, _, den = part.partition("/")
+            values.append(float(num) / float(den) if den else float(num))
+        except (ValueError, ZeroDivisionError):
+            raise ConfigError(f"eps value {part!r} is not a number") from None
+    return validate_eps_list(values)
+
+
+def validate_eps_list(eps_list: Sequence[float]) -> list[float]:
+    """A non-empty, finite, non-negative, strictly increasing list of floats (else ConfigError)."""
+    values = [float(e) for e in eps_list]
+    if not values:
+        raise ConfigError("the eps list is empty; give e.g. --eps 0,0.25,0.5,1")
+    bad = [e for e in values if not math.isfinite(e) or e < 0]
+    if bad:
+        raise ConfigError(f"eps values must be finite and >= 0, got {bad[0]:g}")
+    for a, b in zip(values, values[1:]):
+        if b <= a:
+            raise ConfigError(
+                f"eps values must be strictly increasing, got {a:g} before {b:g} "
+                f"(e.g. {','.join(f'{e:g}' for e in sorted(set(values)))})"
+            )
+    return values
+
+
+def validate_attacks(attacks: str | Sequence[str]) -> list[str]:
+    """``"pgd,apgd-ce"`` or a sequence of names -> a list of known, distinct attack names."""
+    names = [
+        a.strip().lower() for a in (attacks.split(",") if isinstance(attacks, str) else attacks)
+    ]
+    names = [a for a in names if a]
+    if not names:
+        raise ConfigError(f"no attack given; choose from {', '.join(ATTACKS)}")
+    for name in names:
+        if name not in ATTACKS:
+            raise ConfigError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"attack listed twice in {','.join(names)}")
+    return names
+
+
+def data_tensors(data: Data, limit: int | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The (possibly limited) evaluation tensors and a description of where they come from."""
+    if isinstance(data, ImageDataset):
+        x, y = data.test_x, data.test_y
+        info = {"dataset": data.name, "split": "test", "classes": list(data.classes)}
+    elif isinstance(data, tuple | list) and len(data) == 2:
+        x, y = data
+        info = {"dataset": None, "split": "given", "classes": None}
+    else:
+        raise ConfigError("data must be an ImageDataset or an (x, y) pair of tensors")
+    if not isinstance(x, torch.Tensor | LazyImages) or not isinstance(y, torch.Tensor):
+        raise ConfigError("data must be an ImageDataset or an (x, y) pair of tensors")
+    if x.dim() != 4 or y.dim() != 1 or len(x) != len(y):
+        raise DataError(
+            f"expected images N x C x H x W and N labels, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    if x.dtype != torch.uint8 and not x.is_floating_point():
+        raise DataError(f"images must be uint8 or floating point in [0,1], got {x.dtype}")
+    available = len(y)
+    if limit is not None:
+        if limit < 1:
+            raise ConfigError(f"limit must be >= 1, got {limit}")
+        x, y = x[:limit], y[:limit]
+    if len(y) == 0:
+        raise DataError("no samples to evaluate")
+    info.update(
+        n=len(y), n_available=available, limit=limit if limit and limit < available else None
+    )
+    return x, y.long(), info

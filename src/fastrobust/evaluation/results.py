@@ -1,0 +1,112 @@
+"""Result types of evaluation: a robustness curve and its gradient-masking checks.
+
+They live below the code that computes (:mod:`fastrobust.evaluation.curve`,
+:mod:`fastrobust.evaluation.masking`) and reports them (:mod:`fastrobust.evaluation.report`),
+so none of those imports another to name a type (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from fastrobust.model_info import ModelInfo
+
+
+@dataclass
+class Check:
+    """One gradient-masking check: its name, whether it passed, what it saw."""
+
+    name: str
+    passed: bool
+    message: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "message": self.message, **self.values}
+
+
+def describe_subset(data_info: dict) -> str:
+    """``"first 100 of 360 test points"`` or ``"all 360 test points"``."""
+    what = "test points" if data_info.get("split") == "test" else "given points"
+    if data_info.get("limit"):
+        return f"first {data_info['n']} of {data_info['n_available']} {what}"
+    return f"all {data_info['n']} {what}"
+
+
+@dataclass
+class RobustnessCurve:
+    """Accuracy under attack at each eps, with how each sample was fooled and the checks."""
+
+    norm: str
+    eps: list[float]
+    attacks: list[str]
+    steps: int
+    restarts: int
+    step_size_factor: float
+    random_start: str
+    seed: int
+    n: int
+    clean_correct: int
+    robust: list[int]
+    """number of samples robust at each eps"""
+    fooled_by: list[dict[str, int]]
+    """per eps: samples misclassified clean, fooled at a smaller eps, or fooled by each attack"""
+    robust_mask: torch.Tensor
+    """``len(eps) x n`` booleans (CPU): is sample ``i`` robust at ``eps[j]``"""
+    data: dict[str, Any]
+    """dataset, split, n, n_available, limit"""
+    model_info: ModelInfo = field(default_factory=ModelInfo)
+    """what the model was trained with (method, norm, eps, dataset), when recorded"""
+    checks: list[Check] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    attack_gradients: int = 0
+    """input gradients the curve computed, summed over samples (its attack cost)"""
+    time_s: float = 0.0
+    checks_time_s: float = 0.0
+
+    @property
+    def accuracy(self) -> list[float]:
+        return [r / self.n for r in self.robust]
+
+    @property
+    def clean_accuracy(self) -> float:
+        return self.clean_correct / self.n
+
+    @property
+    def warnings(self) -> list[str]:
+        """Messages of the failed gradient-masking checks."""
+        return [c.message for c in self.checks if not c.passed]
+
+    @property
+    def subset(self) -> str:
+        return describe_subset(self.data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (without the per-sample mask)."""
+        return {
+            "norm": self.norm,
+            "eps": self.eps,
+            "accuracy": self.accuracy,
+            "robust": self.robust,
+            "clean_accuracy": self.clean_accuracy,
+            "n": self.n,
+            "subset": self.subset,
+            "data": self.data,
+            "attacks": self.attacks,
+            "steps": self.steps,
+            "restarts": self.restarts,
+            "step_size": f"{self.step_size_factor:g}*eps/steps",
+            "random_start": self.random_start,
+            "seed": self.seed,
+            "fooled_by": self.fooled_by,
+            "trained": self.model_info.trained_with(),
+            "checks": [c.to_dict() for c in self.checks],
+            "warnings": self.warnings,
+            "notes": self.notes,
+            "attack_gradients": self.attack_gradients,
+            "time_s": round(self.time_s, 3),
+            "checks_time_s": round(self.checks_time_s, 3),
+        }
