@@ -61,17 +61,36 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def train_mlp(digits, seed: int = 0) -> nn.Module:
+def train_mlp(
+    digits, seed: int = 0, *, hidden: int = 48, batch_norm: bool = False, steps: int = 150
+) -> nn.Module:
     """A small MLP trained for a second on the digits: accurate, not robust."""
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 10))
+    norm = [nn.BatchNorm1d(hidden)] if batch_norm else []
+    net = nn.Sequential(
+        nn.Flatten(), nn.Linear(64, hidden), *norm, nn.ReLU(), nn.Linear(hidden, 10)
+    )
     x, y = to_float(digits.train_x), digits.train_y
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(150):
+    for _ in range(steps):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(net(x), y).backward()
         opt.step()
+    net.zero_grad(set_to_none=True)
     return net.eval()
+
+
+def small_bn_cnn(seed: int = 0) -> nn.Module:
+    """An untrained CNN with BatchNorm and dropout for 1x8x8 images (10 classes)."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Flatten(),
+        nn.Linear(8 * 8 * 8, 10),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import train_mlp
 from fastrobust.attacks.apgd import _apgd_run, apgd, apgd_checkpoints, dlr_loss
 from fastrobust.attacks.contract import pgd_step_size
 from fastrobust.attacks.projected_gradient import pgd
@@ -62,18 +63,7 @@ def test_step_size_halves_at_checkpoints_when_the_loss_stalls():
 
 @pytest.fixture(scope="module")
 def mlp(digits) -> nn.Module:
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10)
-    )
-    x, y = to_float(digits.train_x), digits.train_y
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(100):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(x), y).backward()
-        opt.step()
-    net.zero_grad(set_to_none=True)
-    return net
+    return train_mlp(digits, hidden=32, batch_norm=True, steps=100)
 
 
 @pytest.mark.parametrize("threat", [L2(0.7), Linf(0.1)], ids=["l2", "linf"])

@@ -23,6 +23,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import small_bn_cnn
 from fastrobust import L2, Linf, ThreatModel, fgsm, pgd
 from fastrobust.attacks.apgd import APGD_LOSSES, apgd
 from fastrobust.attacks.contract import (
@@ -31,7 +32,7 @@ from fastrobust.attacks.contract import (
     is_fooled,
     pgd_step_size,
 )
-from fastrobust.attacks.registry import ATTACKS, SeededRuns
+from fastrobust.attacks.registry import ATTACKS, RunSettings, SeededRuns
 from fastrobust.attacks.restarts import worst_case_over_restarts
 from fastrobust.represent import (
     interpolate_representations,
@@ -86,7 +87,8 @@ def _by_name(name):
     """The curve's path: seeded restarts of a named attack, worst case per sample."""
 
     def run(model, x, y, threat, bn_mode, restarts, seed):
-        runs = SeededRuns(name, model, x, y, threat, key=(seed,), steps=STEPS, bn_mode=bn_mode)
+        settings = RunSettings(STEPS, bn_mode=bn_mode)
+        runs = SeededRuns(name, model, x, y, threat, key=(seed,), settings=settings)
         return x + worst_case_over_restarts(runs, x, restarts).delta, x
 
     return run
@@ -127,20 +129,6 @@ CASES = {
 }
 
 
-def _model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Dropout(0.2),
-        nn.Flatten(),
-        nn.Linear(8 * 8 * 8, 16),
-        nn.ReLU(),
-        nn.Linear(16, 10),
-    )
-
-
 def _state(model: nn.Module) -> list[torch.Tensor]:
     return [t.detach().clone() for t in (*model.parameters(), *model.buffers())]
 
@@ -150,7 +138,7 @@ def _state(model: nn.Module) -> list[torch.Tensor]:
 @pytest.mark.parametrize("name", list(CASES))
 def test_attack_contract(name: str, threat: ThreatModel, bn_mode: str) -> None:
     case = CASES[name]
-    model = _model()
+    model = small_bn_cnn()
     model.train()  # the attack must put it back in this mode
     modes = [m.training for m in model.modules()]
     before = _state(model)

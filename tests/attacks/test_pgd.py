@@ -6,23 +6,11 @@ checked once for all attacks in ``test_contract.py``.
 
 import pytest
 import torch
-from torch import nn
 
+from conftest import small_bn_cnn
 from fastrobust import L2, Linf, fgsm, pgd
 from fastrobust.attacks.contract import attack_mode, is_fooled, pgd_step_size
 from fastrobust.errors import ConfigError
-
-
-def _bn_model(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Dropout(0.2),
-        nn.Flatten(),
-        nn.Linear(8 * 8 * 8, 10),
-    )
 
 
 def _batch(n=32, seed=1):
@@ -36,7 +24,7 @@ def _ce(model, x, y):
 
 @pytest.mark.parametrize("threat", [L2(1.0), Linf(0.1)], ids=repr)
 def test_attacks_raise_the_loss(threat):
-    model = _bn_model().eval()
+    model = small_bn_cnn().eval()
     x, y = _batch(128)
     clean = _ce(model, x, y)
     noise = _ce(model, x + threat.sample(x), y)
@@ -47,7 +35,7 @@ def test_attacks_raise_the_loss(threat):
 
 
 def test_targeted_pgd_lowers_target_loss():
-    model = _bn_model().eval()
+    model = small_bn_cnn().eval()
     x, _ = _batch(64)
     target = torch.full((64,), 3)
     before = _ce(model, x, target)
@@ -56,7 +44,7 @@ def test_targeted_pgd_lowers_target_loss():
 
 
 def test_the_start_is_explicit():
-    model = _bn_model().eval()
+    model = small_bn_cnn().eval()
     x, y = _batch(8)
     threat = L2(1.0)
     start = threat.sample(x, generator=torch.Generator().manual_seed(0))
@@ -77,7 +65,7 @@ def test_the_start_is_explicit():
 
 
 def test_train_bn_mode_uses_batch_statistics():
-    model = _bn_model().eval()
+    model = small_bn_cnn().eval()
     seen = []
     model[1].register_forward_hook(lambda m, i, o: seen.append(m.training))
     x, y = _batch()
@@ -90,7 +78,7 @@ def test_train_bn_mode_uses_batch_statistics():
 
 
 def test_any_callable_is_a_model():
-    net = _bn_model().eval()
+    net = small_bn_cnn().eval()
     x, y = _batch(8)
 
     def model(images):  # a plain function: no mode to set
@@ -115,7 +103,7 @@ def test_fooled_and_step_size():
 
 
 def test_restarts_fool_more_samples_than_one_run():
-    model = _bn_model().eval()
+    model = small_bn_cnn().eval()
     x, _ = _batch(200)
     with torch.no_grad():
         y = model(x).argmax(1)  # every sample starts correctly classified
@@ -138,7 +126,7 @@ def test_restarts_fool_more_samples_than_one_run():
 
 
 def test_pgd_never_computes_parameter_gradients_through_autograd_graph():
-    model = _bn_model().eval()
+    model = small_bn_cnn().eval()
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     x, y = _batch()

@@ -13,11 +13,11 @@ gradient-masking checks rely on this).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass
 
 import torch
 
-from fastrobust.attacks.apgd import APGDLoss, apgd
+from fastrobust.attacks.apgd import apgd
 from fastrobust.attacks.contract import (
     PGD_STEP_FACTOR,
     BNMode,
@@ -33,61 +33,40 @@ from fastrobust.attacks.threat import ThreatModel
 from fastrobust.errors import ConfigError
 
 
-class NamedAttack(Protocol):
-    """One run from ``start`` with ``steps`` input gradients; returns ``x_adv``."""
+@dataclass(frozen=True)
+class RunSettings:
+    """What one run of a named attack may spend, and how it runs the model."""
 
-    def __call__(
-        self,
-        model: Model,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        threat: ThreatModel,
-        *,
-        start: torch.Tensor,
-        steps: int,
-        step_size_factor: float,
-        bn_mode: BNMode,
-    ) -> torch.Tensor: ...
+    steps: int
+    """input gradients"""
+    step_size_factor: float = PGD_STEP_FACTOR
+    """PGD's step size as a multiple of ``eps / steps`` (attacks with their own schedule ignore it)"""
+    bn_mode: BNMode = "eval"
+
+    def pgd_step_size(self, eps: float) -> float:
+        """PGD's step size at radius ``eps`` (:func:`fastrobust.attacks.contract.pgd_step_size`)."""
+        return pgd_step_size(eps, self.steps, self.step_size_factor)
 
 
-def _pgd(
-    model: Model,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    threat: ThreatModel,
-    *,
-    start: torch.Tensor,
-    steps: int,
-    step_size_factor: float,
-    bn_mode: BNMode,
-) -> torch.Tensor:
-    step_size = pgd_step_size(threat.eps, steps, step_size_factor)
-    return pgd(model, x, y, threat, steps=steps, step_size=step_size, start=start, bn_mode=bn_mode)
-
-
-def _apgd_with(loss: APGDLoss) -> NamedAttack:
-    def attack(
-        model: Model,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        threat: ThreatModel,
-        *,
-        start: torch.Tensor,
-        steps: int,
-        step_size_factor: float,  # APGD sets its own step sizes
-        bn_mode: BNMode,
-    ) -> torch.Tensor:
-        return apgd(model, x, y, threat, steps=steps, loss=loss, start=start, bn_mode=bn_mode)
-
-    return attack
+#: ``attack(model, x, y, threat, start, settings) -> x_adv``: one run from the perturbation ``start``
+NamedAttack = Callable[
+    [Model, torch.Tensor, torch.Tensor, ThreatModel, torch.Tensor, RunSettings], torch.Tensor
+]
 
 
 #: attacks a curve can run, alone or as a cascade in the given order
 ATTACKS: dict[str, NamedAttack] = {
-    "pgd": _pgd,
-    "apgd-ce": _apgd_with("ce"),
-    "apgd-dlr": _apgd_with("dlr"),
-}
+    "pgd": lambda model, x, y, threat, start, run: pgd(
+        model, x, y, threat, steps=run.steps, step_size=run.pgd_step_size(threat.eps),
+        start=start, bn_mode=run.bn_mode,
+    ),
+    "apgd-ce": lambda model, x, y, threat, start, run: apgd(
+        model, x, y, threat, steps=run.steps, loss="ce", start=start, bn_mode=run.bn_mode
+    ),
+    "apgd-dlr": lambda model, x, y, threat, start, run: apgd(
+        model, x, y, threat, steps=run.steps, loss="dlr", start=start, bn_mode=run.bn_mode
+    ),
+}  # fmt: skip
 
 
 def run_attack(
@@ -105,16 +84,8 @@ def run_attack(
     """One run of attack ``name`` from the perturbation ``start``; returns a valid delta."""
     if name not in ATTACKS:
         raise ConfigError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
-    x_adv = ATTACKS[name](
-        model,
-        x,
-        y,
-        threat,
-        start=start,
-        steps=steps,
-        step_size_factor=step_size_factor,
-        bn_mode=bn_mode,
-    )
+    settings = RunSettings(steps, step_size_factor, bn_mode)
+    x_adv = ATTACKS[name](model, x, y, threat, start, settings)
     return threat.project(x_adv - x, x)  # a buggy attack still cannot leave the threat model
 
 
@@ -135,14 +106,11 @@ class SeededRuns:
         threat: ThreatModel,
         *,
         key: tuple[int, ...],
-        steps: int,
-        step_size_factor: float = PGD_STEP_FACTOR,
-        bn_mode: BNMode = "eval",
+        settings: RunSettings,
         on_restart: Callable[[int], None] | None = None,
     ) -> None:
         self.name, self.model, self.x, self.y, self.threat = name, model, x, y, threat
-        self.key, self.steps, self.step_size_factor = key, steps, step_size_factor
-        self.bn_mode, self.on_restart = bn_mode, on_restart
+        self.key, self.settings, self.on_restart = key, settings, on_restart
         self.gradients = 0
 
     def __call__(self, active: torch.Tensor, restart: int) -> AttackRun:
@@ -151,11 +119,12 @@ class SeededRuns:
         generator = seeded_generator(self.x.device, *self.key, restart)
         start = self.threat.sample(self.x, generator=generator)[active]
         xa, ya = self.x[active], self.y[active]
+        run = self.settings
         delta = run_attack(
-            self.name, self.model, xa, ya, self.threat, start=start, steps=self.steps,
-            step_size_factor=self.step_size_factor, bn_mode=self.bn_mode,
+            self.name, self.model, xa, ya, self.threat, start=start, steps=run.steps,
+            step_size_factor=run.step_size_factor, bn_mode=run.bn_mode,
         )  # fmt: skip
-        self.gradients += self.steps * active.numel()
-        with attack_mode(self.model, self.bn_mode), torch.no_grad():
+        self.gradients += self.settings.steps * active.numel()
+        with attack_mode(self.model, self.settings.bn_mode), torch.no_grad():
             out = self.model(xa + delta)
         return AttackRun(delta, is_fooled(out, ya), cross_entropy_per_sample(out, ya))

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from fastrobust.attacks.contract import PGD_STEP_FACTOR, BNMode, Model, attack_mode, fools
-from fastrobust.attacks.registry import SeededRuns
+from fastrobust.attacks.registry import RunSettings, SeededRuns
 from fastrobust.attacks.restarts import worst_case_over_restarts
 from fastrobust.attacks.threat import ThreatModel, threat_model
 from fastrobust.errors import ConfigError
@@ -82,12 +82,10 @@ def _curve_chunk(
     eps_list: list[float],
     attacks: list[str],
     *,
-    steps: int,
+    settings: RunSettings,
     restarts: int,
-    step_size_factor: float,
     seed: int,
     chunk: int,
-    bn_mode: BNMode,
     bar: Any,
 ) -> _Chunk:
     n = len(y)
@@ -112,8 +110,7 @@ def _curve_chunk(
         if eps > 0:
             for a, name in enumerate(attacks):
                 run_once = SeededRuns(
-                    name, model, x, y, t, key=(seed, chunk, j, a), steps=steps,
-                    step_size_factor=step_size_factor, bn_mode=bn_mode,
+                    name, model, x, y, t, key=(seed, chunk, j, a), settings=settings,
                     on_restart=partial(_show_restart, bar, f"eps {eps:g} {name}", restarts),
                 )  # fmt: skip
                 worst = worst_case_over_restarts(run_once, x, restarts, fooled=fooled)
@@ -210,12 +207,10 @@ def robustness_curve(
                     base,
                     eps_values,
                     attack_names,
-                    steps=steps,
+                    settings=RunSettings(steps, step_size_factor, bn_mode),
                     restarts=restarts,
-                    step_size_factor=step_size_factor,
                     seed=seed,
                     chunk=c,
-                    bn_mode=bn_mode,
                     bar=bar,
                 )
             )

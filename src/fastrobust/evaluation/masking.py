@@ -29,7 +29,7 @@ from fastrobust.attacks.contract import (
     fools,
     input_gradient,
 )
-from fastrobust.attacks.registry import SeededRuns
+from fastrobust.attacks.registry import RunSettings, SeededRuns
 from fastrobust.attacks.restarts import seeded_generator, worst_case_over_restarts
 from fastrobust.attacks.threat import ThreatModel
 from fastrobust.evaluation.inputs import as_float_images
@@ -73,11 +73,9 @@ def attack_survivors(
 ) -> int:
     """Samples of ``idx`` still robust after ``restarts`` PGD runs (each on the survivors)."""
     x, y = inputs.batch(idx)
-    runs = SeededRuns(
-        "pgd", inputs.model, x, y, threat,
-        key=(inputs.curve.seed, CHECKS_STREAM, int(stream), eps_index), steps=steps,
-        step_size_factor=inputs.curve.step_size_factor, bn_mode=inputs.bn_mode,
-    )  # fmt: skip
+    key = (inputs.curve.seed, CHECKS_STREAM, int(stream), eps_index)
+    settings = RunSettings(steps, inputs.curve.step_size_factor, inputs.bn_mode)
+    runs = SeededRuns("pgd", inputs.model, x, y, threat, key=key, settings=settings)
     misclassified = fools(inputs.model, x, torch.zeros_like(x), y)
     worst = worst_case_over_restarts(runs, x, restarts, fooled=misclassified)
     return int((~worst.fooled).sum())
