@@ -16,6 +16,7 @@ import time
 import torch
 
 from fastrobust import L2, fit, load_model, pgd
+from fastrobust.attacks import pgd_step_size
 from fastrobust.data import load_dataset
 from fastrobust.data.base import to_float
 from fastrobust.training.config import TrainConfig
@@ -26,7 +27,7 @@ EPS = (0.5, 1.0)
 
 def robust_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> float:
     torch.manual_seed(0)
-    x_adv = pgd(model, x, y, L2(eps), steps=20, step_size=2.5 * eps / 20, restarts=10)
+    x_adv = pgd(model, x, y, L2(eps), steps=20, step_size=pgd_step_size(eps, 20), restarts=10)
     with torch.no_grad():
         return float((model(x_adv).argmax(1) == y).float().mean())
 
