@@ -66,3 +66,31 @@ def test_pre_redesign_checkpoint_evaluates_the_same(single_thread):
     )
     assert curve.clean_accuracy == ref["clean_acc"]
     assert curve.accuracy == ref["adv_acc"]
+
+
+def test_pre_redesign_run_folder_resumes_as_if_never_stopped(tmp_path, single_thread):
+    """tests/fixtures/pre_redesign_run: 1 epoch written by the code at commit 7d69892 (before the
+    trainer was split; tiny_mlp, constant lr, early stop on). Resumed here for a 2nd epoch, it
+    must equal a 2-epoch run of today's code bitwise, and the Table I reader must read it."""
+    import shutil
+
+    from fastrobust.timing.runs_table import read_run
+
+    old = shutil.copytree(FIXTURES / "pre_redesign_run", tmp_path / "old")
+    before = read_run(old)
+    assert (before.epochs_done, before.best_epoch, before.method) == (1, 1, "fast")
+    resumed = fr.resume(old, epochs=2)
+    recorded = load_checkpoint(old / "last.pt")
+    cfg = fr.TrainConfig.from_dict(recorded["config"])
+    assert cfg.epochs == 2
+    cfg.out_dir, cfg.name = str(tmp_path), "fresh"
+    fresh = fr.fit(cfg)
+    want = load_checkpoint(fresh.run_dir / "last.pt")
+    assert _weights_sha256(recorded["model"]) == _weights_sha256(want["model"])
+
+    def rows(run):
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        return [_without_times(json.loads(line)) for line in lines]
+
+    assert rows(old) == rows(fresh.run_dir) and len(rows(old)) == 2
+    assert resumed.best_epoch == fresh.best_epoch

@@ -28,7 +28,8 @@ from fastrobust.checkpoint import load_checkpoint
 from fastrobust.data import load_dataset
 from fastrobust.errors import ConfigError
 from fastrobust.models import ModelSpec, build_model
-from fastrobust.training.trainer import Trainer, evaluate_split, fit, resume
+from fastrobust.training.trainer import Trainer, fit, resume
+from fastrobust.training.validation import evaluate_split
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PY = sys.executable

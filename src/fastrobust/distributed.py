@@ -93,6 +93,31 @@ def _slurm_rendezvous(env: MutableMapping[str, str]) -> None:
     env.setdefault("MASTER_PORT", str(20000 + int(job) % 20000) if job.isdigit() else "29500")
 
 
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> the local GPU when there is one, else the CPU; a bare ``cuda`` -> this
+    process's GPU (``local_rank``; the only visible one under ``srun --gpus-per-task=1``)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device cuda requested but no GPU is available")
+        if device.index is None:
+            visible = torch.cuda.device_count()
+            if visible == 1:  # srun --gpus-per-task=1: each task sees only its own GPU
+                local_rank = 0
+            elif local_rank >= visible:
+                raise ConfigError(
+                    f"local rank {local_rank} needs a GPU but only {visible} are visible; "
+                    "start one process per GPU (torchrun --nproc_per_node <GPUs>)"
+                )
+            device = torch.device("cuda", local_rank)
+    return device
+
+
 def init_distributed(world: WorldInfo, device: torch.device) -> None:
     """Join the process group (NCCL on GPUs, gloo on CPU) when the job has several ranks."""
     if not world.distributed or dist.is_initialized():

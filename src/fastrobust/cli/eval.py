@@ -133,11 +133,11 @@ def _size_option(data_name: str, info: ModelInfo) -> dict:
 def run(args: argparse.Namespace) -> int:
     from fastrobust.checkpoint import load_model
     from fastrobust.data import load_dataset
+    from fastrobust.distributed import resolve_device
     from fastrobust.evaluation.curve import robustness_curve
     from fastrobust.evaluation.inputs import parse_eps_list, validate_attacks
     from fastrobust.evaluation.report import describe_attack, format_table, write_report
     from fastrobust.model_info import check_model_fits, model_info
-    from fastrobust.training.trainer import resolve_device
 
     attacks = validate_attacks(args.attack)
     eps_list = parse_eps_list(args.eps) if args.eps is not None else None

@@ -140,11 +140,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from fastrobust.attacks.threat import threat_model
+    from fastrobust.distributed import resolve_device
     from fastrobust.models import ModelSpec, build_model
     from fastrobust.timing import measure
     from fastrobust.timing.plot import plot_figure_one
     from fastrobust.timing.runs_table import read_run
-    from fastrobust.training.trainer import resolve_device
 
     runs = [read_run(p) for p in args.runs]
     out = Path(args.out).expanduser()

@@ -393,8 +393,8 @@ def _targeted(args, models, labels, x, y, g):  # noqa: ANN001, ANN202
 
 
 def run(args: argparse.Namespace) -> int:
+    from fastrobust.distributed import resolve_device
     from fastrobust.imaging import save_grid, save_json, save_tensors
-    from fastrobust.training.trainer import resolve_device
 
     device = resolve_device(args.device)
     models = _load_models(args, device)

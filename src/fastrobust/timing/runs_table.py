@@ -8,17 +8,16 @@ last and to the best epoch, each relative to a baseline run; :func:`write_rows_c
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from fastrobust.errors import CheckpointError, ConfigError
 from fastrobust.timing.measure import method_label
-from fastrobust.training.config import TrainConfig
+from fastrobust.training.methods import method_class
+from fastrobust.training.run_folder import RunFolder
+from fastrobust.training.state import BestEpoch
 
 
 @dataclass(frozen=True)
@@ -48,52 +47,33 @@ def read_run(path: str | Path) -> RunRecord:
     """Read a run folder's ``config.yaml``, ``metrics.jsonl`` and (if present) ``summary.json``.
 
     Times come from the per-epoch ``elapsed_s`` in ``metrics.jsonl``, so an interrupted run
-    counts too; the best epoch is the engine's: the first with the highest adversarial
-    validation accuracy (clean accuracy for standard training).
+    counts too; the best epoch is the trainer's (:class:`~fastrobust.training.state.BestEpoch`).
     """
-    run = Path(path).expanduser()
-    if not run.is_dir():
-        raise CheckpointError(f"run folder {run} does not exist")
-    try:
-        raw = yaml.safe_load((run / "config.yaml").read_text()) or {}
-        cfg = TrainConfig.from_dict(raw)
-        rows = [
-            json.loads(line)
-            for line in (run / "metrics.jsonl").read_text().splitlines()
-            if line.strip()
-        ]
-    except FileNotFoundError as exc:
-        raise CheckpointError(
-            f"{run} is not a fastrobust run folder ({Path(exc.filename).name} missing)"
-        ) from None
-    except (yaml.YAMLError, json.JSONDecodeError, ConfigError) as exc:
-        raise CheckpointError(f"{run} is not a readable fastrobust run folder ({exc})") from None
+    folder = RunFolder(path, writer=False)
+    if not folder.path.is_dir():
+        raise CheckpointError(f"run folder {folder.path} does not exist")
+    cfg, _ = folder.read_config()
+    rows = folder.read_metrics()
     if not rows:
-        raise CheckpointError(f"{run} has no finished epoch yet")
-    summary_path = run / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    default_metric = "val_clean_acc" if cfg.method == "standard" else "val_adv_acc"
-    metric = str(summary.get("best_metric", default_metric))
-    best_epoch, best_value, best_t = None, None, None
-    for r in rows:
-        value = r.get(metric)
-        if value is not None and (best_value is None or value > best_value):
-            best_epoch, best_value, best_t = int(r["epoch"]), float(value), float(r["elapsed_s"])
+        raise CheckpointError(f"{folder.path} has no finished epoch yet")
+    summary = folder.read_summary()
+    metric = str(summary.get("best_metric", method_class(cfg.attack.method).best_metric))
+    best = BestEpoch.from_history(metric, rows)
     return RunRecord(
-        name=run.name,
-        path=str(run),
+        name=folder.path.name,
+        path=str(folder.path),
         method=method_label(cfg.attack_steps),
         attack_steps=cfg.attack_steps,
-        dataset=cfg.dataset,
-        model=cfg.model,
+        dataset=cfg.data.dataset,
+        model=cfg.optimisation.model,
         epochs_done=int(rows[-1]["epoch"]),
-        batch_size=cfg.batch_size,
+        batch_size=cfg.optimisation.batch_size,
         world_size=int(summary.get("world_size", 1)),
         time_to_last_s=float(rows[-1]["elapsed_s"]),
-        time_to_best_s=best_t,
-        best_epoch=best_epoch,
+        time_to_best_s=best.elapsed_s,
+        best_epoch=best.epoch,
         best_metric=metric,
-        best_value=best_value,
+        best_value=best.value,
         config=cfg.to_flat_dict(),
     )
 

@@ -9,7 +9,8 @@ from fastrobust.checkpoint import load_checkpoint
 from fastrobust.data.base import to_float
 from fastrobust.errors import CheckpointError, ConfigError, TrainingDiverged
 from fastrobust.model_info import model_info
-from fastrobust.training.trainer import Trainer, fit, lr_lambda, resume
+from fastrobust.training.optimisation import lr_lambda
+from fastrobust.training.trainer import Trainer, fit, resume
 from user_models import tiny_mlp
 
 
@@ -46,7 +47,7 @@ def test_resumed_training_equals_uninterrupted(tmp_path, monkeypatch):
     cfg = dict(epochs=3, method="fast", eval_every=1)
     full = fit(tiny_config(tmp_path, name="full", **cfg))
 
-    original = Trainer._train_epoch
+    original = Trainer.train_epoch
     calls = {"n": 0}
 
     def interrupt_second_epoch(self):
@@ -55,10 +56,10 @@ def test_resumed_training_equals_uninterrupted(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return original(self)
 
-    monkeypatch.setattr(Trainer, "_train_epoch", interrupt_second_epoch)
+    monkeypatch.setattr(Trainer, "train_epoch", interrupt_second_epoch)
     part = fit(tiny_config(tmp_path, name="part", **cfg))
     assert part.interrupted and part.epochs_done == 1
-    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    monkeypatch.setattr(Trainer, "train_epoch", original)
     resumed = resume(part.run_dir)
     assert resumed.epochs_done == 3
     a = load_checkpoint(full.run_dir / "last.pt")
@@ -88,14 +89,12 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 def test_early_stop_restores_last_good_weights(tmp_path, monkeypatch):
     checks = iter([0.5, 0.6, 0.05, 0.04])
     snapshots = []
-    original = Trainer._after_epoch
 
     def fake_check(self):
         snapshots.append({k: v.clone() for k, v in self.model.state_dict().items()})
         return next(checks)
 
-    monkeypatch.setattr(Trainer, "_overfit_check", fake_check)
-    monkeypatch.setattr(Trainer, "_after_epoch", original)
+    monkeypatch.setattr(Trainer, "overfit_check", fake_check)
     result = fit(tiny_config(tmp_path, name="es", epochs=4, early_stop=True))
     assert result.collapsed_at == 3 and result.epochs_done == 3
     final = load_checkpoint(tmp_path / "es" / "last.pt")["model"]
@@ -107,7 +106,7 @@ def test_early_stop_restores_last_good_weights(tmp_path, monkeypatch):
 
 def test_collapse_is_only_warned_without_early_stop(tmp_path, monkeypatch, caplog):
     checks = iter([0.5, 0.6, 0.05])
-    monkeypatch.setattr(Trainer, "_overfit_check", lambda self: next(checks))
+    monkeypatch.setattr(Trainer, "overfit_check", lambda self: next(checks))
     result = fit(tiny_config(tmp_path, name="w", epochs=3))
     assert result.collapsed_at is None and result.epochs_done == 3
     assert "catastrophic overfitting" in caplog.text
@@ -143,14 +142,14 @@ def test_user_model_factory_and_module(tmp_path):
 
 def test_lr_schedules():
     cfg = tiny_config("/tmp", epochs=150, schedule="step", lr_step_epochs=50)
-    f = lr_lambda(cfg, 10)
+    f = lr_lambda(cfg.optimisation, 10)
     assert (
         f(0) == 1
         and f(499) == 1
         and f(500) == pytest.approx(0.1)
         and f(1499) == pytest.approx(0.01)
     )
-    cyc = lr_lambda(tiny_config("/tmp", epochs=10, schedule="onecycle"), 10)
+    cyc = lr_lambda(tiny_config("/tmp", epochs=10, schedule="onecycle").optimisation, 10)
     values = [cyc(i) for i in range(100)]
     peak = values.index(max(values))
     assert max(values) == 1 and 30 <= peak <= 50 and values[-1] < 0.05

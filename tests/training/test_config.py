@@ -69,7 +69,7 @@ def test_bad_yaml(tmp_path):
 def test_shipped_configs_load():
     from pathlib import Path
 
-    files = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+    files = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
     assert files
     for f in files:
         cfg = TrainConfig.from_yaml(f)
@@ -122,7 +122,7 @@ def test_config_recorded_in_a_pre_redesign_checkpoint_loads():
 
     from fastrobust.checkpoint import load_checkpoint
 
-    state = load_checkpoint(Path(__file__).parent / "fixtures" / "pre_redesign_best.pt")
+    state = load_checkpoint(Path(__file__).parents[1] / "fixtures" / "pre_redesign_best.pt")
     assert "eps" in state["config"]  # written flat, before config sections existed
     cfg = TrainConfig.from_dict(state["config"])
     assert (cfg.attack.method, cfg.attack.norm, cfg.attack.eps) == ("fast", "l2", 1.0)

@@ -211,7 +211,7 @@ def test_version_is_defined_once_and_printed(capsys):
 
     import fastrobust
 
-    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text()
     assert 'dynamic = ["version"]' in pyproject and '\nversion = "' not in pyproject
     with pytest.raises(SystemExit):
         main(["--version"])
