@@ -56,8 +56,8 @@ class Stream(IntEnum):
     """starts of the attack at an eps covering the whole box"""
 
 
-#: ``count_survivors(inputs, idx, threat, steps=, stream=, eps_index=, restarts=)``: how many of
-#: the samples ``idx`` stay correctly classified after the restarts of an attack
+#: a re-attack with the signature of :func:`attack_survivors`: how many of the samples ``idx``
+#: stay correctly classified after the restarts of an attack
 SurvivorCount = Callable[..., int]
 
 
