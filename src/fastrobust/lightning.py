@@ -21,6 +21,8 @@ Needs the optional extra: ``pip install -e ".[lightning]"``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -32,9 +34,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from fastrobust.attacks import pgd
-from fastrobust.training.config import AttackConfig, OptimisationConfig, TrainConfig
+from fastrobust.training.config import AttackConfig, OptimisationConfig
 from fastrobust.training.methods import TrainingMethod, build_method
-from fastrobust.training.trainer import lr_lambda
+from fastrobust.training.optimisation import build_optimiser
 
 __all__ = ["AdversarialTraining"]
 
@@ -102,19 +104,10 @@ class AdversarialTraining(pl.LightningModule):
         self.log("val_adv_acc", adv, on_epoch=True, sync_dist=True, prog_bar=True, batch_size=size)
 
     def configure_optimizers(self):  # noqa: ANN201  Lightning's own return type
-        opt = self.optimisation
-        optimizer = torch.optim.SGD(
-            self.model.parameters(),
-            lr=opt.lr,
-            momentum=opt.momentum,
-            weight_decay=opt.weight_decay,
-            nesterov=False,
-        )
-        epochs = max(1, int(self.trainer.max_epochs or opt.epochs))
+        epochs = max(1, int(self.trainer.max_epochs or self.optimisation.epochs))
         steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // epochs)
-        schedule_cfg = TrainConfig(optimisation=opt, epochs=epochs)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambda(schedule_cfg, steps_per_epoch)
+        optimizer, scheduler = build_optimiser(
+            self.model, dataclasses.replace(self.optimisation, epochs=epochs), steps_per_epoch
         )
         return {
             "optimizer": optimizer,

@@ -7,7 +7,7 @@ import pytest
 from fastrobust.models import ModelSpec, build_model, count_parameters
 from fastrobust.training.config import TrainConfig
 
-CONFIGS = Path(__file__).parent.parent / "configs"
+CONFIGS = Path(__file__).parents[2] / "configs"
 
 
 @pytest.mark.parametrize(
