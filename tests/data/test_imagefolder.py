@@ -250,3 +250,22 @@ def test_train_and_eval_cli_on_an_imagefolder(folder, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert (vis / "grid.png").exists() and (vis / "images.npz").exists()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_same_seed_gives_the_same_augmentation_in_memory_and_from_disk(folder, workers):
+    ds = load_dataset("imagefolder", folder)
+    in_memory = ds.train_x[list(range(len(ds.train_y)))]  # the decoded uint8 tensor
+    ids = torch.arange(len(ds.train_y))  # labels = sample indices
+    kw = dict(crop_padding=2, flip=True, seed=5)
+    disk = DiskLoader(ds.train_x, ids, 4, workers=workers, **kw)
+    memory = InMemoryLoader(in_memory, ids, 4, **kw)
+    for epoch in (0, 3):
+        disk.set_epoch(epoch)
+        memory.set_epoch(epoch)
+        pairs = list(zip(disk, memory, strict=True))
+        for (xd, yd), (xm, ym) in pairs:
+            assert torch.equal(yd, ym) and torch.equal(xd, xm)
+    plain = InMemoryLoader(in_memory, ids, 4, seed=5)
+    plain.set_epoch(3)
+    assert any(not torch.equal(a[0], b[0]) for a, b in zip(plain, memory, strict=True))

@@ -16,11 +16,11 @@ import math
 from collections.abc import Callable
 from typing import NamedTuple
 
-import numpy as np
 import torch
 
 from fastrobust.attacks.threat import ThreatModel
 from fastrobust.errors import ConfigError
+from fastrobust.seeding import derive_seed
 
 
 class AttackRun(NamedTuple):
@@ -77,12 +77,6 @@ def check_start(start: torch.Tensor | None, x: torch.Tensor, restarts: int) -> N
         raise ConfigError(f"start {tuple(start.shape)} does not match the input {tuple(x.shape)}")
     if restarts > 1:
         raise ConfigError("a given start cannot be restarted (every run would be the same)")
-
-
-def derive_seed(*key: int) -> int:
-    """A generator seed for the named stream ``key`` (a tuple of ints), via ``SeedSequence``."""
-    state = np.random.SeedSequence(list(key))
-    return int(state.generate_state(1, dtype=np.uint64)[0] % (2**63 - 1))
 
 
 def seeded_generator(device: torch.device, *key: int) -> torch.Generator:

@@ -1,10 +1,11 @@
 """Batches of a disk dataset, decoded and augmented in DataLoader worker processes.
 
-Same interface and order as :class:`~fastrobust.data.loader.InMemoryLoader`: the order comes
-from PyTorch's ``DistributedSampler`` (also for one process), so N processes together see the
-global batch one process sees. Augmentation (random crop with zero padding ``crop_padding``,
-horizontal flip) is drawn per *sample* from a generator seeded by ``(seed, epoch, index)``,
-so it is the same whatever the number of processes or workers, and repeats on resume.
+Same interface, order and augmentation as :class:`~fastrobust.data.loader.InMemoryLoader`: the
+order comes from PyTorch's ``DistributedSampler`` (also for one process), so N processes
+together see the global batch one process sees; the crop offsets and flips of every sample are
+drawn per epoch by the same :func:`~fastrobust.data.loader.draw_augmentation` (so the same seed
+crops the same sample alike in memory and from disk, whatever the number of processes or
+workers, and repeats on resume) and applied per image in the worker.
 Pad-crop + flip is used for every image size (also ImageNet-size images, where training
 recipes often use a random-resized crop instead).
 """
@@ -20,21 +21,8 @@ from torch.utils.data.distributed import DistributedSampler
 
 from fastrobust.data.base import ImageDataset, to_float
 from fastrobust.data.imagefolder import LazyImages
-from fastrobust.data.loader import InMemoryLoader
-
-
-def pad_crop_flip(
-    x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator
-) -> torch.Tensor:
-    """Random crop of one ``C x H x W`` image zero-padded by ``padding``, then a random flip."""
-    if padding > 0:
-        _, h, w = x.shape
-        dy, dx = torch.randint(0, 2 * padding + 1, (2,), generator=generator).tolist()
-        padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
-        x = padded[:, dy : dy + h, dx : dx + w]
-    if flip and bool(torch.rand((), generator=generator) < 0.5):
-        x = x.flip(2)
-    return x.contiguous()
+from fastrobust.data.loader import InMemoryLoader, crop_and_flip, draw_augmentation
+from fastrobust.seeding import RunSeeds
 
 
 class AugmentedImages(Dataset):
@@ -54,18 +42,25 @@ class AugmentedImages(Dataset):
         self.crop_padding = crop_padding
         self.flip = flip
         self.seed = seed
-        self.epoch = 0
+        self.augmentation: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the epoch's crop offsets and flips of every sample (before workers start)."""
+        if self.crop_padding > 0 or self.flip:
+            n = len(self.labels)
+            self.augmentation = draw_augmentation(n, self.crop_padding, self.flip, self.seed, epoch)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.images.load(i)
-        if self.crop_padding > 0 or self.flip:
-            g = torch.Generator().manual_seed(
-                (self.seed * 100_003 + self.epoch + 1) * 10_000_019 + int(i)
-            )
-            x = pad_crop_flip(x, self.crop_padding, self.flip, g)
+        if self.augmentation is not None:
+            offsets, flips = self.augmentation
+            x = crop_and_flip(
+                x[None], offsets[i : i + 1], flips[i : i + 1], self.crop_padding, self.flip
+            )[0]
         return x, self.labels[i]
 
 
@@ -93,7 +88,11 @@ class DiskLoader:
         self.batch_size = batch_size
         self.epoch = 0
         self.sampler = DistributedSampler(
-            self.dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed
+            self.dataset,
+            num_replicas=world_size,
+            rank=rank,
+            shuffle=shuffle,
+            seed=RunSeeds(seed).sample_order(),
         )
         extra: dict[str, Any] = {"prefetch_factor": 4} if workers > 0 else {}
         # workers are started per epoch (not persistent) so each sees the epoch set below
@@ -110,7 +109,7 @@ class DiskLoader:
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch's order and augmentation (call before iterating)."""
         self.epoch = epoch
-        self.dataset.epoch = epoch
+        self.dataset.set_epoch(epoch)
         self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:

@@ -2,9 +2,10 @@
 
 Order comes from PyTorch's ``DistributedSampler`` (also for one process), so a run on N
 processes sees, at every step, exactly the global batch a one-process run sees. Augmentation
-(random crop with zero padding, horizontal flip) is drawn per *sample* per epoch from a
-generator seeded by ``(seed, epoch)`` and applied batched on the device, so it too is the same
-whatever the number of processes, and a resumed run repeats it exactly.
+(random crop with zero padding, horizontal flip) is drawn for every *sample* of an epoch at once
+(:func:`draw_augmentation`, the ``augmentation`` stream of :mod:`fastrobust.seeding`) and
+applied batched on the device, so it is the same whatever the number of processes, a resumed
+run repeats it exactly, and the disk loader (which uses the same two functions) crops alike.
 """
 
 from __future__ import annotations
@@ -15,6 +16,38 @@ import torch
 from torch.utils.data.distributed import DistributedSampler
 
 from fastrobust.data.base import to_float
+from fastrobust.seeding import RunSeeds
+
+
+def draw_augmentation(
+    n: int, padding: int, flip: bool, seed: int, epoch: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop offsets (``n x 2``, in ``[0, 2*padding]``) and flip flags (``n``) of every sample
+    of ``epoch``, from the run's ``augmentation`` stream."""
+    g = RunSeeds(seed).augmentation(epoch)
+    offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=g)
+    flips = torch.rand(n, generator=g) < 0.5
+    if not flip:
+        flips.zero_()
+    return offsets, flips
+
+
+def crop_and_flip(
+    x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int, flip: bool
+) -> torch.Tensor:
+    """Batched random crop of ``B x C x H x W`` images zero-padded by ``padding`` (sample i
+    starts at ``offsets[i]``), then a horizontal flip where ``flips`` (if ``flip``)."""
+    if padding > 0:
+        b, _, h, w = x.shape
+        padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+        rows = offsets[:, 0:1] + torch.arange(h, device=x.device)  # B x H
+        cols = offsets[:, 1:2] + torch.arange(w, device=x.device)  # B x W
+        bidx = torch.arange(b, device=x.device)[:, None, None]
+        x = padded.permute(0, 2, 3, 1)[bidx, rows[:, :, None], cols[:, None, :]]
+        x = x.permute(0, 3, 1, 2)
+    if flip:
+        x = torch.where(flips[:, None, None, None], x.flip(3), x)
+    return x.contiguous()
 
 
 class InMemoryLoader:
@@ -49,7 +82,7 @@ class InMemoryLoader:
             num_replicas=world_size,
             rank=rank,
             shuffle=shuffle,
-            seed=seed,
+            seed=RunSeeds(seed).sample_order(),
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -64,27 +97,10 @@ class InMemoryLoader:
     def _augmentation(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.crop_padding == 0 and not self.flip:
             return None
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 1)
-        n = len(self.y)
-        offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=g)
-        flips = torch.rand(n, generator=g) < 0.5
-        if not self.flip:
-            flips.zero_()
+        offsets, flips = draw_augmentation(
+            len(self.y), self.crop_padding, self.flip, self.seed, self.epoch
+        )
         return offsets.to(self.device), flips.to(self.device)
-
-    def _augment(self, x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-        p = self.crop_padding
-        if p > 0:
-            b, _, h, w = x.shape
-            padded = torch.nn.functional.pad(x, (p, p, p, p))
-            rows = offsets[:, 0:1] + torch.arange(h, device=x.device)  # B x H
-            cols = offsets[:, 1:2] + torch.arange(w, device=x.device)  # B x W
-            bidx = torch.arange(b, device=x.device)[:, None, None]
-            x = padded.permute(0, 2, 3, 1)[bidx, rows[:, :, None], cols[:, None, :]]
-            x = x.permute(0, 3, 1, 2)
-        if self.flip:
-            x = torch.where(flips[:, None, None, None], x.flip(3), x)
-        return x.contiguous()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = torch.tensor(list(iter(self.sampler)), dtype=torch.long, device=self.device)
@@ -95,5 +111,5 @@ class InMemoryLoader:
                 break
             x = to_float(self.x[idx])
             if aug is not None:
-                x = self._augment(x, aug[0][idx], aug[1][idx])
+                x = crop_and_flip(x, aug[0][idx], aug[1][idx], self.crop_padding, self.flip)
             yield x, self.y[idx]

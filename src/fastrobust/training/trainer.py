@@ -27,6 +27,7 @@ from fastrobust.data.base import to_float
 from fastrobust.errors import CheckpointError, ConfigError, TrainingDiverged
 from fastrobust.model_info import check_model_fits
 from fastrobust.models import ModelSpec, NormalizedModel, build_model
+from fastrobust.seeding import RunSeeds
 from fastrobust.training.config import TrainConfig
 from fastrobust.training.methods import build_method
 from fastrobust.training.monitor import OverfittingMonitor
@@ -75,7 +76,8 @@ class Trainer:
             mean=list(self.data.mean),
             std=list(self.data.std),
         )
-        torch.manual_seed(runtime.seed)
+        self.seeds = RunSeeds(runtime.seed)
+        torch.manual_seed(self.seeds.weights())
         model = (
             NormalizedModel(net, self.spec.mean, self.spec.std)
             if net is not None
@@ -90,7 +92,7 @@ class Trainer:
         if self.world.rank > 0:
             # every rank starts from the same weights, but draws its own random starts (rank 0
             # keeps the one-process stream); per-rank RNG states are saved for exact resumes
-            torch.manual_seed(runtime.seed + 1_000_003 * self.world.rank)
+            torch.manual_seed(self.seeds.random_starts(self.world.rank))
         self.method = build_method(cfg.attack)
         self.threat = cfg.threat()
         self.loader = make_loader(
@@ -117,8 +119,8 @@ class Trainer:
             self._restore(checkpoint)
         self.folder = folder or RunFolder.create(cfg, self.world)
         n_check = min(cfg.evaluation.overfit_check_size, len(self.data.train_y))
-        g = torch.Generator().manual_seed(runtime.seed + 12_345)
-        self.check_idx = torch.randperm(len(self.data.train_y), generator=g)[:n_check]
+        order = torch.randperm(len(self.data.train_y), generator=self.seeds.overfit_batch())
+        self.check_idx = order[:n_check]
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -229,7 +231,7 @@ class Trainer:
         cfg, epoch = self.cfg, self.state.epoch
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(cfg.runtime.seed * 7919 + epoch)
+            torch.manual_seed(self.seeds.between_epochs(epoch))
             collapsed = False
             if self.world.is_main and len(self.check_idx) > 0:
                 acc = metrics["overfit_check_pgd_acc"] = self.overfit_check()
@@ -330,7 +332,7 @@ class Trainer:
         if self.device.type == "cuda" and "cuda" in mine:
             torch.cuda.set_rng_state(mine["cuda"], self.device)
         if world.rank > 0 and not same_world:  # rank 0's stream, reseeded per rank
-            torch.manual_seed(self.cfg.runtime.seed + 1_000_003 * world.rank + state.epoch)
+            torch.manual_seed(self.seeds.random_starts(world.rank, state.epoch))
 
 
 def fit(
