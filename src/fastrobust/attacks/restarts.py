@@ -86,11 +86,6 @@ def seeded_generator(device: torch.device, *key: int) -> torch.Generator:
     return generator
 
 
-def start_seed(seed: int, chunk: int, eps_index: int, attack_index: int, restart: int) -> int:
-    """The generator seed for one (chunk, eps, attack, restart) draw of random starts."""
-    return derive_seed(seed, chunk, eps_index, attack_index, restart)
-
-
 def seeded_starts(
     threat: ThreatModel,
     x: torch.Tensor,
