@@ -101,3 +101,9 @@ def mlp(digits) -> nn.Module:
 @pytest.fixture(scope="session")
 def points(digits) -> tuple[torch.Tensor, torch.Tensor]:
     return to_float(digits.test_x[:70]), digits.test_y[:70]
+
+
+@pytest.fixture(scope="session")
+def bn_mlp(digits) -> nn.Module:
+    """A small MLP with BatchNorm trained on the digits (attack invariant and strength tests)."""
+    return train_mlp(digits, batch_norm=True)

@@ -8,6 +8,10 @@ intersected with the ``[0,1]`` box. It supplies three operations (the foolbox-3 
   direction of the norm (the per-sample L2-normalised gradient, or its sign for L-inf);
 * ``project(delta, x)``: back into the ball, then into the box.
 
+Minimum-norm attacks (FAB) also need ``dual_norm(grad)`` (the distance to a linearised
+decision boundary is ``|f| / ||grad||_dual``) and ``to_hyperplane(z, w, b)``: the smallest
+perturbation, in this norm and inside the box, that puts ``z`` on the hyperplane ``w.z = b``.
+
 All norms and normalisations are per sample: every dimension but the batch one is flattened.
 Projecting into the box after the ball never increases the norm (each coordinate only shrinks
 towards zero), so the result of ``project`` satisfies both constraints at once.
@@ -78,6 +82,56 @@ class ThreatModel(ABC):
         """Closest point of the eps-ball (centred at 0) to ``delta``, per sample."""
 
     @abstractmethod
+    def dual_norm(self, grad: torch.Tensor) -> torch.Tensor:
+        """Per-sample dual norm of ``grad`` (L1 for L-inf, L2 for L2), shape B."""
+
+    @abstractmethod
+    def _budget_weights(
+        self, w_abs: torch.Tensor, room: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(a, r)`` such that moving coordinate ``i`` as far as a norm level ``lam`` allows
+        changes ``w.d`` by ``a_i * min(lam, r_i)`` (``room``: how far the box lets it move)."""
+
+    @abstractmethod
+    def _move_at_level(
+        self, lam: torch.Tensor, w_abs: torch.Tensor, room: torch.Tensor
+    ) -> torch.Tensor:
+        """Magnitude of each coordinate's move at norm level ``lam`` (shape B x 1)."""
+
+    def to_hyperplane(self, z: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Smallest ``d`` in this norm with ``w.(z + d) = b`` and ``z + d`` in ``[0,1]``.
+
+        The projection step of FAB (Croce & Hein 2020, "Minimally distorted adversarial
+        examples with a fast adaptive boundary attack", Section 3.1), per sample; ``z`` and
+        ``w`` are B x D, ``b`` is B. Both norms' minimisers move each coordinate towards the
+        side that helps, up to a common level ``lam`` (L-inf: ``|d_i| = min(lam, room_i)``;
+        L2: ``|d_i| = min(lam |w_i|, room_i)``), so one solver finds the smallest ``lam``
+        with enough progress by sorting the breakpoints. Where the box makes the hyperplane
+        unreachable every coordinate moves as far as the box allows.
+        """
+        gap = b - (w * z).sum(1)  # the change of w.d we need
+        w = w * torch.where(gap < 0, -1.0, 1.0).to(w.dtype)[:, None]  # now we need w.d = |gap|
+        need = gap.abs()
+        room = torch.where(w > 0, 1 - z, z).clamp_min(0) * (w != 0)
+        w_abs = w.abs()
+        weight, reach = self._budget_weights(w_abs, room)
+        reach, order = reach.sort(dim=1)
+        weight = weight.gather(1, order)
+        below = (weight * reach).cumsum(1)  # sum_{j <= k} a_j r_j
+        used = weight.cumsum(1)  # sum_{j <= k} a_j
+        total = used[:, -1:]
+        progress = below + reach * (total - used)  # progress when lam = r_k
+        k = (progress < need[:, None]).sum(1, keepdim=True)  # breakpoints passed
+        last = k.clamp(max=reach.shape[1] - 1)
+        done_below = torch.where(k > 0, below.gather(1, (k - 1).clamp_min(0)), 0.0)
+        done_used = torch.where(k > 0, used.gather(1, (k - 1).clamp_min(0)), 0.0)
+        free = (total - done_used).clamp_min(_TINY)
+        lam = torch.where(
+            k < reach.shape[1], (need[:, None] - done_below) / free, reach.gather(1, last)
+        )
+        return w.sign() * self._move_at_level(lam, w_abs, room)
+
+    @abstractmethod
     def _sample_ball(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """A random start of the configured kind, before the box projection."""
 
@@ -122,6 +176,19 @@ class L2(ThreatModel):
     def direction(self, grad: torch.Tensor) -> torch.Tensor:
         return grad / per_sample(self.norm(grad).clamp_min(_TINY), grad)
 
+    def dual_norm(self, grad: torch.Tensor) -> torch.Tensor:
+        return self.norm(grad)
+
+    def _budget_weights(
+        self, w_abs: torch.Tensor, room: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return w_abs.square(), room / w_abs.clamp_min(_TINY)
+
+    def _move_at_level(
+        self, lam: torch.Tensor, w_abs: torch.Tensor, room: torch.Tensor
+    ) -> torch.Tensor:
+        return torch.minimum(lam * w_abs, room)
+
     def project_ball(self, delta: torch.Tensor) -> torch.Tensor:
         factor = (self.eps / self.norm(delta).clamp_min(_TINY)).clamp(max=1.0)
         return delta * per_sample(factor, delta)
@@ -151,6 +218,19 @@ class Linf(ThreatModel):
 
     def direction(self, grad: torch.Tensor) -> torch.Tensor:
         return grad.sign()
+
+    def dual_norm(self, grad: torch.Tensor) -> torch.Tensor:
+        return grad.flatten(1).abs().sum(dim=1)
+
+    def _budget_weights(
+        self, w_abs: torch.Tensor, room: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return w_abs, room
+
+    def _move_at_level(
+        self, lam: torch.Tensor, w_abs: torch.Tensor, room: torch.Tensor
+    ) -> torch.Tensor:
+        return torch.minimum(lam.expand_as(room), room)
 
     def project_ball(self, delta: torch.Tensor) -> torch.Tensor:
         return delta.clamp(-self.eps, self.eps)
