@@ -1,5 +1,5 @@
 """Attacks: threat models (L2, Linf), the attack contract, one projected-gradient loop (PGD,
-FGSM), APGD, the restarts helper and the attacks a curve runs by name. See
+FGSM), APGD, FAB, Square, the restarts helper and the attacks a curve runs by name. See
 docs/architecture.md."""
 
 from fastrobust.attacks.apgd import apgd, dlr_loss
@@ -11,8 +11,10 @@ from fastrobust.attacks.contract import (
     is_fooled,
     pgd_step_size,
 )
+from fastrobust.attacks.fab import MinimalPerturbation, fab
 from fastrobust.attacks.projected_gradient import fgsm, pgd
 from fastrobust.attacks.restarts import AttackRun, worst_case_over_restarts
+from fastrobust.attacks.square import square
 from fastrobust.attacks.threat import L2, THREAT_MODELS, Linf, ThreatModel, threat_model
 
 __all__ = [
@@ -21,16 +23,19 @@ __all__ = [
     "THREAT_MODELS",
     "AttackRun",
     "Linf",
+    "MinimalPerturbation",
     "ThreatModel",
     "apgd",
     "attack_mode",
     "cross_entropy_per_sample",
     "dlr_loss",
+    "fab",
     "fgsm",
     "input_gradient",
     "is_fooled",
     "pgd",
     "pgd_step_size",
+    "square",
     "threat_model",
     "worst_case_over_restarts",
 ]
