@@ -17,39 +17,24 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torch.utils.data.distributed import DistributedSampler
 
 from fastrobust.data.base import ImageDataset, to_float
 from fastrobust.data.imagefolder import LazyImages
-from fastrobust.data.loader import InMemoryLoader, crop_and_flip, draw_augmentation
-from fastrobust.seeding import RunSeeds
+from fastrobust.data.loader import InMemoryLoader, ShardedLoader, crop_and_flip
 
 
 class AugmentedImages(Dataset):
-    """Map-style dataset: ``i -> (uint8 image i, augmented for the current epoch, label i)``."""
+    """Map-style dataset: ``i -> (uint8 image i, augmented for the current epoch, label i)``;
+    ``augmentation`` is the epoch's draw, set before the workers start."""
 
     def __init__(
-        self,
-        images: LazyImages,
-        labels: torch.Tensor,
-        *,
-        crop_padding: int = 0,
-        flip: bool = False,
-        seed: int = 0,
+        self, images: LazyImages, labels: torch.Tensor, *, crop_padding: int = 0, flip: bool = False
     ) -> None:
         self.images = images
         self.labels = labels
         self.crop_padding = crop_padding
         self.flip = flip
-        self.seed = seed
         self.augmentation: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw the epoch's crop offsets and flips of every sample (before workers start)."""
-        if self.crop_padding > 0 or self.flip:
-            n = len(self.labels)
-            self.augmentation = draw_augmentation(n, self.crop_padding, self.flip, self.seed, epoch)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -64,8 +49,10 @@ class AugmentedImages(Dataset):
         return x, self.labels[i]
 
 
-class DiskLoader:
-    """Iterate ``(x in [0,1] on device, y on device)`` batches of this rank's shard."""
+class DiskLoader(ShardedLoader):
+    """Iterate ``(x in [0,1] on device, y on device)`` batches of this rank's shard, decoded
+    by ``workers`` DataLoader processes; ``options`` as
+    :class:`~fastrobust.data.loader.ShardedLoader`."""
 
     def __init__(
         self,
@@ -73,27 +60,12 @@ class DiskLoader:
         y: torch.Tensor,
         batch_size: int,
         *,
-        shuffle: bool = True,
-        crop_padding: int = 0,
-        flip: bool = False,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        device: torch.device | str = "cpu",
-        drop_last: bool = False,
         workers: int = 2,
+        **options: Any,
     ) -> None:
-        self.device = torch.device(device)
-        self.dataset = AugmentedImages(images, y, crop_padding=crop_padding, flip=flip, seed=seed)
-        self.batch_size = batch_size
-        self.epoch = 0
-        self.sampler = DistributedSampler(
-            self.dataset,
-            num_replicas=world_size,
-            rank=rank,
-            shuffle=shuffle,
-            seed=RunSeeds(seed).sample_order(),
-        )
+        super().__init__(len(y), batch_size, **options)
+        self.dataset = AugmentedImages(images, y, crop_padding=self.crop_padding, flip=self.flip)
+        self.dataset.augmentation = self.augmentation()
         extra: dict[str, Any] = {"prefetch_factor": 4} if workers > 0 else {}
         # workers are started per epoch (not persistent) so each sees the epoch set below
         self.loader = DataLoader(
@@ -101,19 +73,14 @@ class DiskLoader:
             batch_size=batch_size,
             sampler=self.sampler,
             num_workers=workers,
-            drop_last=drop_last,
+            drop_last=self.drop_last,
             pin_memory=self.device.type == "cuda",
             **extra,
         )
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch's order and augmentation (call before iterating)."""
-        self.epoch = epoch
-        self.dataset.set_epoch(epoch)
-        self.sampler.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.loader)
+        super().set_epoch(epoch)
+        self.dataset.augmentation = self.augmentation()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         non_blocking = self.device.type == "cuda"

@@ -11,6 +11,7 @@ run repeats it exactly, and the disk loader (which uses the same two functions) 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.utils.data.distributed import DistributedSampler
@@ -50,13 +51,13 @@ def crop_and_flip(
     return x.contiguous()
 
 
-class InMemoryLoader:
-    """Iterate ``(x in [0,1], y)`` batches of this rank's shard of ``(x_uint8, y)``."""
+class ShardedLoader:
+    """What both training loaders share: this rank's shard order (``DistributedSampler``, also
+    for one process), the epoch, the number of batches and the epoch's augmentation draw."""
 
     def __init__(
         self,
-        x_uint8: torch.Tensor,
-        y: torch.Tensor,
+        n: int,
         batch_size: int,
         *,
         shuffle: bool = True,
@@ -68,9 +69,8 @@ class InMemoryLoader:
         device: torch.device | str = "cpu",
         drop_last: bool = False,
     ) -> None:
+        self.n = n
         self.device = torch.device(device)
-        self.x = x_uint8.to(self.device)
-        self.y = y.to(self.device)
         self.batch_size = batch_size
         self.crop_padding = crop_padding
         self.flip = flip
@@ -78,7 +78,7 @@ class InMemoryLoader:
         self.drop_last = drop_last
         self.epoch = 0
         self.sampler = DistributedSampler(
-            range(len(self.y)),  # type: ignore[arg-type]
+            range(n),  # type: ignore[arg-type]
             num_replicas=world_size,
             rank=rank,
             shuffle=shuffle,
@@ -94,17 +94,29 @@ class InMemoryLoader:
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def _augmentation(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def augmentation(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """This epoch's crop offsets and flips of all ``n`` samples (None: no augmentation)."""
         if self.crop_padding == 0 and not self.flip:
             return None
-        offsets, flips = draw_augmentation(
-            len(self.y), self.crop_padding, self.flip, self.seed, self.epoch
-        )
-        return offsets.to(self.device), flips.to(self.device)
+        return draw_augmentation(self.n, self.crop_padding, self.flip, self.seed, self.epoch)
+
+
+class InMemoryLoader(ShardedLoader):
+    """Iterate ``(x in [0,1], y)`` batches of this rank's shard of ``(x_uint8, y)``;
+    ``options`` as :class:`ShardedLoader`."""
+
+    def __init__(
+        self, x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int, **options: Any
+    ) -> None:
+        super().__init__(len(y), batch_size, **options)
+        self.x = x_uint8.to(self.device)
+        self.y = y.to(self.device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = torch.tensor(list(iter(self.sampler)), dtype=torch.long, device=self.device)
-        aug = self._augmentation()
+        aug = self.augmentation()
+        if aug is not None:
+            aug = (aug[0].to(self.device), aug[1].to(self.device))
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             if self.drop_last and len(idx) < self.batch_size:
