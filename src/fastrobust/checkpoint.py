@@ -8,6 +8,7 @@ full resume state (optimiser, scheduler, RNG, epoch, timings).
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -19,6 +20,10 @@ from torch import nn
 from fastrobust.errors import CheckpointError
 from fastrobust.model_info import ModelInfo, attach_info
 from fastrobust.models import ModelSpec, NormalizedModel, build_model
+from fastrobust.models.foreign import DATASET_DEFAULTS, STEM_IMAGE_SIZE, convert, foreign_model
+from fastrobust.safe_load import load_tensors_file
+
+log = logging.getLogger(__name__)
 
 FORMAT_KEY = "fastrobust_format"
 FORMAT_VERSION = 1
@@ -60,16 +65,15 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Load a fastrobust checkpoint safely (``weights_only=True``), or raise CheckpointError."""
     p = resolve_checkpoint(path)
-    try:
-        state = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001  corrupt, truncated or code-carrying file
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{p} is not a readable fastrobust checkpoint ({msg[:200]})"
-        ) from None
-    if not isinstance(state, dict) or state.get(FORMAT_KEY) != FORMAT_VERSION:
+    state = load_tensors_file(p, what="fastrobust checkpoint", map_location=map_location)
+    if not is_fastrobust_checkpoint(state):
         raise CheckpointError(f"{p} was not written by fastrobust (format marker missing)")
     return state
+
+
+def is_fastrobust_checkpoint(state: Any) -> bool:
+    """Whether a loaded ``.pt`` object carries fastrobust's format marker."""
+    return isinstance(state, dict) and state.get(FORMAT_KEY) == FORMAT_VERSION
 
 
 def model_from_checkpoint(
@@ -97,14 +101,58 @@ def model_from_checkpoint(
 
 
 def load_model(
-    path: str | Path, *, device: str | torch.device = "cpu", net: nn.Module | None = None
+    path: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    net: nn.Module | None = None,
+    arch: str | None = None,
+    dataset: str | None = None,
 ) -> nn.Module:
-    """Load a checkpoint or run folder written by fastrobust as an eval-mode model.
+    """Load a checkpoint or run folder as an eval-mode model taking ``[0,1]`` images.
 
-    The returned module takes ``[0,1]`` images; :func:`fastrobust.model_info.model_info` reads
-    its recorded metadata (a :class:`~fastrobust.model_info.ModelInfo`: model spec, classes,
-    dataset, training method and threat model).
+    Reads fastrobust checkpoints and, for evaluating models trained elsewhere, ResNet
+    checkpoints of MadryLab's ``robustness`` library and torchvision-layout ResNet state dicts
+    (:mod:`fastrobust.models.foreign`). For those, ``arch`` (``resnet50``,
+    ``resnet50_imagenet``, ...) is checked against the tensors (it is inferred when None) and
+    ``dataset`` (``cifar10``, ``restricted_imagenet``, ...) supplies what such files do not
+    record: image size, class names, and the normalisation when the file has none. Both are
+    ignored for fastrobust checkpoints, which record everything.
+    :func:`fastrobust.model_info.model_info` reads the metadata of the returned model.
     """
-    state = load_checkpoint(path)
-    model = model_from_checkpoint(state, net=net).to(device).eval()
-    return attach_info(model, ModelInfo.from_checkpoint(state))
+    p = resolve_checkpoint(path)
+    state = load_tensors_file(p, what="checkpoint")
+    if is_fastrobust_checkpoint(state):
+        model = model_from_checkpoint(state, net=net).to(device).eval()
+        return attach_info(model, ModelInfo.from_checkpoint(state))
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{p} holds a {type(state).__name__}, not a checkpoint dict")
+    model, info = _foreign_model(state, arch=arch, dataset=dataset)
+    log.info("%s: %s checkpoint read as %s", p, info.spec.name if info.spec else "?", p.name)
+    return attach_info(model.to(device).eval(), info)
+
+
+def _foreign_model(
+    state: dict[str, Any], *, arch: str | None, dataset: str | None
+) -> tuple[NormalizedModel, ModelInfo]:
+    """A robustness / torchvision-layout ResNet checkpoint as a model and its metadata."""
+    foreign = convert(state)
+    defaults = DATASET_DEFAULTS.get(dataset) if dataset else None
+    mean = foreign.mean or (defaults.mean if defaults else None)
+    std = foreign.std or (defaults.std if defaults else None)
+    model, shape = foreign_model(foreign, arch=arch, mean=mean, std=std)
+    size = defaults.image_size if defaults else STEM_IMAGE_SIZE[shape.stem]
+    spec = ModelSpec(
+        shape.name,
+        shape.num_classes,
+        shape.in_channels,
+        size,
+        model.mean.flatten().tolist(),
+        model.std.flatten().tolist(),
+    )
+    classes = defaults.classes if defaults else None
+    if classes is not None and len(classes) != shape.num_classes:
+        raise CheckpointError(
+            f"the checkpoint's {shape.name} has {shape.num_classes} outputs, "
+            f"{dataset} has {len(classes)} classes"
+        )
+    return model, ModelInfo(spec=spec, classes=classes, dataset=dataset)

@@ -24,7 +24,7 @@ from torch import nn
 from fastrobust.attacks.contract import attack_mode
 from fastrobust.data.base import to_float
 from fastrobust.errors import ConfigError, DataError
-from fastrobust.model_info import model_info
+from fastrobust.model_info import data_dir_for, model_info
 from fastrobust.represent import (
     LayerProbe,
     RepresentResult,
@@ -220,7 +220,7 @@ def dataset_images(
         raise ConfigError("the checkpoint records no dataset; pass --dataset or --images")
     shape = info.image_shape
     size = shape[1] if shape is not None and "image_size" in dataset_options(name) else None
-    data = load_dataset(name, data_dir, image_size=size)
+    data = load_dataset(name, data_dir_for(info, name, data_dir), image_size=size)
     if isinstance(data.test_x, torch.Tensor):
         return to_float(data.test_x), data.test_y
     n = len(data.test_y)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,6 +47,8 @@ class ModelInfo:
     """epochs trained"""
     metrics: dict[str, Any] | None = None
     """last recorded metrics"""
+    data_dir: str | None = None
+    """folder the model was trained from (absolute), used when no other folder is given"""
 
     @classmethod
     def from_checkpoint(cls, state: dict[str, Any]) -> ModelInfo:
@@ -62,6 +65,7 @@ class ModelInfo:
             eps=cfg.get("eps"),
             epoch=state.get("epoch"),
             metrics=state.get("metrics"),
+            data_dir=cfg.get("data_dir"),
         )
 
     @property
@@ -93,6 +97,22 @@ class ModelInfo:
         if self.spec is None:
             return {}
         return {"method": self.method, "norm": self.norm, "eps": self.eps, "dataset": self.dataset}
+
+
+def data_dir_for(info: ModelInfo, dataset: str | None, given: str | None) -> str | None:
+    """The folder to read ``dataset`` from: ``given`` (``--data-dir``) when set, else the folder
+    the model was trained from (when ``dataset`` is the one it was trained on); DataError when
+    that recorded folder no longer exists."""
+    if given:
+        return given
+    if not info.data_dir or (dataset is not None and dataset != info.dataset):
+        return None
+    if not Path(info.data_dir).is_dir():
+        raise DataError(
+            f"the data folder the model was trained from, {info.data_dir}, no longer exists; "
+            "give --data-dir"
+        )
+    return info.data_dir
 
 
 def model_info(model: Model) -> ModelInfo:

@@ -3,7 +3,10 @@
 import pytest
 import torch
 
+from fastrobust.checkpoint import load_model
+from fastrobust.data.cifar import CIFAR10_MEAN
 from fastrobust.errors import CheckpointError
+from fastrobust.model_info import model_info
 from fastrobust.models import NormalizedModel
 from fastrobust.models.foreign import detect_layout, infer_shape, load_foreign_model
 from fastrobust.models.resnet import resnet
@@ -110,7 +113,7 @@ class _Payload:
 def test_code_carrying_files_are_not_unpickled(tmp_path, capsys):
     path = tmp_path / "evil.pt"
     torch.save({"model": _Payload()}, path)
-    with pytest.raises(CheckpointError, match="cannot be read safely"):
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_foreign_model(path)
     assert "must never run" not in capsys.readouterr().out
 
@@ -121,3 +124,24 @@ def test_layout_detection_and_full_width_shape():
     assert shape.name == "resnet50_imagenet" and shape.registered
     assert detect_layout({"model": {"module.normalizer.new_mean": torch.zeros(3)}}) == "robustness"
     assert detect_layout({"conv1.weight": torch.zeros(1)}) == "torchvision"
+
+
+def test_load_model_reads_a_robustness_checkpoint_with_its_dataset(tmp_path):
+    path, wrapper, _ = _robustness_checkpoint(tmp_path, cifar=False)
+    model = load_model(path, arch="resnet50", dataset="restricted_imagenet")
+    info = model_info(model)
+    assert info.spec.name == "resnet50_imagenet" and info.spec.image_size == 224
+    assert info.classes[:3] == ("dog", "cat", "frog") and info.dataset == "restricted_imagenet"
+    assert info.spec.mean == pytest.approx(MEAN)  # the checkpoint's normaliser wins
+    assert info.method is None and not model.training
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(x), wrapper(x), atol=1e-5)
+
+
+def test_load_model_takes_a_torchvision_state_dict_normalised_for_its_dataset(tmp_path):
+    torch.save(TorchvisionStyleResNet(18, 10, width=2, cifar=False).state_dict(), tmp_path / "t.pt")
+    info = model_info(load_model(tmp_path / "t.pt", dataset="cifar10"))
+    assert info.spec.image_size == 32 and info.spec.mean == pytest.approx(CIFAR10_MEAN)
+    with pytest.raises(CheckpointError, match="10 outputs, restricted_imagenet has 9 classes"):
+        load_model(tmp_path / "t.pt", dataset="restricted_imagenet")

@@ -57,7 +57,17 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--limit", type=int, help="evaluate on the first N test points only")
     p.add_argument("--data", help="dataset (default: the one the first model was trained on)")
-    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument(
+        "--data-dir",
+        help="folder holding the dataset files (default: the folder the first model was "
+        "trained from, when evaluating on its dataset)",
+    )
+    p.add_argument(
+        "--arch",
+        help="architecture of checkpoints not written by fastrobust (MadryLab robustness or "
+        "torchvision-layout ResNets): resnet18, resnet50, ... optionally _imagenet/_cifar "
+        "(default: read from the checkpoint's tensors); their dataset comes from --data",
+    )
     p.add_argument(
         "--out", help="output folder (default: a new eval-<timestamp> next to the first run)"
     )
@@ -137,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     from fastrobust.evaluation.curve import robustness_curve
     from fastrobust.evaluation.inputs import parse_eps_list, validate_attacks
     from fastrobust.evaluation.report import describe_attack, format_table, write_report
-    from fastrobust.model_info import check_model_fits, model_info
+    from fastrobust.model_info import check_model_fits, data_dir_for, model_info
 
     attacks = validate_attacks(args.attack)
     eps_list = parse_eps_list(args.eps) if args.eps is not None else None
@@ -147,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--steps and --restarts must be >= 1")
     device = resolve_device(args.device)
     paths = [Path(p).expanduser() for p in args.models]
-    models = [load_model(p, device=device) for p in paths]
+    models = [load_model(p, device=device, arch=args.arch, dataset=args.data) for p in paths]
     labels = _unique([_label(p) for p in paths])
     first_info = model_info(models[0])
     norm = args.norm or first_info.norm
@@ -160,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
     data_name = args.data or first_info.dataset
     if data_name is None:
         raise ConfigError("give --data (the first checkpoint does not record its dataset)")
-    data = load_dataset(data_name, args.data_dir, **_size_option(data_name, first_info))
+    data_dir = data_dir_for(first_info, data_name, args.data_dir)
+    data = load_dataset(data_name, data_dir, **_size_option(data_name, first_info))
     x, y = data.test_x, data.test_y
     for label, model in zip(labels, models):
         try:

@@ -43,7 +43,15 @@ def add_parser(subparsers: Any) -> None:
         "used instead of test images",
     )
     common.add_argument("--dataset", help="test images from this dataset (default: the model's)")
-    common.add_argument("--data-dir", help="folder of the dataset files")
+    common.add_argument(
+        "--data-dir",
+        help="folder of the dataset files (default: the one the model was trained from)",
+    )
+    common.add_argument(
+        "--arch",
+        help="architecture of checkpoints not written by fastrobust (robustness or "
+        "torchvision-layout ResNets; default: read from the tensors); dataset from --dataset",
+    )
     common.add_argument("--labels", nargs="+", help="one row label per model")
     common.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
 
@@ -114,7 +122,10 @@ def run(args: argparse.Namespace) -> int:
     from fastrobust.distributed import resolve_device
 
     device = resolve_device(args.device)
-    models = [load_model(path, device=device) for path in args.models]
+    models = [
+        load_model(path, device=device, arch=args.arch, dataset=args.dataset)
+        for path in args.models
+    ]
     if args.labels and len(args.labels) != len(models):
         raise ConfigError(f"got {len(args.labels)} --labels for {len(models)} models")
     labels = args.labels or figures.panel_labels(models, args.models)

@@ -30,10 +30,12 @@ from typing import Any
 
 import torch
 
-from fastrobust.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
+from fastrobust.data.cifar import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
+from fastrobust.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, RESTRICTED_IMAGENET_RANGES
 from fastrobust.errors import CheckpointError, ConfigError
 from fastrobust.models.registry import MODELS, NormalizedModel
 from fastrobust.models.resnet import DEPTHS, STEMS, BasicBlock, Bottleneck, resnet
+from fastrobust.safe_load import load_tensors_file
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,32 @@ _ROBUSTNESS_PARTS = ("model.", "normalizer.", "attacker.")
 _STAGE = re.compile(r"^layer([1-4])\.(\d+)\.")
 _SHORTCUT = re.compile(r"^(layers\.\d\.\d+\.)(downsample|shortcut)\.")
 _ARCH = re.compile(r"^resnet(\d+)(?:_(cifar|imagenet))?$")
+
+
+@dataclass(frozen=True)
+class DatasetDefaults:
+    """What a foreign checkpoint does not record about the dataset it was trained on."""
+
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    classes: tuple[str, ...] | None = None
+
+
+#: defaults per dataset name for checkpoints trained elsewhere (the checkpoint's own
+#: normalisation, when it has one, wins over these mean/std)
+DATASET_DEFAULTS: dict[str, DatasetDefaults] = {
+    "cifar10": DatasetDefaults(32, CIFAR10_MEAN, CIFAR10_STD),
+    "cifar100": DatasetDefaults(32, CIFAR100_MEAN, CIFAR100_STD),
+    "restricted_imagenet": DatasetDefaults(
+        224,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        tuple(name for name, _, _ in RESTRICTED_IMAGENET_RANGES),
+    ),
+}
+STEM_IMAGE_SIZE = {"imagenet": 224, "cifar": 32}
+"""image size assumed for a foreign ResNet with this stem when its dataset is not known"""
 
 
 @dataclass
@@ -80,20 +108,10 @@ class ResNetShape:
 
 
 def read_weights_file(path: str | Path) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)``: tensors and plain values only, never code."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint {p} does not exist")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001  corrupt, truncated or code-carrying file
-        text = str(exc).strip()
-        msg = text.splitlines()[0] if text else type(exc).__name__
-        raise CheckpointError(
-            f"{p} cannot be read safely as tensors and plain values ({msg[:200]})"
-        ) from None
+    """The dict saved in ``path``, read with ``weights_only=True`` (never code)."""
+    obj = load_tensors_file(path)
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{p} holds a {type(obj).__name__}, not a dict of weights")
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a dict of weights")
     return obj
 
 

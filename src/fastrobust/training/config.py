@@ -50,7 +50,8 @@ class DataConfig:
     dataset: str = "digits"
     """dataset name: digits (bundled), cifar10, cifar100, imagefolder, restricted_imagenet"""
     data_dir: str | None = None
-    """folder holding the dataset files (CIFAR python-version folder, image folder root)"""
+    """folder holding the dataset files (CIFAR python-version folder, image folder root); stored
+    absolute, so eval and visualize find it again when no --data-dir is given"""
     image_size: int | None = None
     """resize disk images to this size (imagefolder: default the first image's size;
     restricted_imagenet: 224)"""
@@ -60,6 +61,8 @@ class DataConfig:
     """random crop (and flip where the dataset allows) during training"""
 
     def __post_init__(self) -> None:
+        if self.data_dir:  # absolute, so a checkpoint's recorded folder works from anywhere
+            self.data_dir = str(Path(self.data_dir).expanduser().resolve())
         if self.image_size is not None:
             _at_least("image_size", self.image_size, 1)
         _at_least("workers", self.workers, 0)
