@@ -126,7 +126,13 @@ def load_model(
         return attach_info(model, ModelInfo.from_checkpoint(state))
     if not isinstance(state, dict):
         raise CheckpointError(f"{p} holds a {type(state).__name__}, not a checkpoint dict")
-    model, info = _foreign_model(state, arch=arch, dataset=dataset)
+    try:
+        model, info = _foreign_model(state, arch=arch, dataset=dataset)
+    except CheckpointError as exc:
+        raise CheckpointError(
+            f"{p} was not written by fastrobust, and as a robustness or torchvision-layout "
+            f"ResNet: {exc}"
+        ) from None
     log.info("%s: %s checkpoint read as %s", p, info.spec.name if info.spec else "?", p.name)
     return attach_info(model.to(device).eval(), info)
 

@@ -26,5 +26,8 @@ def load_tensors_file(
         return torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001  corrupt, truncated or code-carrying file
         text = str(exc).strip()
-        msg = text.splitlines()[0] if text else type(exc).__name__
-        raise CheckpointError(f"{p} is not a readable {what} ({msg[:200]})") from None
+        if text.startswith("Weights only load failed"):
+            msg = "not a PyTorch file of tensors and plain values; code is never unpickled"
+        else:
+            msg = text.splitlines()[0][:200] if text else type(exc).__name__
+        raise CheckpointError(f"{p} is not a readable {what} ({msg})") from None
