@@ -1,24 +1,17 @@
-"""Timing analysis (Goodwin et al. 2020, Table I and Figure 1): estimator invariants on
-synthetic cost curves, the measurement's structure (never its speed), Table I, the CLI."""
+"""Timing analysis (Goodwin et al. 2020, Figure 1): estimator invariants on synthetic cost
+curves and the measurement's structure (never its speed)."""
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 
 import pytest
 import torch
 
-from conftest import tiny_config
 from fastrobust.attacks.threat import L2
-from fastrobust.cli import main
-from fastrobust.errors import CheckpointError, ConfigError
+from fastrobust.errors import ConfigError
 from fastrobust.models import ModelSpec, build_model
 from fastrobust.timing import measure
-from fastrobust.timing.runs_table import read_run, table_one
-from fastrobust.training.config import TrainConfig
-from fastrobust.training.trainer import fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SIZES = [32, 64, 128, 256, 512]
@@ -196,133 +189,3 @@ def test_time_call_synchronises_warms_up_and_counts_calls():
         lambda: calls.append(1), torch.device("cpu"), repeats=3, warmup=2, min_sample_s=0.0
     )
     assert len(calls) == 2 + 3 and 0 <= fastest <= median
-
-
-# -- Table I --------------------------------------------------------------------------------------
-def fake_run(root, name, method, elapsed, acc, world_size=1, batch_size=128, clean=None):
-    """A run folder as the engine writes it, with chosen per-epoch times and accuracies."""
-    run = root / name
-    run.mkdir(parents=True)
-    TrainConfig(method=method, batch_size=batch_size, epochs=len(elapsed)).write_yaml(
-        run / "config.yaml"
-    )
-    rows = [
-        {"epoch": i + 1, "train_loss": 1.0, "elapsed_s": t, "val_adv_acc": a}
-        for i, (t, a) in enumerate(zip(elapsed, acc))
-    ]
-    for row, c in zip(rows, clean or []):
-        row["val_clean_acc"] = c
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (run / "summary.json").write_text(json.dumps({"world_size": world_size}))
-    return run
-
-
-def test_table_one_hours_and_ratios(tmp_path):
-    pgd = read_run(fake_run(tmp_path, "pgd", "pgd", [3600, 7200, 10800], [0.3, 0.5, 0.4]))
-    fast = read_run(fake_run(tmp_path, "fast", "fast", [900, 1800, 2700], [0.4, 0.4, 0.45]))
-    assert (pgd.method, pgd.attack_steps, pgd.best_epoch, pgd.time_to_best_s) == (
-        "pgd7",
-        7,
-        2,
-        7200,
-    )
-    assert (fast.best_epoch, fast.best_value, fast.best_metric) == (3, 0.45, "val_adv_acc")
-    rows = table_one([pgd, fast], baseline=0)
-    assert rows[0]["hours_to_last"] == 3.0 and rows[0]["rel_last"] == 1.0
-    assert rows[1]["hours_to_last"] == 0.75 and rows[1]["hours_to_best"] == 0.75
-    assert rows[1]["rel_last"] == pytest.approx(0.25)
-    assert rows[1]["rel_best"] == pytest.approx(2700 / 7200)
-    with pytest.raises(ConfigError):
-        table_one([pgd], baseline=3)
-
-
-def test_standard_runs_pick_their_best_epoch_by_clean_accuracy(tmp_path):
-    run = fake_run(tmp_path, "std", "standard", [1, 2, 3], [0.2, 0.1, 0.0], clean=[0.5, 0.9, 0.8])
-    r = read_run(run)
-    assert (r.method, r.best_metric, r.best_epoch, r.time_to_best_s) == (
-        "standard",
-        "val_clean_acc",
-        2,
-        2,
-    )
-
-
-def test_read_run_of_a_real_training_run(tmp_path, digits):
-    result = fit(tiny_config(tmp_path, name="real", epochs=1), dataset=digits)
-    r = read_run(result.run_dir)
-    assert (r.method, r.epochs_done, r.world_size, r.dataset) == ("fast", 1, 1, "digits")
-    assert r.time_to_last_s == pytest.approx(result.time_to_last_s)
-    assert (r.best_epoch, r.time_to_best_s) == (result.best_epoch, result.time_to_best_s)
-    assert r.best_value == pytest.approx(result.best_value)
-
-
-def test_read_run_refuses_what_is_not_a_run(tmp_path):
-    with pytest.raises(CheckpointError, match="does not exist"):
-        read_run(tmp_path / "nope")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointError, match="not a fastrobust run folder"):
-        read_run(tmp_path / "empty")
-
-
-# -- CLI --------------------------------------------------------------------------------------------
-def test_cli_prints_table_one_from_runs(tmp_path, capsys):
-    a = fake_run(tmp_path, "pgd", "pgd", [3600, 7200], [0.3, 0.5])
-    b = fake_run(tmp_path, "fast", "fast", [900, 1800], [0.4, 0.4])
-    out = tmp_path / "t"
-    args = ["-q", "timing", "--runs", str(a), str(b), "--baseline", "fast", "--out", str(out)]
-    assert main(args) == 0
-    text = capsys.readouterr().out
-    assert "Table I" in text and "relative to fast" in text
-    assert not (out / "measured.csv").exists()  # a table only: nothing measured
-    rows = list(csv.DictReader(open(out / "table1.csv")))
-    assert [r["run"] for r in rows] == ["pgd", "fast"]
-    assert float(rows[0]["rel_last"]) == pytest.approx(4.0)
-
-
-def test_cli_measures_estimates_and_overlays_runs(tmp_path, capsys):
-    run = fake_run(tmp_path, "fast", "fast", [10.0, 20.0], [0.4, 0.5], world_size=2, batch_size=4)
-    out = tmp_path / "t"
-    args = ["-q", "timing", "--runs", str(run), "--measure", "--batch-sizes", "2,4"]
-    args += ["--steps", "1", "--repeats", "1", "--warmup", "0", "--gpus", "1,2,3"]
-    args += ["--device", "cpu", "--out", str(out)]
-    assert main(args) == 0
-    text = capsys.readouterr().out
-    assert "seconds per call" in text and "lower bound" in text and "[3] do not divide" in text
-    for name in ("measured.csv", "estimate_batch.csv", "estimate_gpus.csv", "table1.csv"):
-        assert (out / name).is_file(), name
-    assert (out / "timing.png").read_bytes()[:4] == b"\x89PNG"
-    gpus = list(csv.DictReader(open(out / "estimate_gpus.csv")))
-    assert {(r["method"], r["gpus"], r["global_batch"]) for r in gpus} == {
-        (m, g, "4") for m in ("standard", "fast") for g in ("1", "2")
-    }  # the run's global batch and digits' size were the defaults
-    batch = list(csv.DictReader(open(out / "estimate_batch.csv")))
-    assert {r["gpus"] for r in batch} == {"2"}  # the run's process count
-
-
-def test_cli_bad_flag_is_a_one_line_error(capsys, tmp_path):
-    with pytest.raises(SystemExit) as exc:
-        main(["timing", "--out", str(tmp_path), "--batch-sizes", "a,b"])
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "comma-separated integers" in err and len(err.strip().splitlines()) == 1
-
-
-@pytest.mark.parametrize(
-    ("extra", "message"),
-    [
-        (["--runs", "/nonexistent/run"], "does not exist"),
-        (["--baseline", "other"], "is none of the --runs"),
-    ],
-)
-def test_cli_user_errors_are_one_line(extra, message, capsys, tmp_path):
-    run = fake_run(tmp_path, "fast", "fast", [10.0], [0.4])
-    args = [
-        "timing",
-        "--out",
-        str(tmp_path / "t"),
-        *(["--runs", str(run)] if extra[0] != "--runs" else []),
-        *extra,
-    ]
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert message in err and len(err.strip().splitlines()) == 1
