@@ -104,8 +104,8 @@ def test_old_names_keep_the_cifar_stem_and_their_keys():
     [
         ("resnet50", 224, "resnet50_imagenet"),
         ("resnet50", 64, "resnet50_imagenet"),
-        ("resnet50", 32, "resnet50_cifar"),
-        ("resnet18", 63, "resnet18_cifar"),
+        ("resnet50", 32, "resnet50"),  # the CIFAR stem, as in checkpoints of earlier runs
+        ("resnet18", 63, "resnet18"),
         ("resnet18_cifar", 224, "resnet18_cifar"),
         ("resnet50_imagenet", 32, "resnet50_imagenet"),
         ("small_cnn", 224, "small_cnn"),

@@ -34,6 +34,7 @@ def test_restricted_imagenet_paper_configs(name, method, steps):
         0.1,
     )
     assert (cfg.epochs, cfg.eval_every, cfg.amp, cfg.channels_last) == (150, 5, "bf16", True)
+    assert (cfg.color_jitter, cfg.lighting) == (0.1, 0.05)
 
 
 def test_the_configured_model_is_the_papers_size():

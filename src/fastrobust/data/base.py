@@ -33,6 +33,10 @@ class ImageDataset:
     """random-crop padding used by training augmentation (0: no crop)"""
     flip: bool = False
     """whether training augmentation flips horizontally"""
+    train_crop: str = "pad"
+    """training crop: ``pad`` (random crop of the zero-padded image, small images) or
+    ``resized`` (random-resized crop of the original photo, disk images of 64 px and more:
+    :mod:`fastrobust.data.imagenet_augment`)"""
     notes: dict = field(default_factory=dict)
 
     @property

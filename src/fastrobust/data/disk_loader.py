@@ -6,8 +6,9 @@ together see the global batch one process sees; the crop offsets and flips of ev
 drawn per epoch by the same :func:`~fastrobust.data.loader.draw_augmentation` (so the same seed
 crops the same sample alike in memory and from disk, whatever the number of processes or
 workers, and repeats on resume) and applied per image in the worker.
-Pad-crop + flip is used for every image size (also ImageNet-size images, where training
-recipes often use a random-resized crop instead).
+Disk images of 64 px and more get ImageNet's random-resized crop of the original photo instead
+(:mod:`fastrobust.data.imagenet_augment`): one seed per sample and epoch from the same stream,
+so that crop too is the same whatever the number of processes or workers.
 """
 
 from __future__ import annotations
@@ -20,26 +21,46 @@ from torch.utils.data import DataLoader, Dataset
 
 from fastrobust.data.base import ImageDataset, to_float
 from fastrobust.data.imagefolder import LazyImages
+from fastrobust.data.imagenet_augment import ResizedCropOptions, augment_file, sample_seeds
 from fastrobust.data.loader import InMemoryLoader, ShardedLoader, crop_and_flip
 
 
 class AugmentedImages(Dataset):
     """Map-style dataset: ``i -> (uint8 image i, augmented for the current epoch, label i)``;
-    ``augmentation`` is the epoch's draw, set before the workers start."""
+    ``augmentation`` (pad-crop offsets and flips) or ``sample_seeds`` (random-resized crop) is
+    the epoch's draw, set before the workers start."""
 
     def __init__(
-        self, images: LazyImages, labels: torch.Tensor, *, crop_padding: int = 0, flip: bool = False
+        self,
+        images: LazyImages,
+        labels: torch.Tensor,
+        *,
+        crop_padding: int = 0,
+        flip: bool = False,
+        resized_crop: ResizedCropOptions | None = None,
     ) -> None:
         self.images = images
         self.labels = labels
         self.crop_padding = crop_padding
         self.flip = flip
+        self.resized_crop = resized_crop
         self.augmentation: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.sample_seeds: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.resized_crop is not None and self.sample_seeds is not None:
+            images = self.images
+            x = augment_file(
+                images.files[i],
+                images.size,
+                images.channels,
+                int(self.sample_seeds[i]),
+                self.resized_crop,
+            )
+            return x, self.labels[i]
         x = self.images.load(i)
         if self.augmentation is not None:
             offsets, flips = self.augmentation
@@ -61,11 +82,14 @@ class DiskLoader(ShardedLoader):
         batch_size: int,
         *,
         workers: int = 2,
+        resized_crop: ResizedCropOptions | None = None,
         **options: Any,
     ) -> None:
         super().__init__(len(y), batch_size, **options)
-        self.dataset = AugmentedImages(images, y, crop_padding=self.crop_padding, flip=self.flip)
-        self.dataset.augmentation = self.augmentation()
+        self.dataset = AugmentedImages(
+            images, y, crop_padding=self.crop_padding, flip=self.flip, resized_crop=resized_crop
+        )
+        self._draw()
         extra: dict[str, Any] = {"prefetch_factor": 4} if workers > 0 else {}
         # workers are started per epoch (not persistent) so each sees the epoch set below
         self.loader = DataLoader(
@@ -80,7 +104,13 @@ class DiskLoader(ShardedLoader):
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
+        self._draw()
+
+    def _draw(self) -> None:
+        """The epoch's augmentation: pad-crop offsets and flips, or per-sample crop seeds."""
         self.dataset.augmentation = self.augmentation()
+        if self.dataset.resized_crop is not None:
+            self.dataset.sample_seeds = sample_seeds(self.n, self.seed, self.epoch)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         non_blocking = self.device.type == "cuda"
@@ -101,9 +131,15 @@ def make_loader(
     world_size: int = 1,
     device: torch.device | str = "cpu",
     workers: int = 2,
+    color_jitter: float = 0.0,
+    lighting: float = 0.0,
 ) -> InMemoryLoader | DiskLoader:
     """The training loader of ``data``: :class:`InMemoryLoader` for tensors held in memory,
-    :class:`DiskLoader` (``workers`` DataLoader processes) for :class:`LazyImages`."""
+    :class:`DiskLoader` (``workers`` DataLoader processes) for :class:`LazyImages`.
+
+    A dataset whose ``train_crop`` is ``resized`` (disk images of 64 px and more) is augmented
+    by random-resized crop + flip, plus ``color_jitter`` and ``lighting`` when set
+    (:mod:`fastrobust.data.imagenet_augment`); the others by pad-crop + flip."""
     common: dict[str, Any] = {
         "shuffle": True,
         "crop_padding": data.crop_padding if augment else 0,
@@ -114,5 +150,11 @@ def make_loader(
         "device": device,
     }
     if isinstance(data.train_x, LazyImages):
-        return DiskLoader(data.train_x, data.train_y, batch_size, workers=workers, **common)
+        resized = None
+        if augment and data.train_crop == "resized":
+            resized = ResizedCropOptions(data.flip, color_jitter, lighting)
+            common.update(crop_padding=0, flip=False)  # the resized crop does both
+        return DiskLoader(
+            data.train_x, data.train_y, batch_size, workers=workers, resized_crop=resized, **common
+        )
     return InMemoryLoader(data.train_x, data.train_y, batch_size, **common)

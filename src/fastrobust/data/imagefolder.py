@@ -9,8 +9,11 @@ Images are not held in memory: ``train_x`` / ``test_x`` are :class:`LazyImages`,
 (with Pillow) and resize only the images an index asks for. Training reads them through
 :class:`~fastrobust.data.disk_loader.DiskLoader` (DataLoader worker processes).
 
-Resizing: the shorter side is resized to ``image_size`` (bilinear) and the centre square is
-kept, so every image is ``C x image_size x image_size``.
+Sizes below 64 px (:data:`~fastrobust.data.imagenet_augment.MIN_SIZE`): the shorter side is
+resized to ``image_size`` (bilinear) and the centre square kept; training pad-crops and flips.
+64 px and more (ImageNet practice): evaluation resizes the shorter side to
+``image_size * 256/224`` and keeps the central square; training takes a random-resized crop of
+the original photo and flips it (:mod:`fastrobust.data.imagenet_augment`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 import torch
 
 from fastrobust.data.base import ImageDataset, channel_stats, register_dataset
+from fastrobust.data.imagenet_augment import EVAL_RESIZE_RATIO, MIN_SIZE
 from fastrobust.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -55,8 +59,12 @@ WNID_FILES = ("wnids.txt", "LOC_synset_mapping.txt")
 """files in ROOT that may list the 1000 ImageNet wnids (first word per line), sorted"""
 
 
-def decode_image(path: Path, size: int, channels: int, *, draft: bool = True) -> torch.Tensor:
-    """Read one image file as a uint8 ``channels x size x size`` tensor (resize + centre crop).
+def decode_image(
+    path: Path, size: int, channels: int, *, draft: bool = True, resize_ratio: float = 1.0
+) -> torch.Tensor:
+    """Read one image file as a uint8 ``channels x size x size`` tensor: the shorter side is
+    resized to ``round(size * resize_ratio)`` (bilinear), then the central square is kept
+    (``resize_ratio`` 256/224: ImageNet's evaluation crop).
 
     ``draft``: let the JPEG decoder downscale by 1/2, 1/4 or 1/8 in the DCT domain (Pillow's
     draft mode) while keeping the shorter side at least ``size``, before the bilinear resize:
@@ -68,15 +76,16 @@ def decode_image(path: Path, size: int, channels: int, *, draft: bool = True) ->
     try:
         with Image.open(path) as img:
             w, h = img.size
-            if draft and img.format == "JPEG" and min(w, h) > size:
-                scale = size / min(w, h)
+            resized = max(size, round(size * resize_ratio))
+            if draft and img.format == "JPEG" and min(w, h) > resized:
+                scale = resized / min(w, h)
                 img.draft(
                     "L" if channels == 1 else None, (math.ceil(w * scale), math.ceil(h * scale))
                 )
             img = img.convert("L" if channels == 1 else "RGB")
             w, h = img.size
             if (w, h) != (size, size):
-                scale = size / min(w, h)
+                scale = resized / min(w, h)
                 nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
                 img = img.resize((nw, nh), Image.Resampling.BILINEAR)
                 left, top = (nw - size) // 2, (nh - size) // 2
@@ -99,10 +108,13 @@ class LazyImages:
     dtype = torch.uint8
     ndim = 4
 
-    def __init__(self, files: Sequence[Path], size: int, channels: int = 3) -> None:
+    def __init__(
+        self, files: Sequence[Path], size: int, channels: int = 3, *, resize_ratio: float = 1.0
+    ) -> None:
         self.files = list(files)
         self.size = int(size)
         self.channels = int(channels)
+        self.resize_ratio = float(resize_ratio)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -119,7 +131,7 @@ class LazyImages:
 
     def load(self, i: int) -> torch.Tensor:
         """Decode image ``i`` as ``C x H x W`` uint8."""
-        return decode_image(self.files[i], self.size, self.channels)
+        return decode_image(self.files[i], self.size, self.channels, resize_ratio=self.resize_ratio)
 
     def __getitem__(self, key: int | slice | torch.Tensor | Sequence[int]) -> torch.Tensor:
         if isinstance(key, int | np.integer):
@@ -214,8 +226,8 @@ def _check_size(image_size: int | None) -> None:
 def load_imagefolder(data_dir: Path | None, *, image_size: int | None = None) -> ImageDataset:
     """``ROOT/train/<class>/*`` and ``ROOT/val/<class>/*`` (or ``test``); classes = sorted
     folder names of ``train``. Size: ``image_size``, else the first image's shorter side.
-    Mean/std: computed from up to 500 evenly spaced training images. Augmentation: random
-    crop with zero padding ``size // 8`` and horizontal flip."""
+    Mean/std: computed from up to 500 evenly spaced training images. Augmentation and
+    evaluation crop: by size, see the module docstring."""
     _check_size(image_size)
     root = _root(data_dir, "imagefolder")
     train_dir, test_dir = _splits(root)
@@ -230,8 +242,9 @@ def load_imagefolder(data_dir: Path | None, *, image_size: int | None = None) ->
     test_files, test_y = _scan(test_dir, label_of)
     size, channels = _first_image_facts(train_files[0])
     size = image_size or size
-    train_x = LazyImages(train_files, size, channels)
-    test_x = LazyImages(test_files, size, channels)
+    ratio = EVAL_RESIZE_RATIO if size >= MIN_SIZE else 1.0
+    train_x = LazyImages(train_files, size, channels, resize_ratio=ratio)
+    test_x = LazyImages(test_files, size, channels, resize_ratio=ratio)
     pick = torch.linspace(0, len(train_x) - 1, min(STATS_IMAGES, len(train_x))).round().long()
     mean, std = channel_stats(train_x[pick.unique()])
     log.info(
@@ -252,8 +265,9 @@ def load_imagefolder(data_dir: Path | None, *, image_size: int | None = None) ->
         classes=classes,
         mean=mean,
         std=std,
-        crop_padding=max(1, size // 8),
+        crop_padding=0 if size >= MIN_SIZE else max(1, size // 8),
         flip=True,
+        train_crop="resized" if size >= MIN_SIZE else "pad",
         notes={"root": str(root)},
     )
 
@@ -291,9 +305,9 @@ def load_restricted_imagenet(
     cat 281-285, frog 30-32, turtle 33-37, bird 80-100, primate 365-382, fish 389-397,
     crab 118-121, insect 300-319. Images of all other classes are left out.
 
-    Size: ``image_size`` (default 224). Normalisation: ImageNet's mean/std. Augmentation:
-    random crop with zero padding ``size // 8`` and horizontal flip (not the random-resized
-    crop of ImageNet recipes).
+    Size: ``image_size`` (default 224). Normalisation: ImageNet's mean/std. Augmentation and
+    evaluation crop: by size, see the module docstring (at 224 px: random-resized crop + flip
+    for training, resize to 256 + central 224 crop for evaluation).
     """
     _check_size(image_size)
     root = _root(data_dir, "restricted_imagenet")
@@ -307,16 +321,18 @@ def load_restricted_imagenet(
     train_files, train_y = _scan(train_dir, label_of)
     test_files, test_y = _scan(test_dir, label_of)
     size = image_size or 224
+    ratio = EVAL_RESIZE_RATIO if size >= MIN_SIZE else 1.0
     return ImageDataset(
         name="restricted_imagenet",
-        train_x=LazyImages(train_files, size, 3),  # type: ignore[arg-type]
+        train_x=LazyImages(train_files, size, 3, resize_ratio=ratio),  # type: ignore[arg-type]
         train_y=train_y,
-        test_x=LazyImages(test_files, size, 3),  # type: ignore[arg-type]
+        test_x=LazyImages(test_files, size, 3, resize_ratio=ratio),  # type: ignore[arg-type]
         test_y=test_y,
         classes=[name for name, _, _ in RESTRICTED_IMAGENET_RANGES],
         mean=list(IMAGENET_MEAN),
         std=list(IMAGENET_STD),
-        crop_padding=max(1, size // 8),
+        crop_padding=0 if size >= MIN_SIZE else max(1, size // 8),
         flip=True,
+        train_crop="resized" if size >= MIN_SIZE else "pad",
         notes={"root": str(root)},
     )

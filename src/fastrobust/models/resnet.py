@@ -8,8 +8,8 @@
   costs about 1/16 of the FLOPs and activation memory of the CIFAR stem.
 
 The stem is part of the model's name, so a config and a checkpoint always say which one was
-used; :func:`resolve_stem` turns a plain ``resnet18`` / ``resnet50`` into the variant that fits
-an image size. The 9-class ResNet-50 with the ImageNet stem (Restricted ImageNet, the paper's
+used; training turns a plain ``resnet18`` / ``resnet50`` into ``*_imagenet`` for images of
+64 px and more (:func:`resolve_stem`) and records that name. The 9-class ResNet-50 with the ImageNet stem (Restricted ImageNet, the paper's
 second model) has 23,526,473 parameters; the 10-class CIFAR one 23,520,842.
 """
 
@@ -183,15 +183,14 @@ def resnet(
 
 
 def resolve_stem(name: str, image_size: int) -> str:
-    """The explicit model name for ``name`` at ``image_size`` px.
+    """The model name training uses for ``name`` at ``image_size`` px.
 
     ``resnet18`` and ``resnet50`` become ``*_imagenet`` for images of at least
-    :data:`IMAGENET_STEM_MIN_PX` px and ``*_cifar`` below; every other name (including the
-    explicit ``*_cifar`` / ``*_imagenet`` ones) is returned unchanged.
+    :data:`IMAGENET_STEM_MIN_PX` px (below, they already name the CIFAR stem); every other
+    name, including the explicit ``*_cifar`` / ``*_imagenet`` ones, is returned unchanged.
     """
-    if name in ("resnet18", "resnet50"):
-        stem = "imagenet" if image_size >= IMAGENET_STEM_MIN_PX else "cifar"
-        return f"{name}_{stem}"
+    if name in ("resnet18", "resnet50") and image_size >= IMAGENET_STEM_MIN_PX:
+        return f"{name}_imagenet"
     return name
 
 

@@ -58,9 +58,20 @@ class DataConfig:
     workers: int = 2
     """DataLoader worker processes for disk datasets"""
     augment: bool = True
-    """random crop (and flip where the dataset allows) during training"""
+    """random crop (and flip where the dataset allows) during training: pad-crop below 64 px,
+    the random-resized crop of ImageNet recipes for disk images of 64 px and more"""
+    color_jitter: float = 0.0
+    """disk images of 64 px and more: brightness/contrast/saturation jitter strength (MadryLab
+    robustness uses 0.1 for Restricted ImageNet; 0: off)"""
+    lighting: float = 0.0
+    """disk images of 64 px and more: std of AlexNet's PCA lighting noise (robustness: 0.05)"""
 
     def __post_init__(self) -> None:
+        if not 0 <= self.color_jitter < 1 or self.lighting < 0:
+            raise ConfigError(
+                f"color_jitter must be in [0,1) and lighting >= 0, got {self.color_jitter} "
+                f"and {self.lighting}"
+            )
         if self.data_dir:  # absolute, so a checkpoint's recorded folder works from anywhere
             self.data_dir = str(Path(self.data_dir).expanduser().resolve())
         if self.image_size is not None:

@@ -27,6 +27,7 @@ from fastrobust.data.base import to_float
 from fastrobust.errors import CheckpointError, ConfigError, TrainingDiverged
 from fastrobust.model_info import check_model_fits
 from fastrobust.models import ModelSpec, NormalizedModel, build_model
+from fastrobust.models.resnet import resolve_stem
 from fastrobust.seeding import RunSeeds
 from fastrobust.training.config import TrainConfig
 from fastrobust.training.methods import build_method
@@ -68,6 +69,12 @@ class Trainer:
         # before the rendezvous: a bad batch size fails at once on every rank
         check_batch_size(cfg.optimisation.batch_size, self.data, self.world)
         distributed.init_distributed(self.world, self.device)
+        if net is None and checkpoint is None:  # resnet18/50 at >= 64 px: the ImageNet stem,
+            # recorded by its explicit name (a resumed run keeps the model it recorded)
+            explicit = resolve_stem(cfg.optimisation.model, self.data.image_size)
+            if explicit != cfg.optimisation.model:
+                log.info("%s at %d px: %s", cfg.optimisation.model, self.data.image_size, explicit)
+                cfg.optimisation.model = explicit
         self.spec = ModelSpec(
             name=cfg.optimisation.model if net is None else f"<object {type(net).__name__}>",
             num_classes=self.data.num_classes,
@@ -104,6 +111,8 @@ class Trainer:
             world_size=self.world.world_size,
             device=self.device,
             workers=data_cfg.workers,
+            color_jitter=data_cfg.color_jitter,
+            lighting=data_cfg.lighting,
         )
         self.optimizer, self.scheduler = build_optimiser(model, cfg.optimisation, len(self.loader))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=runtime.amp == "fp16")
