@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar, Protocol
 
 import torch
 import torch.nn.functional as functional
@@ -26,10 +26,25 @@ from fastrobust.attacks.threat import ThreatModel
 from fastrobust.errors import ConfigError
 from fastrobust.training.adversaries import Adversary
 
-if TYPE_CHECKING:
-    from fastrobust.training.config import AttackConfig
-
 log = logging.getLogger(__name__)
+
+
+class AttackSettings(Protocol):
+    """What a method reads from the config's attack section (``training.config.AttackConfig``).
+
+    A protocol rather than an import: the config validates method names against this module's
+    registry, so this module must not import the config back (docs/architecture.md)."""
+
+    method: str
+    bn_mode: str
+
+    @property
+    def attack_steps(self) -> int: ...
+
+    @property
+    def attack_alpha(self) -> float: ...
+
+    def threat(self) -> ThreatModel: ...
 
 
 class TrainingMethod:
@@ -50,7 +65,7 @@ class TrainingMethod:
     #: validation metric whose highest value picks the best epoch
     best_metric: ClassVar[str] = "val_adv_acc"
 
-    def __init__(self, attack: AttackConfig | None = None) -> None:
+    def __init__(self, attack: AttackSettings | None = None) -> None:
         self.attack = attack
 
     @classmethod
@@ -101,7 +116,7 @@ def method_class(name: str) -> type[TrainingMethod]:
         raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}") from None
 
 
-def build_method(attack: AttackConfig) -> TrainingMethod:
+def build_method(attack: AttackSettings) -> TrainingMethod:
     """The training method a config's attack section asks for."""
     return method_class(attack.method)(attack)
 
@@ -122,7 +137,7 @@ class Standard(TrainingMethod):
 class ProjectedGradientMethod(TrainingMethod):
     """Train on a random-start PGD perturbation of each batch (not registered itself)."""
 
-    def __init__(self, attack: AttackConfig) -> None:
+    def __init__(self, attack: AttackSettings) -> None:
         super().__init__(attack)
         self.adversary = Adversary(
             threat=attack.threat(),
