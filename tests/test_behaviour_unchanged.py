@@ -79,7 +79,7 @@ def test_pre_redesign_run_folder_resumes_as_if_never_stopped(tmp_path, single_th
     old = shutil.copytree(FIXTURES / "pre_redesign_run", tmp_path / "old")
     before = read_run(old)
     assert (before.epochs_done, before.best_epoch, before.method) == (1, 1, "fast")
-    resumed = fr.resume(old, epochs=2)
+    resumed = fr.resume(old, epochs=2, import_factory=True)  # it names user_models:tiny_mlp
     recorded = load_checkpoint(old / "last.pt")
     cfg = fr.TrainConfig.from_dict(recorded["config"])
     assert cfg.epochs == 2

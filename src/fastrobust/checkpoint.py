@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastrobust.errors import CheckpointError
+from fastrobust.errors import CheckpointError, ConfigError
 from fastrobust.model_info import ModelInfo, attach_info
 from fastrobust.models import ModelSpec, NormalizedModel, build_model
 from fastrobust.models.foreign import DATASET_DEFAULTS, STEM_IMAGE_SIZE, convert, foreign_model
@@ -77,11 +77,13 @@ def is_fastrobust_checkpoint(state: Any) -> bool:
 
 
 def model_from_checkpoint(
-    state: dict[str, Any], *, net: nn.Module | None = None
+    state: dict[str, Any], *, net: nn.Module | None = None, import_factory: bool = False
 ) -> NormalizedModel:
     """Rebuild the model recorded in a loaded checkpoint dict and load its weights.
 
     ``net`` supplies the architecture for runs trained on a Python object (``fit(net=...)``).
+    Only registered architectures are rebuilt: a ``package.module:factory`` recorded in the
+    file is imported only with ``import_factory=True`` (see :func:`~fastrobust.models.build_model`).
     """
     try:
         spec = ModelSpec.from_dict(state["model_spec"])
@@ -93,7 +95,7 @@ def model_from_checkpoint(
                 "pass an instance of that architecture: load_model(path, net=...)"
             )
         else:
-            model = build_model(spec)
+            model = build_model(spec, import_factory=import_factory)
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"checkpoint does not match its recorded model ({exc})") from None
@@ -107,6 +109,7 @@ def load_model(
     net: nn.Module | None = None,
     arch: str | None = None,
     dataset: str | None = None,
+    import_factory: bool = False,
 ) -> nn.Module:
     """Load a checkpoint or run folder as an eval-mode model taking ``[0,1]`` images.
 
@@ -118,11 +121,19 @@ def load_model(
     record: image size, class names, and the normalisation when the file has none. Both are
     ignored for fastrobust checkpoints, which record everything.
     :func:`fastrobust.model_info.model_info` reads the metadata of the returned model.
+
+    Loading never runs code named by the file: a fastrobust checkpoint of a user model
+    (``package.module:factory``) needs ``net=`` (an instance of the architecture) or
+    ``import_factory=True`` (import and call the factory it names: only for trusted files).
     """
     p = resolve_checkpoint(path)
     state = load_tensors_file(p, what="checkpoint")
     if is_fastrobust_checkpoint(state):
-        model = model_from_checkpoint(state, net=net).to(device).eval()
+        try:
+            model = model_from_checkpoint(state, net=net, import_factory=import_factory)
+        except ConfigError as exc:
+            raise CheckpointError(f"{p}: {exc}") from None
+        model = model.to(device).eval()
         return attach_info(model, ModelInfo.from_checkpoint(state))
     if not isinstance(state, dict):
         raise CheckpointError(f"{p} holds a {type(state).__name__}, not a checkpoint dict")

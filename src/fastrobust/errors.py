@@ -21,3 +21,11 @@ class CheckpointError(FastRobustError):
 
 class TrainingDiverged(FastRobustError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class OutputError(FastRobustError):
+    """An output location that cannot be written (a file in the way, read-only, disk full)."""
+
+
+class RunFolderLocked(FastRobustError):
+    """Another live process is training in the run folder."""

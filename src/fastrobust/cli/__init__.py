@@ -64,9 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" (rank {world.rank})" if not world.is_main else ""
         print(f"fastrobust: error{where}: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM where stops.stop_on_signals is on
         print("fastrobust: interrupted", file=sys.stderr)
-        return 130
+        return 128 + getattr(exc, "signum", 2)
+    except OSError as exc:  # a write that no command anticipated: still one line
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"fastrobust: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

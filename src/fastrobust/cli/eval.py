@@ -71,6 +71,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--out", help="output folder (default: a new eval-<timestamp> next to the first run)"
     )
+    p.add_argument(
+        "--import-model-factory",
+        action="store_true",
+        help="import and run the package.module:factory model a checkpoint names (only for "
+        "checkpoints you trust; by default only registered models load)",
+    )
     p.add_argument("--batch-size", type=int, default=500, help="samples per chunk (default: 500)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random starts (default: 0)")
     p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, cuda:1, ...")
@@ -148,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
     from fastrobust.evaluation.inputs import parse_eps_list, validate_attacks
     from fastrobust.evaluation.report import describe_attack, format_table, write_report
     from fastrobust.model_info import check_model_fits, data_dir_for, model_info
+    from fastrobust.outputs import check_output_dir, writing
 
     attacks = validate_attacks(args.attack)
     eps_list = parse_eps_list(args.eps) if args.eps is not None else None
@@ -157,7 +164,19 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--steps and --restarts must be >= 1")
     device = resolve_device(args.device)
     paths = [Path(p).expanduser() for p in args.models]
-    models = [load_model(p, device=device, arch=args.arch, dataset=args.data) for p in paths]
+    # where the results go is checked before any work, so a bad --out costs nothing
+    out = Path(args.out).expanduser() if args.out else default_out_dir(paths[0])
+    check_output_dir(out, what="--out" if args.out else "output folder")
+    models = [
+        load_model(
+            p,
+            device=device,
+            arch=args.arch,
+            dataset=args.data,
+            import_factory=args.import_model_factory,
+        )
+        for p in paths
+    ]
     labels = _unique([_label(p) for p in paths])
     first_info = model_info(models[0])
     norm = args.norm or first_info.norm
@@ -205,13 +224,13 @@ def run(args: argparse.Namespace) -> int:
             )
     finally:
         eval_log.setLevel(level)
-    out = Path(args.out).expanduser() if args.out else default_out_dir(paths[0])
     extra = {
         "arguments": {k: v for k, v in vars(args).items() if k != "func"},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "paths": {label: str(p) for label, p in zip(labels, paths)},
     }
-    written = write_report(out, curves, extra=extra)
+    with writing("the evaluation results", out):
+        written = write_report(out, curves, extra=extra)
     first = curves[labels[0]]
     print(f"adversarial accuracy on {data.name}, {first.subset}")
     print(f"attack: {describe_attack(first)}")

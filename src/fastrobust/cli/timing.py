@@ -90,6 +90,12 @@ def add_parser(subparsers: Any) -> None:
         help="GPUs assumed in the batch-size sweep (default: the first run's, else 1)",
     )
     p.add_argument("--out", default="timing", help="output folder (default: ./timing)")
+    p.add_argument(
+        "--import-model-factory",
+        action="store_true",
+        help="import and run a package.module:factory model named by a run folder's config "
+        "(only for run folders you trust)",
+    )
     p.set_defaults(func=run)
 
 
@@ -142,13 +148,15 @@ def run(args: argparse.Namespace) -> int:
     from fastrobust.attacks.threat import threat_model
     from fastrobust.distributed import resolve_device
     from fastrobust.models import ModelSpec, build_model
+    from fastrobust.outputs import check_output_dir, writing
     from fastrobust.timing import measure
     from fastrobust.timing.plot import plot_figure_one
     from fastrobust.timing.runs_table import read_run
 
+    out = check_output_dir(args.out, what="--out")  # before any work
     runs = [read_run(p) for p in args.runs]
-    out = Path(args.out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    with writing("the output folder", out):
+        out.mkdir(parents=True, exist_ok=True)
     if runs:
         _print_table_one(runs, _baseline_index(args.baseline, runs), out)
     do_measure = args.measure if args.measure is not None else not runs
@@ -179,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     torch.manual_seed(0)
     spec = ModelSpec(model_name, classes, shape[0], shape[-1])
-    net = build_model(spec)
+    # a factory named by --model is the user's own choice; one named by a run folder is not
+    net = build_model(spec, import_factory=args.model is not None or args.import_model_factory)
     threat = threat_model(pick("norm", "l2"), pick("eps", 1.0))
     curves = measure.measure_curves(
         net,
@@ -195,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
         channels_last=bool(pick("channels_last", False)),
         name=model_name,
     )
-    curves.to_csv(out / "measured.csv")
+    with writing("measured.csv", out):
+        curves.to_csv(out / "measured.csv")
     methods = [0, *sorted(set(args.steps))]
     labels = [measure.method_label(k) for k in methods]
     procs = args.procs or (runs[0].world_size if runs else 1)
@@ -210,14 +220,16 @@ def run(args: argparse.Namespace) -> int:
     by_gpus = measure.sweep_gpus(
         curves, schedule, methods=methods, global_batch=global_batch, gpus=args.gpus
     )
-    measure.write_estimates_csv(by_batch, out / "estimate_batch.csv")
-    measure.write_estimates_csv(by_gpus, out / "estimate_gpus.csv")
+    with writing("the timing estimates", out):
+        measure.write_estimates_csv(by_batch, out / "estimate_batch.csv")
+        measure.write_estimates_csv(by_gpus, out / "estimate_gpus.csv")
     title = (
         f"{model_name} on {dataset}-shaped inputs {tuple(shape)}, {curves.device}; "
         f"{schedule.train_size} train images, {schedule.epochs} epochs, validation of "
         f"{schedule.val_size} images every {schedule.eval_every} epoch(s)"
     )
-    plot_figure_one(out / "timing.png", curves, by_batch, by_gpus, runs, title=title)
+    with writing("timing.png", out):
+        plot_figure_one(out / "timing.png", curves, by_batch, by_gpus, runs, title=title)
 
     print(f"\nseconds per call on {curves.device} (median of {args.repeats}):")
     ops = curves.ops()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import types
 import typing
 from typing import Any
@@ -33,7 +34,18 @@ def add_parser(subparsers: Any) -> None:
         "adversarial training. Launch with torchrun for data-parallel training.",
     )
     p.add_argument("--config", help="YAML file of defaults (flags override it)")
-    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder exactly")
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the run in this folder exactly (with --epochs: a new total, for the "
+        "step and constant schedules)",
+    )
+    p.add_argument(
+        "--import-model-factory",
+        action="store_true",
+        help="with --resume: import and run the package.module:factory model the checkpoint "
+        "names (only for checkpoints you trust)",
+    )
     for section, cls in SECTIONS.items():
         group = p.add_argument_group(section, (cls.__doc__ or "").strip())
         docs = field_docs(cls)
@@ -70,9 +82,16 @@ def _report(result: Any) -> None:
 
     if not world_info_from_env().is_main:
         return
-    if result.interrupted:
+    if result.nothing_to_do:
         print(
-            f"interrupted after epoch {result.epochs_done}; resume with: "
+            f"nothing to do: {result.run_dir} has trained {result.epochs_done} epochs "
+            f"(give --epochs above {result.epochs_done} to train more)"
+        )
+        return
+    if result.interrupted:
+        how = "interrupted" if result.stop_signal in (None, signal.SIGINT) else "stopped by SIGTERM"
+        print(
+            f"{how} after epoch {result.epochs_done} (saved in last.pt); resume with: "
             f"fastrobust train --resume {result.run_dir}"
         )
         return
@@ -92,20 +111,30 @@ def _report(result: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fastrobust.distributed import shutdown_distributed
+    from fastrobust.stops import exit_status, stop_on_signals
     from fastrobust.training import trainer as engine
 
-    try:
-        if args.resume:
-            overrides = _flag_values(args)
-            overrides.pop("epochs")
-            if args.config:
-                raise ConfigError("--config cannot be combined with --resume")
-            result = engine.resume(args.resume, epochs=args.epochs, **overrides)
-        else:
-            result = engine.fit(config_from_args(args))
-    finally:
-        from fastrobust.distributed import shutdown_distributed
-
-        shutdown_distributed()
+    if args.import_model_factory and not args.resume:
+        raise ConfigError("--import-model-factory only applies to --resume")
+    with stop_on_signals():  # SIGTERM (schedulers) stops a run like Ctrl-C: resumable
+        try:
+            if args.resume:
+                overrides = _flag_values(args)
+                overrides.pop("epochs")
+                if args.config:
+                    raise ConfigError("--config cannot be combined with --resume")
+                result = engine.resume(
+                    args.resume,
+                    epochs=args.epochs,
+                    import_factory=args.import_model_factory,
+                    **overrides,
+                )
+            else:
+                result = engine.fit(config_from_args(args))
+        finally:
+            shutdown_distributed()
     _report(result)
-    return 130 if result.interrupted else 0
+    if result.interrupted:
+        return exit_status(result.stop_signal or signal.SIGINT)
+    return 0

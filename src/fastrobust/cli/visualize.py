@@ -54,6 +54,12 @@ def add_parser(subparsers: Any) -> None:
     )
     common.add_argument("--labels", nargs="+", help="one row label per model")
     common.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    common.add_argument(
+        "--import-model-factory",
+        action="store_true",
+        help="import and run the package.module:factory model a checkpoint names (only for "
+        "checkpoints you trust; by default only registered models load)",
+    )
 
     feat = tools.add_parser(
         "features",
@@ -110,20 +116,31 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
+    """The output folder, checked (not created) before any work."""
+    from fastrobust.outputs import check_output_dir
+
     if args.out:
-        return Path(args.out).expanduser()
+        return check_output_dir(args.out, what="--out")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"visualize-{args.tool}-{stamp}"
+    return check_output_dir(Path("runs") / f"visualize-{args.tool}-{stamp}")
 
 
 def run(args: argparse.Namespace) -> int:
     from fastrobust import figures
     from fastrobust.checkpoint import load_model
     from fastrobust.distributed import resolve_device
+    from fastrobust.outputs import writing
 
     device = resolve_device(args.device)
+    out = _out_dir(args)  # before any work: a bad --out costs nothing
     models = [
-        load_model(path, device=device, arch=args.arch, dataset=args.dataset)
+        load_model(
+            path,
+            device=device,
+            arch=args.arch,
+            dataset=args.dataset,
+            import_factory=args.import_model_factory,
+        )
         for path in args.models
     ]
     if args.labels and len(args.labels) != len(models):
@@ -151,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
             panels, x, y, targets=args.targets, per_target=args.per_target,
             in_order=bool(args.images), budget=budget, seed=args.seed,
         )  # fmt: skip
-    written = fig.save(_out_dir(args), norm=args.norm)
+    with writing("the visualisation", out):
+        written = fig.save(out, norm=args.norm)
     for label, line in zip(fig.labels, fig.summary):
         print(f"{label}: {line}")
     print(f"wrote {written['grid']}, {written['npz']} ({fig.num_images} images), {written['json']}")

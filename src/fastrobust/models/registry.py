@@ -101,12 +101,25 @@ def _accepted_kwargs(factory: ModelFactory, offered: dict[str, int]) -> dict[str
     return {k: v for k, v in offered.items() if k in names}
 
 
-def build_model(spec: ModelSpec) -> NormalizedModel:
+#: how a caller opts in to importing a ``package.module:factory`` named by a checkpoint
+IMPORT_FACTORY_HOW = (
+    "pass --import-model-factory (Python: import_factory=True) only if you trust the file, "
+    "or give the architecture (load_model(path, net=...))"
+)
+
+
+def build_model(spec: ModelSpec, *, import_factory: bool = False) -> NormalizedModel:
     """Construct the architecture named in ``spec`` wrapped with its normalisation.
 
-    A user factory (``package.module:factory``) is called with those of the keyword arguments
-    ``num_classes``, ``in_channels`` and ``image_size`` that its signature takes, and must
-    return an ``nn.Module`` mapping images to logits; errors raised inside it propagate.
+    Registered names only, unless ``import_factory`` is True: a user factory
+    (``package.module:factory``) is code, and a spec read from a file must never make
+    fastrobust import or call it without the caller saying so (the name alone imports the
+    module, which runs it). Callers set ``import_factory`` where the name comes from the
+    user's own command or config, never from a checkpoint unless asked.
+
+    The factory is called with those of the keyword arguments ``num_classes``,
+    ``in_channels`` and ``image_size`` that its signature takes, and must return an
+    ``nn.Module`` mapping images to logits; errors raised inside it propagate.
     """
     offered = {
         "num_classes": spec.num_classes,
@@ -114,6 +127,11 @@ def build_model(spec: ModelSpec) -> NormalizedModel:
         "image_size": spec.image_size,
     }
     if ":" in spec.name:
+        if not import_factory:
+            raise ConfigError(
+                f"the model {spec.name!r} is a Python factory, which is not imported by "
+                f"default; {IMPORT_FACTORY_HOW}"
+            )
         factory = _import_factory(spec.name)
         net = factory(**_accepted_kwargs(factory, offered))
         if not isinstance(net, nn.Module):

@@ -15,6 +15,7 @@ import ast
 import dataclasses
 import inspect
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,21 @@ class RuntimeConfig:
     def __post_init__(self) -> None:
         if self.amp not in ("none", "bf16", "fp16"):
             raise ConfigError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
+        if self.name is not None:
+            check_run_name(self.name)
+
+
+def check_run_name(name: str) -> None:
+    """A run name is one non-empty path component, so the run folder lies directly in
+    ``out_dir`` (no ``..``, no separator, no absolute path)."""
+    separators = {"/", os.sep, os.altsep or "/"}
+    if not isinstance(name, str) or not name.strip() or name in (".", ".."):
+        raise ConfigError(f"run name {name!r} must be a non-empty folder name")
+    if any(sep in name for sep in separators) or "\0" in name:
+        raise ConfigError(
+            f"run name {name!r} must be one folder name, without a path separator "
+            "(use --out-dir for the parent folder)"
+        )
 
 
 #: section name -> its dataclass, in the order of ``train --help`` and of written YAML

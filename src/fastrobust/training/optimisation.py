@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from fastrobust.errors import ConfigError
 from fastrobust.training.config import OptimisationConfig
 
 
@@ -38,3 +39,26 @@ def build_optimiser(
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch))
     return optimizer, scheduler
+
+
+def check_epochs_change(cfg: OptimisationConfig, *, done: int, epochs: int) -> None:
+    """Raise ConfigError unless a run planned for ``cfg.epochs`` epochs, ``done`` of them
+    trained, can continue to ``epochs`` as if it had been planned that way.
+
+    ``step`` and ``constant`` learning rates depend only on the epoch reached, so the longer
+    (or shorter) run is exactly a continuation. ``onecycle`` lays its warm-up and decay out
+    over the planned total: a new total would change the learning rate of epochs already
+    trained, so it is refused. Fewer epochs than ``done`` are always refused.
+    """
+    if epochs < done:
+        raise ConfigError(
+            f"--epochs {epochs} is below the {done} epochs this run has already trained "
+            "(a trained epoch cannot be undone; its best.pt and metrics stay as they are)"
+        )
+    if epochs != cfg.epochs and cfg.schedule == "onecycle":
+        raise ConfigError(
+            f"--epochs {epochs}: this run's onecycle schedule is laid out over "
+            f"{cfg.epochs} epochs (learning rate down to 0 at the end), so another total "
+            f"would not continue it; start a new run with --epochs {epochs}, or train with "
+            "--schedule step or constant to extend runs later"
+        )

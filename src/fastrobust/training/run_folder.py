@@ -8,7 +8,9 @@ through one, so the file names and formats live here only.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,8 +20,12 @@ import yaml
 
 from fastrobust import distributed
 from fastrobust.checkpoint import save_checkpoint
-from fastrobust.errors import CheckpointError, ConfigError
+from fastrobust.errors import CheckpointError, ConfigError, FastRobustError, RunFolderLocked
+from fastrobust.outputs import check_output_dir, writing
 from fastrobust.training.config import TrainConfig
+
+#: the lock file of a run folder (holds the pid of the process training in it)
+LOCK_FILE = ".lock"
 
 
 @dataclass
@@ -37,6 +43,12 @@ class TrainResult:
     time_to_last_s: float = 0.0
     time_to_best_s: float | None = None
     interrupted: bool = False
+    stop_signal: int | None = None
+    """the signal that stopped the run (2: Ctrl-C, 15: SIGTERM), None if it was not stopped"""
+    nothing_to_do: bool = False
+    """a resume found the run already at its epochs: nothing was trained or written"""
+    extensions: list[dict[str, Any]] = field(default_factory=list)
+    """changes of the planned epochs on resume (``config.yaml`` keeps the original plan)"""
     collapsed_at: int | None = None
     world_size: int = 1
     """number of data-parallel processes (GPUs) the run used"""
@@ -50,11 +62,74 @@ class TrainResult:
 
 
 def default_run_name(cfg: TrainConfig) -> str:
-    """``dataset-model-method-norm-eps<eps>-<timestamp>``."""
+    """``dataset-model-method-norm-eps<eps>-<timestamp>`` (:func:`make_run_dir` adds ``-2``,
+    ``-3``, ... when a run started in the same second took it)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     model = cfg.optimisation.model.split(":")[-1]
     attack = cfg.attack
     return f"{cfg.data.dataset}-{model}-{attack.method}-{attack.norm}-eps{attack.eps:g}-{stamp}"
+
+
+def make_run_dir(out_dir: Path, name: str | None, default: str) -> Path:
+    """Create the run folder: ``out_dir/name`` (an existing empty folder is accepted), or
+    the first free one of ``default``, ``default-2``, ... Each try is one atomic ``mkdir``,
+    so two runs started at the same moment never share a folder."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if name is not None:
+        path = out_dir / name
+        path.mkdir(exist_ok=True)
+        return path
+    for k in range(1, 10_000):
+        path = out_dir / (default if k == 1 else f"{default}-{k}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise ConfigError(f"no free run folder name like {default} in {out_dir}; give --name")
+
+
+class RunLock:
+    """An exclusive lock on a run folder while a process trains in it.
+
+    ``fcntl.flock`` on the folder's ``.lock`` file, which holds the owner's pid. The kernel
+    drops the lock when its process dies, so a lock file left by a killed run is taken over
+    by the next one; a live owner makes :meth:`acquire` raise RunFolderLocked naming its pid.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise RunFolderLocked(
+                    f"run folder {self.path.parent} is in use by process {owner} (training in "
+                    "it); wait for that run to finish or stop it first"
+                ) from None
+            # the previous owner may have removed the file between our open and flock
+            try:
+                current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # while still holding it: see acquire()
+            os.close(self.fd)
+            self.fd = None
 
 
 class RunFolder:
@@ -63,6 +138,7 @@ class RunFolder:
     def __init__(self, path: str | Path, *, writer: bool = True) -> None:
         self.path = Path(path).expanduser()
         self.writer = writer
+        self._lock: RunLock | None = None
 
     config_yaml = property(lambda self: self.path / "config.yaml")
     metrics_jsonl = property(lambda self: self.path / "metrics.jsonl")
@@ -72,51 +148,81 @@ class RunFolder:
 
     @classmethod
     def create(cls, cfg: TrainConfig, world: distributed.WorldInfo) -> RunFolder:
-        """A new, empty run folder under ``out_dir`` with the resolved ``config.yaml``.
+        """A new, empty, locked run folder under ``out_dir`` with the resolved ``config.yaml``.
 
-        Every rank gets the same name (rank 0's timestamp) and, if the folder already
-        exists, every rank stops with the same ConfigError (none waits for the others)."""
-        name = cfg.runtime.name or default_run_name(cfg)
-        name = str(distributed.broadcast_object(name))
-        folder = cls(Path(cfg.runtime.out_dir).expanduser() / name, writer=world.is_main)
-        problem = None
-        if folder.writer:
-            if folder.path.exists() and any(folder.path.iterdir()):
-                problem = (
-                    f"run folder {folder.path} already exists; pick another --name or use --resume"
-                )
-            else:
-                folder.path.mkdir(parents=True, exist_ok=True)
+        Rank 0 creates it (:func:`make_run_dir`) and every rank gets its path; if that fails
+        (the named folder holds another run, or is in use), every rank stops with the same
+        error (none waits for the others)."""
+        problem: FastRobustError | None = None
+        path = None
+        if world.is_main:
+            out_dir = Path(cfg.runtime.out_dir).expanduser()
+            try:
+                with writing("the run folder", out_dir):
+                    path = make_run_dir(out_dir, cfg.runtime.name, default_run_name(cfg))
+                folder = cls(path)
+                folder.lock()
+                if any(p.name != LOCK_FILE for p in path.iterdir()):
+                    folder.unlock()
+                    raise ConfigError(
+                        f"run folder {path} already exists; pick another --name or use --resume"
+                    )
                 folder.write_config(cfg)
-        problem = distributed.broadcast_object(problem)
+            except FastRobustError as exc:
+                problem = exc
+        problem, path = distributed.broadcast_object((problem, path))  # type: ignore[misc]
         if problem is not None:
-            raise ConfigError(str(problem))
-        return folder
+            raise problem
+        if world.is_main:
+            return folder
+        return cls(path, writer=False)  # type: ignore[arg-type]
+
+    def check_writable(self) -> None:
+        """Raise OutputError unless the writer can write into the folder (before work starts)."""
+        if self.writer:
+            check_output_dir(self.path, what="run folder")
+
+    def lock(self) -> None:
+        """Hold the folder's lock while training (writer only; RunFolderLocked if taken)."""
+        if self.writer and self._lock is None:
+            lock = RunLock(self.path)
+            lock.acquire()
+            self._lock = lock
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # -- writing (rank 0 only; a no-op elsewhere) ----------------------------------------------
     def write_config(self, cfg: TrainConfig) -> None:
+        """Write ``config.yaml`` (once, when the run is created: a resume never rewrites it)."""
         if self.writer:
-            cfg.write_yaml(self.config_yaml)
+            with writing("config.yaml", self.path):
+                cfg.write_yaml(self.config_yaml)
 
     def save(self, checkpoint: Path, state: dict[str, Any]) -> None:
-        """Write ``last.pt`` / ``best.pt`` atomically."""
+        """Write ``last.pt`` / ``best.pt`` atomically (a failed write keeps the old file)."""
         if self.writer:
-            save_checkpoint(checkpoint, state)
+            with writing(checkpoint.name, self.path):
+                save_checkpoint(checkpoint, state)
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         if self.writer:
-            with open(self.metrics_jsonl, "a") as fh:
+            with writing("metrics.jsonl", self.path), open(self.metrics_jsonl, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
 
     def rewrite_metrics(self, rows: list[dict[str, Any]]) -> None:
         """Rewrite ``metrics.jsonl`` from the checkpoint's history (on resume: a stop between
         saving ``last.pt`` and appending the epoch's line loses nothing)."""
         if self.writer:
-            self.metrics_jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            with writing("metrics.jsonl", self.path):
+                self.metrics_jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     def write_summary(self, result: TrainResult) -> None:
         if self.writer:
-            self.summary_json.write_text(json.dumps(result.to_dict(), indent=2))
+            with writing("summary.json", self.path):
+                self.summary_json.write_text(json.dumps(result.to_dict(), indent=2))
 
     # -- reading --------------------------------------------------------------------------------
     def read_config(self) -> tuple[TrainConfig, dict[str, Any]]:

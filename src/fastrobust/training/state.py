@@ -68,6 +68,8 @@ class TrainState:
     """every rank's generator states (``cpu``, and ``cuda`` of its own GPU), in rank order"""
     monitor: dict[str, Any] = field(default_factory=dict)
     """the overfitting monitor's state (:meth:`OverfittingMonitor.state_dict`)"""
+    extensions: list[dict[str, Any]] = field(default_factory=list)
+    """changes of the planned epochs on resume: ``{"at_epoch", "from_epochs", "to_epochs"}``"""
 
     def to_checkpoint(self) -> dict[str, Any]:
         """Checkpoint entries of this state (merged with the weights record into last.pt)."""
@@ -82,6 +84,7 @@ class TrainState:
             "best_epoch": self.best.epoch,
             "time_to_best": self.best.elapsed_s,
             "history": self.history,
+            "extensions": self.extensions,
             **self.monitor,
         }
 
@@ -113,6 +116,7 @@ class TrainState:
                 scaler=state["scaler"],
                 rng_ranks=list(rng_ranks),
                 monitor={"best_check": state["best_check"], "good_state": state["good_state"]},
+                extensions=list(state.get("extensions") or []),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint cannot be resumed (missing or bad {exc})") from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastrobust import distributed
+from fastrobust import distributed, stops
 from fastrobust.checkpoint import load_checkpoint
 from fastrobust.data import ImageDataset, load_dataset, make_loader
 from fastrobust.data.base import to_float
@@ -28,11 +29,12 @@ from fastrobust.errors import CheckpointError, ConfigError, TrainingDiverged
 from fastrobust.model_info import check_model_fits
 from fastrobust.models import ModelSpec, NormalizedModel, build_model
 from fastrobust.models.resnet import resolve_stem
+from fastrobust.outputs import check_output_dir
 from fastrobust.seeding import RunSeeds
 from fastrobust.training.config import TrainConfig
 from fastrobust.training.methods import build_method
 from fastrobust.training.monitor import OverfittingMonitor
-from fastrobust.training.optimisation import build_optimiser
+from fastrobust.training.optimisation import build_optimiser, check_epochs_change
 from fastrobust.training.run_folder import RunFolder, TrainResult
 from fastrobust.training.setup import check_batch_size, wrap_for_training
 from fastrobust.training.state import BestEpoch, TrainState, weights_record
@@ -46,7 +48,9 @@ LOG_EVERY = 10  # batches between progress-bar updates (the only host syncs in t
 
 class Trainer:
     """One run: ``__init__`` builds everything (and restores ``checkpoint``, a loaded
-    ``last.pt``), :meth:`fit` runs the epochs."""
+    ``last.pt``), :meth:`fit` runs the epochs. ``import_factory`` allows a
+    ``package.module:factory`` model name in ``cfg`` to be imported: :func:`fit` sets it (the
+    config is the caller's own), :func:`resume` only when asked (the config comes from a file)."""
 
     def __init__(
         self,
@@ -56,10 +60,13 @@ class Trainer:
         dataset: ImageDataset | None = None,
         checkpoint: dict[str, Any] | None = None,
         folder: RunFolder | None = None,
+        import_factory: bool = False,
     ) -> None:
         self.cfg = cfg
         data_cfg, runtime = cfg.data, cfg.runtime
         self.world = distributed.world_info_from_env()
+        if folder is None and self.world.is_main:  # before any work: a bad --out-dir costs nothing
+            check_output_dir(runtime.out_dir, what="out_dir")
         self.device = distributed.resolve_device(runtime.device, self.world.local_rank)
         self.data = (
             dataset
@@ -88,7 +95,7 @@ class Trainer:
         model = (
             NormalizedModel(net, self.spec.mean, self.spec.std)
             if net is not None
-            else build_model(self.spec)
+            else build_model(self.spec, import_factory=import_factory)
         )
         model.to(self.device)
         check_model_fits(
@@ -133,6 +140,13 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
+        """Train the remaining epochs; the run folder is locked until this returns."""
+        try:
+            return self._fit()
+        finally:
+            self.folder.unlock()
+
+    def _fit(self) -> TrainResult:
         cfg, state = self.cfg, self.state
         if state.epoch == 0:
             self._save_last(None)  # resumable from the very start
@@ -154,19 +168,35 @@ class Trainer:
                 metrics: dict[str, Any] = {"epoch": state.epoch + 1}
                 metrics["lr"] = self.scheduler.get_last_lr()[0]
                 metrics.update(self.train_epoch())
-                state.epoch += 1
                 metrics["train_time_s"] = time.perf_counter() - t0
                 collapsed = self._check_and_validate(metrics)
-                state.elapsed = metrics["elapsed_s"] = time.perf_counter() - start
-                state.history.append(metrics)
-                self._record(metrics)
+                with stops.held():  # a stop waits until the epoch is recorded whole
+                    state.epoch += 1
+                    state.elapsed = metrics["elapsed_s"] = time.perf_counter() - start
+                    state.history.append(metrics)
+                    self._record(metrics)
                 if collapsed and cfg.evaluation.early_stop:
                     result.collapsed_at = state.epoch
                     break
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM under stops.stop_on_signals
             result.interrupted = True
-            log.warning("interrupted; resume with: fastrobust train --resume %s", self.folder.path)
+            result.stop_signal = getattr(exc, "signum", signal.SIGINT)
+            log.warning(
+                "stopped after epoch %d; resume with: fastrobust train --resume %s",
+                state.epoch,
+                self.folder.path,
+            )
         return self._finish(result)
+
+    def record_epochs_change(self, epochs: int) -> None:
+        """Continue to ``epochs`` instead of the planned total (resume ``--epochs``): recorded
+        in ``last.pt`` and ``summary.json`` at once; ``config.yaml`` keeps the original plan."""
+        state = self.state
+        state.extensions.append(
+            {"at_epoch": state.epoch, "from_epochs": self.cfg.epochs, "to_epochs": epochs}
+        )
+        self.cfg.epochs = epochs
+        self._save_last(state.history[-1] if state.history else None)
 
     def train_epoch(self) -> dict[str, float]:
         """One pass over this rank's shard; loss and accuracy on the perturbed batches."""
@@ -235,9 +265,9 @@ class Trainer:
 
     # -- between epochs ---------------------------------------------------------------------------
     def _check_and_validate(self, metrics: dict[str, Any]) -> bool:
-        """Overfitting check (rank 0) and validation on their own random stream, so that they
-        do not change training's; returns whether training collapsed."""
-        cfg, epoch = self.cfg, self.state.epoch
+        """Overfitting check (rank 0) and validation after the epoch just trained, on their own
+        random stream, so that they do not change training's; returns whether it collapsed."""
+        cfg, epoch = self.cfg, self.state.epoch + 1
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seeds.between_epochs(epoch))
@@ -283,6 +313,7 @@ class Trainer:
         state, best = self.state, self.state.best
         result.epochs_done, result.time_to_last_s = state.epoch, state.elapsed
         result.world_size = self.world.world_size
+        result.extensions = list(state.extensions)
         result.best_epoch, result.best_metric = best.epoch, best.metric
         result.best_value, result.time_to_best_s = best.value, best.elapsed_s
         validated = [h for h in state.history if "val_adv_acc" in h]
@@ -352,7 +383,7 @@ def fit(
 ) -> TrainResult:
     """Train a model as ``cfg`` says; ``net`` replaces the registry model by any nn.Module
     mapping normalised images to logits (normalisation is added around it)."""
-    return Trainer(cfg, net=net, dataset=dataset).fit()
+    return Trainer(cfg, net=net, dataset=dataset, import_factory=True).fit()
 
 
 #: config fields that may change on resume without changing the result
@@ -365,10 +396,20 @@ def resume(
     epochs: int | None = None,
     net: nn.Module | None = None,
     dataset: ImageDataset | None = None,
+    import_factory: bool = False,
     **overrides: Any,
 ) -> TrainResult:
-    """Continue a run from its ``last.pt`` exactly where it stopped (optionally more epochs);
-    ``net``/``dataset`` as given to :func:`fit` when the run was started with them.
+    """Continue a run from its ``last.pt`` exactly where it stopped; ``net``/``dataset`` as
+    given to :func:`fit` when the run was started with them.
+
+    ``epochs`` changes the planned total where the schedule allows it
+    (:func:`~fastrobust.training.optimisation.check_epochs_change`: step and constant
+    schedules, never below the epochs done); the change is recorded in ``last.pt`` and
+    ``summary.json`` (``extensions``), never in ``config.yaml``. A run already at its total
+    returns at once with ``nothing_to_do`` set, writing nothing. The run folder is locked while
+    training (:class:`~fastrobust.training.run_folder.RunLock`), so a second process resuming
+    a live run stops with RunFolderLocked. A ``package.module:factory`` model recorded in the
+    checkpoint is imported only with ``import_factory=True``.
 
     Only settings that do not change the result may be overridden (:data:`RESUME_OVERRIDES`:
     where the data lives, the device, workers, the progress bar); anything else would make
@@ -386,19 +427,37 @@ def resume(
     ckpt = path / "last.pt" if path.is_dir() else path
     if not ckpt.is_file():
         raise CheckpointError(f"nothing to resume: {ckpt} does not exist")
-    state = load_checkpoint(ckpt)
-    if "optimizer" not in state:
-        raise CheckpointError(f"{ckpt} holds weights only, not a resumable training state")
-    cfg = TrainConfig.from_dict(state["config"])
-    if epochs is not None:
-        cfg.epochs = epochs
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(cfg, key, value)
-    cfg.validate()
     world = distributed.world_info_from_env()
     folder = RunFolder(ckpt.parent, writer=world.is_main)
-    if epochs is not None:
-        folder.write_config(cfg)
-    trainer = Trainer(cfg, net=net, dataset=dataset, checkpoint=state, folder=folder)
+    folder.lock()  # before reading: a live run's last.pt is about to change
+    try:
+        state = load_checkpoint(ckpt)
+        if "optimizer" not in state:
+            raise CheckpointError(f"{ckpt} holds weights only, not a resumable training state")
+        cfg = TrainConfig.from_dict(state["config"])
+        done = int(state["epoch"])
+        if (epochs if epochs is not None else cfg.epochs) == done:
+            folder.unlock()
+            log.info("%s has trained %d epochs: nothing to do", folder.path, done)
+            return TrainResult(folder.path, epochs_done=done, nothing_to_do=True)
+        if epochs is not None:
+            check_epochs_change(cfg.optimisation, done=done, epochs=epochs)
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(cfg, key, value)
+        cfg.validate()
+        folder.check_writable()
+        trainer = Trainer(
+            cfg,
+            net=net,
+            dataset=dataset,
+            checkpoint=state,
+            folder=folder,
+            import_factory=import_factory,
+        )
+        if epochs is not None and epochs != cfg.epochs:
+            trainer.record_epochs_change(epochs)
+    except BaseException:
+        folder.unlock()
+        raise
     return trainer.fit()

@@ -1,0 +1,87 @@
+"""Output locations: checked before any work starts, and write failures as one line.
+
+Every command that writes (train, eval, visualize, timing) calls :func:`check_output_dir` on
+its output folder before loading models or data, so a mistyped or unwritable location costs
+nothing; writes go through :func:`writing`, which turns an ``OSError`` into an
+:class:`~fastrobust.errors.OutputError` naming what was being written and where, while the
+files finished before it stay in place.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fastrobust.errors import OutputError
+
+#: bytes written (and synced) by the probe: enough to hit a full disk or quota
+PROBE_BYTES = 4096
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # e.g. a parent folder we may not enter
+        return True
+
+
+def _first_existing(path: Path) -> Path:
+    """``path`` itself or the nearest ancestor that exists."""
+    current = path
+    while not _exists(current) and current != current.parent:
+        current = current.parent
+    return current
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def probe_writable(folder: Path, *, what: str) -> None:
+    """Write, sync and remove a small temporary file in ``folder`` (or raise OutputError)."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fastrobust-probe-")
+    except OSError as exc:
+        raise OutputError(f"cannot write {what} in {folder} ({_reason(exc)})") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(b"\0" * PROBE_BYTES)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise OutputError(f"cannot write {what} in {folder} ({_reason(exc)})") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def check_output_dir(path: str | Path, *, what: str = "output folder") -> Path:
+    """Raise OutputError unless ``path`` is a writable folder or can be created as one.
+
+    Creates nothing: it checks that no file stands at ``path`` or above it, and probes the
+    nearest existing folder with a small synced write (a read-only folder or a full disk
+    fails here, before the work). Returns ``path`` with ``~`` expanded.
+    """
+    p = Path(path).expanduser()
+    if _exists(p) and not p.is_dir():
+        raise OutputError(f"{what} {p} is an existing file, not a folder")
+    existing = _first_existing(p)
+    if not existing.is_dir():
+        raise OutputError(f"{what} {p} cannot be created: {existing} is a file")
+    probe_writable(existing, what=what)
+    return p
+
+
+@contextmanager
+def writing(what: str, where: str | Path) -> Iterator[None]:
+    """Turn an ``OSError`` inside the block into one line: what was written, where, why."""
+    try:
+        yield
+    except OSError as exc:
+        failed = f": {exc.filename}" if exc.filename else ""
+        raise OutputError(
+            f"could not write {what} to {where} ({_reason(exc)}{failed}); "
+            "files written before it are kept"
+        ) from None
