@@ -56,7 +56,7 @@ def test_error_inside_a_user_factory_is_not_hidden(monkeypatch):
     module.factory = factory
     monkeypatch.setitem(__import__("sys").modules, "broken_models", module)
     with pytest.raises(TypeError, match="bug inside the factory"):
-        build_model(ModelSpec("broken_models:factory", 10, 1, 8))
+        build_model(ModelSpec("broken_models:factory", 10, 1, 8), import_factory=True)
 
 
 def test_user_factory_gets_only_the_arguments_it_takes(monkeypatch):
@@ -67,7 +67,7 @@ def test_user_factory_gets_only_the_arguments_it_takes(monkeypatch):
         torch.nn.Flatten(), torch.nn.LazyLinear(num_classes)
     )
     monkeypatch.setitem(__import__("sys").modules, "few_args", module)
-    model = build_model(ModelSpec("few_args:factory", 5, 1, 8))
+    model = build_model(ModelSpec("few_args:factory", 5, 1, 8), import_factory=True)
     assert model(torch.rand(2, 1, 8, 8)).shape == (2, 5)
 
 
