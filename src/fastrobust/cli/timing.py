@@ -126,8 +126,11 @@ def _baseline_index(spec: str, runs: list[Any]) -> int:
 def _print_table_one(runs: list[Any], baseline: int, out: Path) -> None:
     from fastrobust.timing.runs_table import table_one, write_rows_csv
 
+    from fastrobust.outputs import writing
+
     rows = table_one(runs, baseline)
-    write_rows_csv(rows, out / "table1.csv")
+    with writing("table1.csv", out):
+        write_rows_csv(rows, out / "table1.csv")
     print(f"Table I: training time (relative to {runs[baseline].name})")
     headers = ["run", "method", "GPUs", "batch", "epochs", "best ep", "best acc", "best by"]
     headers += ["h to last", "h to best", "rel last", "rel best"]
