@@ -124,9 +124,8 @@ def _baseline_index(spec: str, runs: list[Any]) -> int:
 
 
 def _print_table_one(runs: list[Any], baseline: int, out: Path) -> None:
-    from fastrobust.timing.runs_table import table_one, write_rows_csv
-
     from fastrobust.outputs import writing
+    from fastrobust.timing.runs_table import table_one, write_rows_csv
 
     rows = table_one(runs, baseline)
     with writing("table1.csv", out):
