@@ -3,8 +3,9 @@
 Generates a folder of photo-like JPEGs (default 500x375, quality 90: the typical ImageNet photo;
 1/f "pink" noise with correlated colour channels and a few hard edges, so file sizes and
 decoding work resemble real photographs), then times ``decode_image`` (decode, resize of the
-shorter side, centre crop, uint8 tensor) for each output size with draft mode off and on, in
-one process with one thread: what one DataLoader worker does. Rates are images per CPU second
+shorter side to ``size`` or, from 64 px on, ``size * 256/224``, centre crop, uint8 tensor) for each output size with draft mode off and on, and
+the training view (random-resized crop of the draft-decoded photo + flip), in one process with
+one thread: what one DataLoader worker does. Rates are images per CPU second
 of the process (robust to other jobs on a shared machine); runs are interleaved (off, on, off,
 ...) and the median is reported. From the per-worker rate it prints how many workers keep
 up with a GPU consuming the paper's ~720 images/s (Goodwin et al., HPEC 2020: 150 CIFAR-10
@@ -27,6 +28,12 @@ import torch
 from PIL import Image
 
 from fastrobust.data.imagefolder import decode_image
+from fastrobust.data.imagenet_augment import (
+    EVAL_RESIZE_RATIO,
+    MIN_SIZE,
+    ResizedCropOptions,
+    augment_file,
+)
 
 PAPER_RATE = 720.0
 """images/s of the paper's fast CIFAR-10 training (two V100s)"""
@@ -65,8 +72,18 @@ def make_folder(folder: Path, n: int, width: int, height: int, quality: int) -> 
 def images_per_second(files: list[Path], size: int, draft: bool) -> float:
     """Images per CPU second of this process (other jobs on a shared machine do not count)."""
     t0 = time.process_time()
+    ratio = EVAL_RESIZE_RATIO if size >= MIN_SIZE else 1.0  # the evaluation view
     for path in files:
-        decode_image(path, size, 3, draft=draft)
+        decode_image(path, size, 3, draft=draft, resize_ratio=ratio)
+    return len(files) / (time.process_time() - t0)
+
+
+def train_views_per_second(files: list[Path], size: int) -> float:
+    """The training path: random-resized crop (draft-decoded) + flip, per CPU second."""
+    options = ResizedCropOptions()
+    t0 = time.process_time()
+    for seed, path in enumerate(files):
+        augment_file(path, size, 3, seed, options)
     return len(files) / (time.process_time() - t0)
 
 
@@ -91,22 +108,28 @@ def main() -> None:
         )
         header = (
             f"{'size':>5} {'full img/s':>11} {'draft img/s':>12} {'speedup':>8} "
-            f"{'workers @720/s full/draft':>26} {'@7200/s full/draft':>19}"
+            f"{'workers @720/s full/draft':>26} {'@7200/s full/draft':>19} "
+            f"{'train crop img/s':>17} {'workers @720/7200':>18}"
         )
         print(header)
         for size in sizes:
             images_per_second(files[:10], size, True)  # warm-up
             rates: dict[bool, list[float]] = {False: [], True: []}
+            train_rates = []
             for _ in range(args.repeats):
                 for draft in (False, True):
                     rates[draft].append(images_per_second(files, size, draft))
+                train_rates.append(train_views_per_second(files, size))
             full, fast = statistics.median(rates[False]), statistics.median(rates[True])
+            train = statistics.median(train_rates)
             need = [
                 math.ceil(rate / r) for rate in (PAPER_RATE, 10 * PAPER_RATE) for r in (full, fast)
             ]
             print(
                 f"{size:>5} {full:>11.1f} {fast:>12.1f} {fast / full:>7.2f}x "
-                f"{need[0]:>18} / {need[1]:<5} {need[2]:>11} / {need[3]:<5}"
+                f"{need[0]:>18} / {need[1]:<5} {need[2]:>11} / {need[3]:<5} "
+                f"{train:>17.1f} {math.ceil(PAPER_RATE / train):>8} / "
+                f"{math.ceil(10 * PAPER_RATE / train):<5}"
             )
 
 

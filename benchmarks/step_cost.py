@@ -8,6 +8,8 @@ Steps are timed interleaved (standard, fast, pgd7, standard, ...) after warm-up 
 median per method is reported, so machine noise hits all three alike.
 
     python benchmarks/step_cost.py [--model preact_resnet18] [--batch 64] [--repeats 7]
+        [--image-size 32] [--classes 10]   (224-px Restricted ImageNet: --model resnet50_imagenet
+        --image-size 224 --classes 9)
 """
 
 from __future__ import annotations
@@ -33,15 +35,18 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--image-size", type=int, default=32, help="square RGB images (default: 32)")
+    p.add_argument("--classes", type=int, default=10)
     args = p.parse_args()
 
     device = torch.device(args.device)
     torch.manual_seed(0)
-    spec = ModelSpec(args.model, 10, 3, 32, [0.49, 0.48, 0.45], [0.25, 0.24, 0.26])
+    size = args.image_size
+    spec = ModelSpec(args.model, args.classes, 3, size, [0.49, 0.48, 0.45], [0.25, 0.24, 0.26])
     model = build_model(spec).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    x = torch.rand(args.batch, 3, 32, 32, device=device)
-    y = torch.randint(0, 10, (args.batch,), device=device)
+    x = torch.rand(args.batch, 3, size, size, device=device)
+    y = torch.randint(0, args.classes, (args.batch,), device=device)
     methods = {  # L2 eps 0.5: fast alpha 1.5 eps, pgd7 alpha 2.5 eps / 7
         "standard": build_method(AttackConfig(method="standard", eps=0.5)),
         "fast": build_method(AttackConfig(method="fast", eps=0.5)),
@@ -66,7 +71,7 @@ def main() -> None:
             times[name].append(one(name))
     med = {name: statistics.median(ts) for name, ts in times.items()}
     print(
-        f"{args.model}, batch {args.batch}, 32x32x3, device {device}, "
+        f"{args.model}, batch {args.batch}, {size}x{size}x3, device {device}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, median of {args.repeats}"
     )
     print(f"{'method':<10}{'s/step':>10}{'img/s':>10}{'ratio':>8}{'floor':>8}{'target':>8}")
