@@ -272,6 +272,9 @@ def test_a_failed_checkpoint_write_keeps_the_last_epoch(tmp_path, capsys, monkey
     assert main(argv) == 2
     message = one_line_error(capsys)
     assert "No space left on device" in message and str(tmp_path / "r") in message
+    assert (
+        f"resumes from its last saved epoch: fastrobust train --resume {tmp_path / 'r'}" in message
+    )
     assert load_checkpoint(tmp_path / "r" / "last.pt")["epoch"] == 1
     monkeypatch.setattr(run_folder, "save_checkpoint", real_save)
     assert main(["-q", "train", "--resume", str(tmp_path / "r")]) == 0

@@ -25,7 +25,7 @@ from fastrobust import distributed, stops
 from fastrobust.checkpoint import load_checkpoint
 from fastrobust.data import ImageDataset, load_dataset, make_loader
 from fastrobust.data.base import to_float
-from fastrobust.errors import CheckpointError, ConfigError, TrainingDiverged
+from fastrobust.errors import CheckpointError, ConfigError, OutputError, TrainingDiverged
 from fastrobust.model_info import check_model_fits
 from fastrobust.models import ModelSpec, NormalizedModel, build_model
 from fastrobust.models.resnet import resolve_stem
@@ -66,7 +66,7 @@ class Trainer:
         data_cfg, runtime = cfg.data, cfg.runtime
         self.world = distributed.world_info_from_env()
         if folder is None and self.world.is_main:  # before any work: a bad --out-dir costs nothing
-            check_output_dir(runtime.out_dir, what="out_dir")
+            check_output_dir(runtime.out_dir, what="output folder")
         self.device = distributed.resolve_device(runtime.device, self.world.local_rank)
         self.data = (
             dataset
@@ -143,15 +143,21 @@ class Trainer:
         """Train the remaining epochs; the run folder is locked until this returns."""
         try:
             return self._fit()
+        except OutputError as exc:  # e.g. the disk filled up: the last saved epoch is intact
+            raise OutputError(
+                f"{exc}; the run resumes from its last saved epoch: "
+                f"fastrobust train --resume {self.folder.path}"
+            ) from None
         finally:
             self.folder.unlock()
 
     def _fit(self) -> TrainResult:
         cfg, state = self.cfg, self.state
-        if state.epoch == 0:
-            self._save_last(None)  # resumable from the very start
-        else:
-            self.folder.rewrite_metrics(state.history)
+        with stops.held():
+            if state.epoch == 0:
+                self._save_last(None)  # resumable from the very start
+            else:
+                self.folder.rewrite_metrics(state.history)
         log.info(
             "training %s on %s (%d train images) with %s; run folder %s",
             self.spec.name,
