@@ -1,7 +1,13 @@
 """The redesign changed no behaviour: the default digits job (8 epochs, seed 0) gives bitwise the
 weights and the metrics recorded by the code before the move (tests/fixtures, written by
 tests/fixtures/record_reference.py at commit d4c3484), and a checkpoint written then still loads
-and evaluates to the accuracy recorded then."""
+and evaluates to the accuracy recorded then.
+
+One metric changed on purpose since: ``overfit_check_pgd_acc``. The overfitting monitor's fixed
+training batch is now a class-stratified sample (fastrobust.data.subsets) instead of the first
+256 images of a random permutation, so its accuracy differs. The check runs on its own random
+stream and (without early stopping) never touches training, so the weights and every other
+metric must still be bitwise the recorded ones."""
 
 from __future__ import annotations
 
@@ -28,8 +34,11 @@ def _weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+CHANGED_ON_PURPOSE = {"overfit_check_pgd_acc"}  # see the module docstring
+
+
 def _without_times(row: dict) -> dict:
-    return {k: v for k, v in row.items() if not k.endswith("_s")}
+    return {k: v for k, v in row.items() if not k.endswith("_s") and k not in CHANGED_ON_PURPOSE}
 
 
 @pytest.fixture()
@@ -47,7 +56,8 @@ def test_default_job_is_bitwise_unchanged(tmp_path, single_thread):
     rows = [
         json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
     ]
-    assert [_without_times(r) for r in rows] == REFERENCE["metrics"]
+    assert [_without_times(r) for r in rows] == [_without_times(r) for r in REFERENCE["metrics"]]
+    assert all(0 <= r["overfit_check_pgd_acc"] <= 1 for r in rows)
     assert _weights_sha256(state["model"]) == REFERENCE["weights_sha256"]
 
 

@@ -15,5 +15,5 @@ def test_run_streams_keep_the_seeds_recorded_runs_used():
     assert seeds.weights() == seeds.sample_order() == 3
     assert seeds.between_epochs(2) == 3 * 7919 + 2
     assert seeds.augmentation(1).initial_seed() == 3 * 100_003 + 2
-    assert seeds.overfit_batch().initial_seed() == 3 + 12_345
+    assert seeds.legacy_overfit_batch() == 3 + 12_345 and seeds.subsets() == 3
     assert seeds.random_starts(1) != seeds.random_starts(2) != seeds.weights()

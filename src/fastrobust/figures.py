@@ -23,6 +23,7 @@ from torch import nn
 
 from fastrobust.attacks.contract import attack_mode
 from fastrobust.data.base import to_float
+from fastrobust.data.subsets import stratified_subset
 from fastrobust.errors import ConfigError, DataError
 from fastrobust.model_info import data_dir_for, model_info
 from fastrobust.represent import (
@@ -209,7 +210,9 @@ def dataset_images(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Test images (float) and labels of ``dataset`` (default: the one ``model`` was trained on).
 
-    A disk dataset is not decoded whole: a seeded pool of :data:`DISK_POOL` images is.
+    A disk dataset is not decoded whole: a pool of :data:`DISK_POOL` of its test images is, a
+    class-stratified sample drawn from ``seed``
+    (:func:`~fastrobust.data.subsets.stratified_subset`), so every class can be a source.
     """
     from fastrobust.data import load_dataset
     from fastrobust.data.base import dataset_options
@@ -224,8 +227,7 @@ def dataset_images(
     if isinstance(data.test_x, torch.Tensor):
         return to_float(data.test_x), data.test_y
     n = len(data.test_y)
-    pool = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:DISK_POOL]
-    pool = pool.sort().values
+    pool = stratified_subset(data.test_y, DISK_POOL, seed)
     if n > DISK_POOL:
         log.info("decoding %d of %d test images to choose from", DISK_POOL, n)
     return to_float(data.test_x[pool]), data.test_y[pool]

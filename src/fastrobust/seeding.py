@@ -13,7 +13,10 @@ stream                    decides
 ``sample_order``          the ``DistributedSampler`` seed (it adds the epoch itself)
 ``augmentation(epoch)``   crop offsets and flips of every training sample in one epoch, drawn
                           in one go, so the in-memory and the disk loader crop alike
-``overfit_batch``         which training images the overfitting monitor checks
+``subsets``               the class-stratified subsets (:mod:`fastrobust.data.subsets`):
+                          the validation images under ``eval_limit`` and the training images
+                          the overfitting monitor checks (``legacy_overfit_batch``: the latter
+                          in runs recorded before, resumed with ``subsets: legacy``)
 ``between_epochs(epoch)`` overfitting check and validation (forked, so they leave training's
                           streams untouched)
 ========================  =====================================================================
@@ -22,7 +25,9 @@ Derivation: ``random_starts`` comes from :func:`derive_seed`, a
 :class:`numpy.random.SeedSequence` of the seed, the stream's id and its arguments (attack
 restarts draw their starts the same way, :mod:`fastrobust.attacks.restarts`). The streams a
 one-process run uses keep the integer seeds they had before this module gathered them
-(``seed``, ``seed*100003+epoch+1``, ``seed+12345``, ``seed*7919+epoch``), so runs recorded
+(``seed``, ``seed*100003+epoch+1``, ``seed+12345``, ``seed*7919+epoch``; the subsets use
+``seed`` itself, so ``eval --seed S --limit N`` evaluates the images a run of seed ``S``
+validated on under ``--eval-limit N``), so runs recorded
 earlier, and tests/fixtures/default_job_reference.json, reproduce bitwise.
 """
 
@@ -70,8 +75,11 @@ class RunSeeds:
     def augmentation(self, epoch: int) -> torch.Generator:
         return generator(self.seed * 100_003 + epoch + 1)
 
-    def overfit_batch(self) -> torch.Generator:
-        return generator(self.seed + 12_345)
+    def subsets(self) -> int:
+        return self.seed
+
+    def legacy_overfit_batch(self) -> int:
+        return self.seed + 12_345
 
     def between_epochs(self, epoch: int) -> int:
         return self.seed * 7919 + epoch

@@ -22,20 +22,22 @@ def test_two_models_table_json_csv_plot(trained_runs, tmp_path, capsys):
     rc = main(args + ["--norm", "l2", "--eps", "0,0.5,1", "--out", str(out), *FAST])
     stdout = capsys.readouterr().out
     assert rc == 0
-    assert "first 30 of 360 test points" in stdout
+    assert "a class-stratified sample of 30 of 360 test points (seed 0)" in stdout
     lines = stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["eps"])
     assert lines[header].split() == ["eps", "standard", "fast"]
     assert [line.split()[0] for line in lines[header + 1 : header + 4]] == ["0", "0.5", "1"]
     assert "gradient-masking checks: standard 7/7 passed, fast 7/7 passed" in stdout
     doc = json.loads((out / "robustness.json").read_text())
-    assert doc["subset"] == "first 30 of 360 test points" and doc["eps"] == [0, 0.5, 1]
+    assert doc["subset"] == "a class-stratified sample of 30 of 360 test points (seed 0)" and doc[
+        "eps"
+    ] == [0, 0.5, 1]
     fast = doc["models"]["fast"]
     assert fast["trained"] == {"method": "fast", "norm": "l2", "eps": 1.0, "dataset": "digits"}
     assert fast["steps"] == 2 and fast["restarts"] == 2 and fast["data"]["limit"] == 30
     assert fast["accuracy"][0] >= fast["accuracy"][1] >= fast["accuracy"][2]
     csv_rows = (out / "robustness.csv").read_text().splitlines()
-    assert len(csv_rows) == 1 + 2 * 3 and all("first 30 of 360" in r for r in csv_rows[1:])
+    assert len(csv_rows) == 1 + 2 * 3 and all("sample of 30 of 360" in r for r in csv_rows[1:])
     assert (out / "robustness.png").stat().st_size > 1000
 
 

@@ -52,7 +52,7 @@ def test_imagefolder_shapes_labels_and_pixels(folder):
     f = to_float(ds.test_x[:])
     assert f.shape == (6, 3, 12, 12) and 0 <= f.min() and f.max() <= 1
     assert torch.allclose(f[3], torch.from_numpy(_pixels(1, 51)).permute(2, 0, 1) / 255.0)
-    assert ds.crop_padding == 1 and ds.flip
+    assert ds.crop_padding == 1 and not ds.flip  # image folders: no flip by default
     assert len(ds.mean) == 3 and all(0.3 < m < 0.7 for m in ds.mean)
 
 

@@ -9,6 +9,7 @@ from torch import nn
 from fastrobust.attacks.restarts import seeded_starts
 from fastrobust.attacks.threat import threat_model
 from fastrobust.data.base import to_float
+from fastrobust.data.subsets import stratified_subset
 from fastrobust.evaluation.curve import robustness_curve
 
 EPS = [0.0, 0.3, 0.6, 1.2]
@@ -120,14 +121,17 @@ def test_cascade_only_removes_robust_samples(mlp, points):
 
 
 def test_data_forms_and_limit_agree(mlp, digits):
-    kw = dict(steps=3, restarts=2, checks=False)
+    """``limit`` evaluates the stratified subset of the seed, which the curve records."""
+    kw = dict(steps=3, restarts=2, checks=False, seed=3)
     a = robustness_curve(mlp, digits, "l2", [0.5, 1.0], limit=50, **kw)
-    b = robustness_curve(mlp, (digits.test_x[:50], digits.test_y[:50]), "l2", [0.5, 1.0], **kw)
+    idx = stratified_subset(digits.test_y, 50, 3)
+    assert a.data["sample"]["indices"] == idx.tolist()
+    b = robustness_curve(mlp, (digits.test_x[idx], digits.test_y[idx]), "l2", [0.5, 1.0], **kw)
     c = robustness_curve(
-        mlp, (to_float(digits.test_x[:50]), digits.test_y[:50]), "l2", [0.5, 1.0], **kw
+        mlp, (to_float(digits.test_x[idx]), digits.test_y[idx]), "l2", [0.5, 1.0], **kw
     )
     assert torch.equal(a.robust_mask, b.robust_mask) and torch.equal(a.robust_mask, c.robust_mask)
-    assert a.subset == "first 50 of 360 test points"
+    assert a.subset == "a class-stratified sample of 50 of 360 test points (seed 3)"
     assert b.subset == "all 50 given points"
 
 

@@ -20,12 +20,12 @@ def test_report_files(mlp, digits, tmp_path):
     }
     paths = write_report(tmp_path, curves, extra={"note": "x"})
     doc = json.loads(paths["json"].read_text())
-    assert doc["subset"] == "first 40 of 360 test points"
+    assert doc["subset"] == "a class-stratified sample of 40 of 360 test points (seed 0)"
     assert doc["models"]["mlp"]["data"]["limit"] == 40
     assert doc["models"]["mlp"]["accuracy"] == curves["mlp"].accuracy
     assert len(doc["models"]["mlp"]["checks"]) == 7
     rows = paths["csv"].read_text().splitlines()
-    assert len(rows) == 3 and all("first 40 of 360" in r for r in rows[1:])
+    assert len(rows) == 3 and all("sample of 40 of 360" in r for r in rows[1:])
     import matplotlib.image
 
     assert matplotlib.image.imread(paths["png"]).shape[0] > 100

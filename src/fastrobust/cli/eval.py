@@ -55,7 +55,11 @@ def add_parser(subparsers: Any) -> None:
         help="random start: ball (uniform in the ball, the paper's; default), sphere, radius "
         "(torchattacks'), none",
     )
-    p.add_argument("--limit", type=int, help="evaluate on the first N test points only")
+    p.add_argument(
+        "--limit",
+        type=int,
+        help="evaluate on a class-stratified sample of N test points, drawn from --seed",
+    )
     p.add_argument("--data", help="dataset (default: the one the first model was trained on)")
     p.add_argument(
         "--data-dir",

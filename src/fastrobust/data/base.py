@@ -30,9 +30,11 @@ class ImageDataset:
     mean: list[float]
     std: list[float]
     crop_padding: int = 0
-    """random-crop padding used by training augmentation (0: no crop)"""
+    """default random-crop padding of training augmentation (0: no crop); a run's
+    ``crop_padding`` setting overrides it"""
     flip: bool = False
-    """whether training augmentation flips horizontally"""
+    """whether training augmentation flips horizontally by default (photos: yes; digits, text
+    or images of unknown content: no); a run's ``flip`` setting overrides it"""
     train_crop: str = "pad"
     """training crop: ``pad`` (random crop of the zero-padded image, small images) or
     ``resized`` (random-resized crop of the original photo, disk images of 64 px and more:

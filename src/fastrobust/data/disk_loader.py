@@ -133,17 +133,24 @@ def make_loader(
     workers: int = 2,
     color_jitter: float = 0.0,
     lighting: float = 0.0,
+    crop_padding: int | None = None,
+    flip: bool | None = None,
 ) -> InMemoryLoader | DiskLoader:
     """The training loader of ``data``: :class:`InMemoryLoader` for tensors held in memory,
     :class:`DiskLoader` (``workers`` DataLoader processes) for :class:`LazyImages`.
 
     A dataset whose ``train_crop`` is ``resized`` (disk images of 64 px and more) is augmented
     by random-resized crop + flip, plus ``color_jitter`` and ``lighting`` when set
-    (:mod:`fastrobust.data.imagenet_augment`); the others by pad-crop + flip."""
+    (:mod:`fastrobust.data.imagenet_augment`); the others by pad-crop + flip.
+
+    ``crop_padding`` / ``flip``: the run's augmentation (``None``: the dataset's defaults,
+    ``data.crop_padding`` / ``data.flip``); ``augment=False`` turns both off."""
+    padding = data.crop_padding if crop_padding is None else crop_padding
+    flips = data.flip if flip is None else flip
     common: dict[str, Any] = {
         "shuffle": True,
-        "crop_padding": data.crop_padding if augment else 0,
-        "flip": data.flip and augment,
+        "crop_padding": padding if augment else 0,
+        "flip": flips and augment,
         "seed": seed,
         "rank": rank,
         "world_size": world_size,
@@ -152,7 +159,7 @@ def make_loader(
     if isinstance(data.train_x, LazyImages):
         resized = None
         if augment and data.train_crop == "resized":
-            resized = ResizedCropOptions(data.flip, color_jitter, lighting)
+            resized = ResizedCropOptions(flips, color_jitter, lighting)
             common.update(crop_padding=0, flip=False)  # the resized crop does both
         return DiskLoader(
             data.train_x, data.train_y, batch_size, workers=workers, resized_crop=resized, **common

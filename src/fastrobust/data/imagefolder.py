@@ -10,10 +10,11 @@ Images are not held in memory: ``train_x`` / ``test_x`` are :class:`LazyImages`,
 :class:`~fastrobust.data.disk_loader.DiskLoader` (DataLoader worker processes).
 
 Sizes below 64 px (:data:`~fastrobust.data.imagenet_augment.MIN_SIZE`): the shorter side is
-resized to ``image_size`` (bilinear) and the centre square kept; training pad-crops and flips.
-64 px and more (ImageNet practice): evaluation resizes the shorter side to
+resized to ``image_size`` (bilinear) and the centre square kept; training pad-crops (and
+flips). 64 px and more (ImageNet practice): evaluation resizes the shorter side to
 ``image_size * 256/224`` and keeps the central square; training takes a random-resized crop of
-the original photo and flips it (:mod:`fastrobust.data.imagenet_augment`).
+the original photo (and flips it) (:mod:`fastrobust.data.imagenet_augment`). Flips: on for
+``restricted_imagenet`` (photos), off for ``imagefolder`` unless the run turns them on.
 """
 
 from __future__ import annotations
@@ -227,7 +228,9 @@ def load_imagefolder(data_dir: Path | None, *, image_size: int | None = None) ->
     """``ROOT/train/<class>/*`` and ``ROOT/val/<class>/*`` (or ``test``); classes = sorted
     folder names of ``train``. Size: ``image_size``, else the first image's shorter side.
     Mean/std: computed from up to 500 evenly spaced training images. Augmentation and
-    evaluation crop: by size, see the module docstring."""
+    evaluation crop: by size, see the module docstring; no flip by default (the folder may
+    hold digits, text or anything else a mirror makes wrong; ``flip: true`` in the run's
+    config turns it on)."""
     _check_size(image_size)
     root = _root(data_dir, "imagefolder")
     train_dir, test_dir = _splits(root)
@@ -266,7 +269,7 @@ def load_imagefolder(data_dir: Path | None, *, image_size: int | None = None) ->
         mean=mean,
         std=std,
         crop_padding=0 if size >= MIN_SIZE else max(1, size // 8),
-        flip=True,
+        flip=False,
         train_crop="resized" if size >= MIN_SIZE else "pad",
         notes={"root": str(root)},
     )

@@ -157,7 +157,8 @@ def robustness_curve(
     10 random restarts, step size ``2.5 * eps / steps``.
 
     ``data`` is an :class:`ImageDataset` (its test split) or ``(x, y)`` tensors (uint8, or
-    floats in ``[0,1]``); ``limit`` keeps the first N samples. ``threat_name`` is ``l2`` or
+    floats in ``[0,1]``); ``limit`` keeps a class-stratified sample of N of them drawn from
+    ``seed`` (:func:`~fastrobust.data.subsets.stratified_subset`), recorded in ``.data``. ``threat_name`` is ``l2`` or
     ``linf`` (or a :class:`ThreatModel`, whose random start is then used). Attack work runs
     only on still-robust samples; see the module docstring for why the result is nonetheless
     the same as the plain loop's. With ``checks`` the gradient-masking checks run on up to
@@ -173,7 +174,7 @@ def robustness_curve(
         random_start = random_start or threat_name.random_start
         threat_name = threat_name.name
     base = threat_model(threat_name, eps_values[-1], random_start=random_start)
-    x_all, y_all, data_info = data_tensors(data, limit)
+    x_all, y_all, data_info = data_tensors(data, limit, seed)
     dev = torch.device(device) if device is not None else model_device(model)
     outputs = check_model_fits(model, x_all, y_all, classes=data_info.get("classes"))
     info = model_info(model)

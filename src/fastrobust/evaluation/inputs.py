@@ -14,6 +14,7 @@ import torch
 from fastrobust.attacks.registry import ATTACKS
 from fastrobust.data.base import ImageDataset, to_float
 from fastrobust.data.imagefolder import LazyImages
+from fastrobust.data.subsets import sample_split
 from fastrobust.errors import ConfigError, DataError
 
 Data = ImageDataset | tuple[torch.Tensor, torch.Tensor]
@@ -71,8 +72,12 @@ def validate_attacks(attacks: str | Sequence[str]) -> list[str]:
     return names
 
 
-def data_tensors(data: Data, limit: int | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """The (possibly limited) evaluation tensors and a description of where they come from."""
+def data_tensors(
+    data: Data, limit: int | None, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The evaluation tensors and a description of where they come from. With ``limit``, a
+    class-stratified sample of ``limit`` of them drawn from ``seed``
+    (:func:`~fastrobust.data.subsets.stratified_subset`); the description then holds it."""
     if isinstance(data, ImageDataset):
         x, y = data.test_x, data.test_y
         info = {"dataset": data.name, "split": "test", "classes": list(data.classes)}
@@ -89,14 +94,18 @@ def data_tensors(data: Data, limit: int | None) -> tuple[torch.Tensor, torch.Ten
         )
     if x.dtype != torch.uint8 and not x.is_floating_point():
         raise DataError(f"images must be uint8 or floating point in [0,1], got {x.dtype}")
-    available = len(y)
-    if limit is not None:
-        if limit < 1:
-            raise ConfigError(f"limit must be >= 1, got {limit}")
-        x, y = x[:limit], y[:limit]
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be >= 1, got {limit}")
     if len(y) == 0:
         raise DataError("no samples to evaluate")
+    sample = sample_split(y, limit, seed, split=info["split"])
+    if not sample.is_whole_split:
+        idx = sample.index_tensor()
+        x, y = x[idx], y[idx]
     info.update(
-        n=len(y), n_available=available, limit=limit if limit and limit < available else None
+        n=sample.n,
+        n_available=sample.n_available,
+        limit=None if sample.is_whole_split else limit,
+        sample=None if sample.is_whole_split else sample.to_dict(),
     )
     return x, y.long(), info

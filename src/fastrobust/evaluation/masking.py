@@ -32,6 +32,7 @@ from fastrobust.attacks.contract import (
 from fastrobust.attacks.registry import RunSettings, SeededRuns
 from fastrobust.attacks.restarts import seeded_generator, worst_case_over_restarts
 from fastrobust.attacks.threat import ThreatModel
+from fastrobust.data.subsets import stratified_subset
 from fastrobust.evaluation.inputs import as_float_images
 from fastrobust.evaluation.results import Check, RobustnessCurve
 
@@ -116,8 +117,19 @@ class CheckInputs:
         return self.batch(torch.arange(min(len(self.y), self.batch_size)))[0]
 
     def correct(self, limit: int | None = None) -> torch.Tensor:
-        """Indices of the clean-correct samples (the first ``limit`` of them)."""
-        return self.clean_correct.nonzero().squeeze(1)[:limit]
+        """Indices of the clean-correct samples (a sample of ``limit`` of them, see
+        :meth:`sample`)."""
+        return self.sample(self.clean_correct, limit)
+
+    def sample(self, where: torch.Tensor, limit: int | None) -> torch.Tensor:
+        """Ascending indices of the samples where the bool mask ``where`` holds: all of them,
+        or a class-stratified sample of ``limit`` drawn from the curve's seed
+        (:func:`~fastrobust.data.subsets.stratified_subset`), so a check looks at every class
+        and not at the first ones of a class-sorted split."""
+        idx = where.cpu().nonzero().squeeze(1)
+        if limit is None or limit >= idx.numel():
+            return idx
+        return idx[stratified_subset(self.y.cpu()[idx], limit, self.curve.seed)]
 
 
 def _slack(n: int, share: float) -> int:
@@ -211,7 +223,7 @@ def check_monotone_eps(inputs: CheckInputs) -> Check:
     """Samples fooled at one eps must also be fooled by a fresh attack at the next eps.
 
     The curve itself is monotone by construction (carried examples); this re-attacks up to
-    ``check_size`` of the samples first fooled at ``eps_{j-1}`` at ``eps_j``, with the same
+    ``check_size`` of the samples (a class-stratified sample) first fooled at ``eps_{j-1}`` at ``eps_j``, with the same
     restarts. Survivors mean a plain evaluation would see accuracy rise with eps.
     """
     curve = inputs.curve
@@ -220,7 +232,7 @@ def check_monotone_eps(inputs: CheckInputs) -> Check:
     for j in range(1, len(curve.eps)):
         if curve.eps[j - 1] == 0:
             continue
-        idx = inputs.fooled_by_attack[j - 1].nonzero().squeeze(1)[: inputs.check_size]
+        idx = inputs.sample(inputs.fooled_by_attack[j - 1], inputs.check_size)
         if idx.numel() == 0:
             continue
         left = inputs.count_survivors(

@@ -29,10 +29,15 @@ class Check:
 
 
 def describe_subset(data_info: dict) -> str:
-    """``"first 100 of 360 test points"`` or ``"all 360 test points"``."""
+    """``"a class-stratified sample of 100 of 360 test points (seed 0)"`` or
+    ``"all 360 test points"``."""
     what = "test points" if data_info.get("split") == "test" else "given points"
-    if data_info.get("limit"):
-        return f"first {data_info['n']} of {data_info['n_available']} {what}"
+    sample = data_info.get("sample")
+    if sample:
+        return (
+            f"a class-stratified sample of {data_info['n']} of {data_info['n_available']} "
+            f"{what} (seed {sample['seed']})"
+        )
     return f"all {data_info['n']} {what}"
 
 
@@ -57,7 +62,8 @@ class RobustnessCurve:
     robust_mask: torch.Tensor
     """``len(eps) x n`` booleans (CPU): is sample ``i`` robust at ``eps[j]``"""
     data: dict[str, Any]
-    """dataset, split, n, n_available, limit"""
+    """dataset, split, n, n_available, limit and, under a limit, ``sample``: the seed,
+    per-class counts and indices of the stratified subset evaluated"""
     model_info: ModelInfo = field(default_factory=ModelInfo)
     """what the model was trained with (method, norm, eps, dataset), when recorded"""
     checks: list[Check] = field(default_factory=list)

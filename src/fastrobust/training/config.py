@@ -27,6 +27,7 @@ from fastrobust.errors import ConfigError
 from fastrobust.training.methods import method_class, method_names
 
 SCHEDULES = ("step", "onecycle", "constant")
+SUBSET_CHOICES = ("stratified", "legacy")
 
 
 def _positive(name: str, value: Any) -> None:
@@ -59,8 +60,15 @@ class DataConfig:
     workers: int = 2
     """DataLoader worker processes for disk datasets"""
     augment: bool = True
-    """random crop (and flip where the dataset allows) during training: pad-crop below 64 px,
-    the random-resized crop of ImageNet recipes for disk images of 64 px and more"""
+    """augment training images: a random crop (pad-crop below 64 px, the random-resized crop of
+    ImageNet recipes for disk images of 64 px and more) and flips if on; off: neither"""
+    flip: bool | None = None
+    """random horizontal flips (default: the dataset's: on for photos, cifar10/100 and
+    restricted_imagenet; off for digits and imagefolder, whose images may be digits or text
+    that a mirror makes wrong)"""
+    crop_padding: int | None = None
+    """zero padding of the pad-crop in pixels, 0: no crop (default: the dataset's: digits 1,
+    cifar 4, disk images below 64 px size // 8; 64 px and more use the random-resized crop)"""
     color_jitter: float = 0.0
     """disk images of 64 px and more: brightness/contrast/saturation jitter strength (MadryLab
     robustness uses 0.1 for Restricted ImageNet; 0: off)"""
@@ -78,6 +86,8 @@ class DataConfig:
         if self.image_size is not None:
             _at_least("image_size", self.image_size, 1)
         _at_least("workers", self.workers, 0)
+        if self.crop_padding is not None:
+            _at_least("crop_padding", self.crop_padding, 0)
 
 
 @dataclass
@@ -178,13 +188,20 @@ class EvaluationConfig:
     eval_steps: int = 10
     """PGD steps of the validation attack"""
     eval_limit: int | None = None
-    """validate on the first N test images only (None: all)"""
+    """validate on N test images only, a class-stratified sample drawn from the seed
+    (None: all)"""
     overfit_check_size: int = 256
-    """training images in the fixed batch checked for catastrophic overfitting (0: off)"""
+    """training images (a class-stratified sample drawn from the seed) in the fixed batch
+    checked for catastrophic overfitting (0: off)"""
     early_stop: bool = False
     """stop and restore the last good weights when catastrophic overfitting is detected"""
+    subsets: str = "stratified"
+    """how the eval_limit and overfitting-check subsets are drawn: stratified (class-stratified
+    samples from the seed) | legacy (the first eval_limit test images and a random training
+    batch: what runs recorded before stratified subsets used, so they resume exactly)"""
 
     def __post_init__(self) -> None:
+        _one_of("subsets", self.subsets, SUBSET_CHOICES)
         _at_least("eval_every", self.eval_every, 1)
         _at_least("eval_steps", self.eval_steps, 1)
         if self.eval_limit is not None:

@@ -1,5 +1,6 @@
 """A run folder and the files in it: ``config.yaml``, ``metrics.jsonl``, ``summary.json``,
-``last.pt`` (resumable state) and ``best.pt`` (weights of the best epoch).
+``subsets.json`` (the images validation and the overfitting check use), ``last.pt``
+(resumable state) and ``best.pt`` (weights of the best epoch).
 
 Only the main process (rank 0) writes; every process may read. The trainer writes through a
 :class:`RunFolder`, and the Table I reader (:mod:`fastrobust.timing.runs_table`) reads
@@ -20,6 +21,7 @@ import yaml
 
 from fastrobust import distributed
 from fastrobust.checkpoint import save_checkpoint
+from fastrobust.data.subsets import SubsetRecord
 from fastrobust.errors import CheckpointError, ConfigError, FastRobustError, RunFolderLocked
 from fastrobust.outputs import check_output_dir, writing
 from fastrobust.training.config import TrainConfig
@@ -52,6 +54,9 @@ class TrainResult:
     collapsed_at: int | None = None
     world_size: int = 1
     """number of data-parallel processes (GPUs) the run used"""
+    subsets: dict[str, Any] = field(default_factory=dict)
+    """the validation and overfitting-check subsets: split, seed, n, per-class counts (the
+    indices are in ``subsets.json``)"""
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,6 +150,7 @@ class RunFolder:
     summary_json = property(lambda self: self.path / "summary.json")
     last_pt = property(lambda self: self.path / "last.pt")
     best_pt = property(lambda self: self.path / "best.pt")
+    subsets_json = property(lambda self: self.path / "subsets.json")
 
     @classmethod
     def create(cls, cfg: TrainConfig, world: distributed.WorldInfo) -> RunFolder:
@@ -219,6 +225,14 @@ class RunFolder:
             with writing("metrics.jsonl", self.path):
                 self.metrics_jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
+    def write_subsets(self, **subsets: SubsetRecord) -> None:
+        """``subsets.json``: name -> the subset with its indices (the same on every write of
+        a run, since a subset depends on the labels, n and the run's seed only)."""
+        if self.writer:
+            doc = {name: record.to_dict() for name, record in subsets.items()}
+            with writing("subsets.json", self.path):
+                self.subsets_json.write_text(json.dumps(doc) + "\n")
+
     def write_summary(self, result: TrainResult) -> None:
         if self.writer:
             with writing("summary.json", self.path):
@@ -248,6 +262,12 @@ class RunFolder:
             raise CheckpointError(
                 f"{self.path} is not a readable fastrobust run folder ({exc})"
             ) from None
+
+    def read_subsets(self) -> dict[str, dict[str, Any]]:
+        """``subsets.json`` as a dict (empty for runs recorded before it existed)."""
+        if not self.subsets_json.is_file():
+            return {}
+        return json.loads(self.subsets_json.read_text())
 
     def read_summary(self) -> dict[str, Any]:
         """``summary.json`` as a dict (empty while the run has not finished)."""

@@ -1,7 +1,10 @@
-"""Done once before training: the batch size checked against the data and the processes, and
-DDP / SyncBatchNorm / torch.compile around the model."""
+"""Done once before training: the batch size checked against the data and the processes, the
+dataset's augmentation defaults filled into the config, and DDP / SyncBatchNorm /
+torch.compile around the model."""
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
@@ -9,6 +12,7 @@ from torch import nn
 from fastrobust.data import ImageDataset
 from fastrobust.distributed import WorldInfo
 from fastrobust.errors import ConfigError
+from fastrobust.training.config import TrainConfig
 
 
 def check_batch_size(batch_size: int, data: ImageDataset, world: WorldInfo) -> None:
@@ -21,6 +25,17 @@ def check_batch_size(batch_size: int, data: ImageDataset, world: WorldInfo) -> N
             f"global batch size {batch_size} does not divide evenly over "
             f"{world.world_size} processes"
         )
+
+
+def with_dataset_augmentation(cfg: TrainConfig, data: ImageDataset) -> TrainConfig:
+    """A copy of ``cfg`` whose unset ``flip`` / ``crop_padding`` are ``data``'s defaults, so the
+    run's config.yaml and checkpoints record the augmentation training actually used."""
+    resolved = copy.deepcopy(cfg)
+    if resolved.data.flip is None:
+        resolved.data.flip = data.flip
+    if resolved.data.crop_padding is None:
+        resolved.data.crop_padding = data.crop_padding
+    return resolved
 
 
 def wrap_for_training(

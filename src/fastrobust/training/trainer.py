@@ -25,18 +25,23 @@ from fastrobust import distributed, stops
 from fastrobust.checkpoint import load_checkpoint
 from fastrobust.data import ImageDataset, load_dataset, make_loader
 from fastrobust.data.base import to_float
+from fastrobust.data.subsets import sample_split
 from fastrobust.errors import CheckpointError, ConfigError, OutputError, TrainingDiverged
 from fastrobust.model_info import check_model_fits
 from fastrobust.models import ModelSpec, NormalizedModel, build_model
 from fastrobust.models.resnet import resolve_stem
 from fastrobust.outputs import check_output_dir
 from fastrobust.seeding import RunSeeds
-from fastrobust.training.config import TrainConfig
+from fastrobust.training.config import TrainConfig, flatten
 from fastrobust.training.methods import build_method
 from fastrobust.training.monitor import OverfittingMonitor
 from fastrobust.training.optimisation import build_optimiser, check_epochs_change
 from fastrobust.training.run_folder import RunFolder, TrainResult
-from fastrobust.training.setup import check_batch_size, wrap_for_training
+from fastrobust.training.setup import (
+    check_batch_size,
+    with_dataset_augmentation,
+    wrap_for_training,
+)
 from fastrobust.training.state import BestEpoch, TrainState, weights_record
 from fastrobust.training.step import autocast_context, training_step
 from fastrobust.training.validation import evaluate_split, fixed_batch_pgd_accuracy
@@ -62,17 +67,19 @@ class Trainer:
         folder: RunFolder | None = None,
         import_factory: bool = False,
     ) -> None:
-        self.cfg = cfg
-        data_cfg, runtime = cfg.data, cfg.runtime
+        data_cfg = cfg.data
         self.world = distributed.world_info_from_env()
         if folder is None and self.world.is_main:  # before any work: a bad --out-dir costs nothing
-            check_output_dir(runtime.out_dir, what="output folder")
-        self.device = distributed.resolve_device(runtime.device, self.world.local_rank)
+            check_output_dir(cfg.runtime.out_dir, what="output folder")
+        self.device = distributed.resolve_device(cfg.runtime.device, self.world.local_rank)
         self.data = (
             dataset
             if dataset is not None
             else load_dataset(data_cfg.dataset, data_cfg.data_dir, image_size=data_cfg.image_size)
         )
+        # the caller's cfg stays as given; the run records the augmentation it really uses
+        self.cfg = cfg = with_dataset_augmentation(cfg, self.data)
+        data_cfg, runtime = cfg.data, cfg.runtime
         # before the rendezvous: a bad batch size fails at once on every rank
         check_batch_size(cfg.optimisation.batch_size, self.data, self.world)
         distributed.init_distributed(self.world, self.device)
@@ -113,6 +120,8 @@ class Trainer:
             self.data,
             cfg.optimisation.batch_size // self.world.world_size,
             augment=data_cfg.augment,
+            crop_padding=data_cfg.crop_padding,
+            flip=data_cfg.flip,
             seed=runtime.seed,
             rank=self.world.rank,
             world_size=self.world.world_size,
@@ -134,9 +143,26 @@ class Trainer:
         if checkpoint is not None:
             self._restore(checkpoint)
         self.folder = folder or RunFolder.create(cfg, self.world)
+        # class-stratified samples drawn from the run's seed (data.subsets); "legacy": the
+        # subsets of runs recorded before, so that those resume as they would have gone on
+        legacy = cfg.evaluation.subsets == "legacy"
         n_check = min(cfg.evaluation.overfit_check_size, len(self.data.train_y))
-        order = torch.randperm(len(self.data.train_y), generator=self.seeds.overfit_batch())
-        self.check_idx = order[:n_check]
+        self.check_subset = sample_split(
+            self.data.train_y,
+            n_check,
+            self.seeds.legacy_overfit_batch() if legacy else self.seeds.subsets(),
+            split="train",
+            rule="random" if legacy else "stratified",
+        )
+        self.check_idx = self.check_subset.index_tensor()
+        self.val_subset = sample_split(
+            self.data.test_y,
+            cfg.evaluation.eval_limit,
+            self.seeds.subsets(),
+            split="test",
+            rule="first" if legacy else "stratified",
+        )
+        self.folder.write_subsets(validation=self.val_subset, overfit_check=self.check_subset)
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -165,6 +191,11 @@ class Trainer:
             len(self.data.train_y),
             self.method.describe(),
             self.folder.path,
+        )
+        log.info(
+            "validation on %s; overfitting check on %s",
+            self.val_subset.describe(),
+            self.check_subset.describe(),
         )
         result = TrainResult(self.folder.path, epochs_done=state.epoch, history=state.history)
         start = time.perf_counter() - state.elapsed
@@ -254,15 +285,14 @@ class Trainer:
         )
 
     def validate(self) -> tuple[float, float]:
-        """Clean and PGD accuracy on the test split (its first ``eval_limit`` images)."""
-        x, y, limit = self.data.test_x, self.data.test_y, self.cfg.evaluation.eval_limit
-        if limit is not None:
-            x, y = x[:limit], y[:limit]
+        """Clean and PGD accuracy on the test split (a class-stratified sample of
+        ``eval_limit`` of its images when that is set: :attr:`val_subset`)."""
         return evaluate_split(
             self.model,
-            x,
-            y,
+            self.data.test_x,
+            self.data.test_y,
             self.threat,
+            indices=self.val_subset.index_tensor(),
             steps=self.cfg.evaluation.eval_steps,
             batch_size=max(self.cfg.optimisation.batch_size, 256),
             device=self.device,
@@ -320,6 +350,10 @@ class Trainer:
         result.epochs_done, result.time_to_last_s = state.epoch, state.elapsed
         result.world_size = self.world.world_size
         result.extensions = list(state.extensions)
+        result.subsets = {
+            "validation": self.val_subset.to_dict(with_indices=False),
+            "overfit_check": self.check_subset.to_dict(with_indices=False),
+        }
         result.best_epoch, result.best_metric = best.epoch, best.metric
         result.best_value, result.time_to_best_s = best.value, best.elapsed_s
         validated = [h for h in state.history if "val_adv_acc" in h]
@@ -441,6 +475,11 @@ def resume(
         if "optimizer" not in state:
             raise CheckpointError(f"{ckpt} holds weights only, not a resumable training state")
         cfg = TrainConfig.from_dict(state["config"])
+        recorded = flatten(state["config"])
+        if "subsets" not in recorded:  # recorded before subsets were class-stratified
+            cfg.subsets = "legacy"
+        if "flip" not in recorded and cfg.dataset == "imagefolder":  # ... and it always flipped
+            cfg.flip = True
         done = int(state["epoch"])
         if (epochs if epochs is not None else cfg.epochs) == done:
             folder.unlock()

@@ -39,9 +39,13 @@ def evaluate_split(
     batch_size: int,
     device: torch.device,
     world: distributed.WorldInfo,
+    indices: torch.Tensor | None = None,
 ) -> tuple[float, float]:
-    """Clean and PGD accuracy on a split, sharded across ranks with exact counts."""
-    idx = torch.arange(world.rank, len(y), world.world_size)
+    """Clean and PGD accuracy on a split (only its images ``indices``, e.g. a
+    :func:`~fastrobust.data.subsets.stratified_subset`, when given), sharded across ranks
+    with exact counts: rank r takes every world_size-th image from the r-th."""
+    chosen = torch.arange(len(y)) if indices is None else indices.cpu()
+    idx = chosen[world.rank :: world.world_size]
     counts = torch.zeros(3, device=device)
     was_training = model.training
     model.eval()
