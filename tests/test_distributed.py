@@ -26,6 +26,7 @@ from fastrobust import distributed
 from fastrobust.attacks.threat import L2
 from fastrobust.checkpoint import load_checkpoint
 from fastrobust.data import load_dataset
+from fastrobust.data.subsets import stratified_subset
 from fastrobust.errors import ConfigError
 from fastrobust.models import ModelSpec, build_model
 from fastrobust.training.trainer import Trainer, fit, resume
@@ -125,6 +126,11 @@ def _configs(root: Path) -> dict:
     }
 
 
+def _subset(data) -> torch.Tensor:
+    """An odd-sized stratified subset of the test split (as --eval-limit validates on)."""
+    return stratified_subset(data.test_y, EVAL_N, seed=3)
+
+
 def _ddp_worker(root: str) -> None:
     """One rank: train the three runs, save this rank's weights, evaluate sharded."""
     os.environ[distributed.TIMEOUT_ENV] = "60"  # a deadlock fails the test instead of hanging it
@@ -139,6 +145,11 @@ def _ddp_worker(root: str) -> None:
         world=trainer.world,
     )  # fmt: skip
     (out / f"eval-rank{rank}.json").write_text(json.dumps([clean, adv]))
+    subset = evaluate_split(
+        trainer.model, data.test_x, data.test_y, L2(1.0), steps=2, batch_size=16,
+        device=trainer.device, world=trainer.world, indices=_subset(data),
+    )  # fmt: skip
+    (out / f"eval-subset-rank{rank}.json").write_text(json.dumps(subset))
     trainer = Trainer(cfgs["full"], dataset=data)
     trainer.fit()
     torch.save(trainer.model.state_dict(), out / f"full-rank{rank}.pt")
@@ -222,6 +233,14 @@ def test_sharded_evaluation_counts_each_test_image_once(ddp_runs, digits):
     )  # fmt: skip
     assert r0[0] == clean  # a padded duplicate would change the fraction
     assert 0.0 < clean < 1.0
+    s0 = json.loads((ddp_runs / "eval-subset-rank0.json").read_text())
+    s1 = json.loads((ddp_runs / "eval-subset-rank1.json").read_text())
+    idx = _subset(data)
+    clean_subset, _ = evaluate_split(
+        model, data.test_x[idx], data.test_y[idx], L2(1.0), steps=2, batch_size=16,
+        device=torch.device("cpu"), world=distributed.WorldInfo(),
+    )  # fmt: skip
+    assert s0 == s1 and s0[0] == clean_subset  # the subset, sharded with exact counts
 
 
 # -- 2 processes through torchrun and the CLI ----------------------------------------------------

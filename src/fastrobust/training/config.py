@@ -230,7 +230,7 @@ class RuntimeConfig:
     name: str | None = None
     """run folder name (default: dataset-model-method-norm-eps-timestamp)"""
     progress: bool = True
-    """show a progress bar"""
+    """show a progress bar on stderr (while the fastrobust logger shows INFO lines)"""
 
     def __post_init__(self) -> None:
         if self.amp not in ("none", "bf16", "fp16"):

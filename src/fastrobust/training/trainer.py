@@ -26,6 +26,7 @@ from fastrobust.checkpoint import load_checkpoint
 from fastrobust.data import ImageDataset, load_dataset, make_loader
 from fastrobust.data.base import to_float
 from fastrobust.data.subsets import sample_split
+from fastrobust.default_logging import log_to_stderr_unless_configured
 from fastrobust.errors import CheckpointError, ConfigError, OutputError, TrainingDiverged
 from fastrobust.model_info import check_model_fits
 from fastrobust.models import ModelSpec, NormalizedModel, build_model
@@ -243,7 +244,8 @@ class Trainer:
         self.model.train()
         self.loader.set_epoch(epoch)
         sums = torch.zeros(3, device=device)  # loss * n, correct, n: summed on the device
-        show = cfg.runtime.progress and self.world.is_main
+        # the bar follows the logger, so silencing fastrobust's logging silences it too
+        show = cfg.runtime.progress and self.world.is_main and log.isEnabledFor(logging.INFO)
         desc = f"epoch {epoch + 1}/{cfg.optimisation.epochs}"
         with tqdm(
             total=len(self.loader), desc=desc, disable=not show, leave=False, dynamic_ncols=True
@@ -422,8 +424,14 @@ def fit(
     dataset: ImageDataset | None = None,
 ) -> TrainResult:
     """Train a model as ``cfg`` says; ``net`` replaces the registry model by any nn.Module
-    mapping normalised images to logits (normalisation is added around it)."""
-    return Trainer(cfg, net=net, dataset=dataset, import_factory=True).fit()
+    mapping normalised images to logits (normalisation is added around it).
+
+    Progress (a bar per epoch) and each epoch's summary go through the ``fastrobust`` logger,
+    shown on stderr when the application configured no logging
+    (:mod:`fastrobust.default_logging`); ``logging.getLogger("fastrobust").setLevel(
+    logging.WARNING)`` silences both."""
+    with log_to_stderr_unless_configured():
+        return Trainer(cfg, net=net, dataset=dataset, import_factory=True).fit()
 
 
 #: config fields that may change on resume without changing the result
@@ -505,4 +513,5 @@ def resume(
     except BaseException:
         folder.unlock()
         raise
-    return trainer.fit()
+    with log_to_stderr_unless_configured():
+        return trainer.fit()
