@@ -113,8 +113,11 @@ class CheckInputs:
         """Samples ``idx`` as float images and labels on the device."""
         return as_float_images(self.x[idx].to(self.device)), self.y[idx].to(self.device)
 
-    def first_batch(self) -> torch.Tensor:
-        return self.batch(torch.arange(min(len(self.y), self.batch_size)))[0]
+    def sample_batch(self) -> torch.Tensor:
+        """Up to ``batch_size`` images of every class (the forward-only checks look at them)."""
+        return self.batch(self.sample(torch.ones(len(self.y), dtype=torch.bool), self.batch_size))[
+            0
+        ]
 
     def correct(self, limit: int | None = None) -> torch.Tensor:
         """Indices of the clean-correct samples (a sample of ``limit`` of them, see
@@ -140,7 +143,7 @@ def _slack(n: int, share: float) -> int:
 def check_logits(inputs: CheckInputs) -> Check:
     """Attacks need logits: probabilities (rows summing to 1) flatten the loss surface."""
     with torch.no_grad():
-        out = inputs.model(inputs.first_batch())
+        out = inputs.model(inputs.sample_batch())
     sums = out.sum(1)
     probs = bool((out >= 0).all() and torch.allclose(sums, torch.ones_like(sums), atol=1e-4))
     message = (
@@ -154,7 +157,7 @@ def check_logits(inputs: CheckInputs) -> Check:
 
 def check_deterministic(inputs: CheckInputs) -> Check:
     """A randomised model (dropout at test time, random defences) needs EOT attacks."""
-    x = inputs.first_batch()
+    x = inputs.sample_batch()
     with torch.no_grad():
         same = torch.equal(inputs.model(x), inputs.model(x)) and inputs.unstable == 0
     message = (
