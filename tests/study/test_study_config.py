@@ -1,0 +1,76 @@
+"""Study config: YAML in, every mistake a one-line error before any work starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastrobust.errors import ConfigError, DataError
+from fastrobust.study.config import STAGES, StudyConfig, check_stage, parse_judge, parse_method
+
+
+def test_defaults_compare_the_papers_three_methods():
+    cfg = StudyConfig()
+    assert [m.label for m in cfg.methods] == ["standard", "fast", "pgd-7"]
+    pgd = cfg.train_config(cfg.method("pgd-7"), out_dir="x")
+    assert (pgd.method, pgd.attack_steps) == ("pgd", 7)
+    assert cfg.train_config(cfg.method("fast"), out_dir="x").attack_steps == 1
+    assert cfg.eps in cfg.evaluation.eps
+
+
+def test_yaml_round_trip(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(
+        "dataset: digits\neps: 0.5\nmethods: [standard, {label: slow, method: pgd, steps: 3}]\n"
+        "training: {epochs: 2, batch_size: 64}\nevaluation: {eps: [0, 1], restarts: 2}\n"
+    )
+    cfg = StudyConfig.from_yaml(path)
+    assert cfg.evaluation.eps == [0, 0.5, 1]  # the training eps is always evaluated
+    run = cfg.train_config(cfg.method("slow"), out_dir=tmp_path)
+    assert (run.method, run.steps, run.epochs, run.batch_size, run.eps) == ("pgd", 3, 2, 64, 0.5)
+    cfg.write_yaml(tmp_path / "again.yaml")
+    again = StudyConfig.from_yaml(tmp_path / "again.yaml")
+    assert again.to_dict() == cfg.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"methods": ["magic"]}, "unknown method 'magic'"),
+        ({"stages": ["train", "paint"]}, "unknown stage 'paint'"),
+        ({"figures": {"tools": ["dream"]}}, "unknown figure 'dream'"),
+        ({"alignment": {"judges": ["knn-0"]}}, "k must be an integer"),
+        ({"evaluation": {"steps": "many"}}, "evaluation.steps must be int"),
+        ({"evaluation": {"checkpoint": "first"}}, "best or last"),
+        ({"training": {"eps": 3}}, "set by the study"),
+        ({"colour": "red"}, "unknown key 'colour'"),
+        ({"timing": {"repeats": 0}}, "repeats"),
+        ({"methods": ["fast", "fast"]}, "listed twice"),
+        ({"methods": [{"steps": 3}]}, "'method' key"),
+    ],
+)
+def test_bad_config_is_one_clear_line(data, message):
+    with pytest.raises(ConfigError) as err:
+        StudyConfig.from_dict(data)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_dataset_folder(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        StudyConfig(dataset="cifar10", data_dir=str(tmp_path / "nowhere"))
+
+
+def test_bad_yaml_file(tmp_path):
+    (tmp_path / "s.yaml").write_text("methods: [a\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        StudyConfig.from_yaml(tmp_path / "s.yaml")
+    with pytest.raises(ConfigError, match="does not exist"):
+        StudyConfig.from_yaml(tmp_path / "none.yaml")
+
+
+def test_names():
+    assert [check_stage(s) for s in STAGES] == list(STAGES)
+    assert parse_judge("knn") == ("knn", 5) and parse_judge("knn-3") == ("knn", 3)
+    assert parse_judge("mlp") == ("model", "mlp")
+    assert parse_method("pgd-10", 0).settings == {"method": "pgd", "steps": 10}
+    assert parse_method("n-fgsm", 0).settings == {"method": "n-fgsm"}  # a hyphenated name
