@@ -11,8 +11,6 @@ with one line saying what to fix, raised before any work starts.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,11 +225,6 @@ class StudyConfig:
         d = dataclasses.asdict(self)
         d["methods"] = [{"label": m.label, **m.settings} for m in self.methods]
         return d
-
-    def fingerprint(self, *parts: Any) -> str:
-        """A short stable hash of JSON-able values (cache keys of the stages)."""
-        text = json.dumps(parts, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     # -- YAML -----------------------------------------------------------------------------------
     @classmethod
