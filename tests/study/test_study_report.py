@@ -166,7 +166,7 @@ def test_claims_are_computed_from_the_numbers(tmp_path):
         )
     }
     assert bad["Comparable robustness"].holds is False
-    assert "fast 5.0%, 7-step 30.0%" in bad["Comparable robustness"].measured
+    assert "fast 5.0%, pgd-7 30.0%" in bad["Comparable robustness"].measured
     assert bad["Far above standard"].holds is False
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from fastrobust.errors import ConfigError, DataError
-from fastrobust.training.config import TrainConfig
+from fastrobust.training.config import TrainConfig, flatten
 
 #: every stage of a study, in the order they run
 STAGES = ("train", "curves", "table1", "figure1", "figures", "alignment", "report")
@@ -250,9 +250,13 @@ class StudyConfig:
             if not isinstance(methods, list):
                 raise ConfigError("study config: methods must be a list")
             values["methods"] = [parse_method(m, i) for i, m in enumerate(methods)]
-        training = values.get("training", {})
+        training = values.get("training") or {}
         if not isinstance(training, dict):
             raise ConfigError("study config: training must be a mapping of TrainConfig keys")
+        try:
+            training = values["training"] = flatten(training)
+        except ConfigError as exc:
+            raise ConfigError(f"study config: training: {exc}") from None
         managed = sorted(set(training) & _MANAGED)
         if managed:
             raise ConfigError(

@@ -181,8 +181,8 @@ def _html_block(b: Block) -> str:
         rows = "".join(
             "<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in b.rows
         )
-        cap = f"<caption>{_inline(b.caption)}</caption>" if b.caption else ""
-        return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+        cap = f'<p class="caption">{_inline(b.caption)}</p>' if b.caption else ""
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{cap}"
     if isinstance(b, Figure):
         data = base64.b64encode(Path(b.path).read_bytes()).decode("ascii")
         return (
@@ -207,7 +207,7 @@ h1{font-size:1.7em;margin:.2em 0}.subtitle{color:#555;margin-top:0}
 h2{border-bottom:2px solid #e3e6ea;padding-bottom:4px;margin-top:2em}
 nav ol{columns:2;font-size:.95em}
 table{border-collapse:collapse;margin:.8em 0;font-size:.92em}
-caption{caption-side:bottom;text-align:left;color:#555;font-size:.9em;padding-top:4px}
+.caption{color:#555;font-size:.9em;margin-top:-4px;max-width:900px}
 th,td{border:1px solid #d5d9de;padding:4px 9px;text-align:left;vertical-align:top}
 th{background:#eef1f4}tbody tr:nth-child(even){background:#fafbfc}
 figure{margin:1em 0}figure img{border:1px solid #e3e6ea;display:block}

@@ -1,0 +1,578 @@
+"""The stages of a study, each a plain function over one :class:`StudyContext`.
+
+Every stage splits into pieces of work (``train/<label>``, ``curves/<label>``, ``table1``,
+...). A piece runs only when :class:`~fastrobust.study.folder.StageCache` has no entry for it
+with the same key; the key hashes the piece's settings and the *contents* of its inputs
+(checkpoint and metrics digests), so deleting or retraining a run redoes exactly what was made
+from it. Stages use the library's public functions only: :func:`fastrobust.fit`,
+:func:`fastrobust.robustness_curve`, :mod:`fastrobust.figures`, :mod:`fastrobust.timing`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastrobust import distributed
+from fastrobust.checkpoint import load_model
+from fastrobust.data.base import ImageDataset, to_float
+from fastrobust.errors import CheckpointError, ConfigError, DataError
+from fastrobust.study.alignment import AlignmentScore, choose_sources, score_model
+from fastrobust.study.config import StudyConfig, parse_judge
+from fastrobust.study.folder import StageCache, StudyFolder, file_digest, fingerprint
+from fastrobust.study.judges import JUDGE_MODELS, Judge, KnnJudge, ModelJudge, judge_accuracy
+from fastrobust.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+#: TrainConfig fields that do not change what a run computes (left out of its cache key)
+_RUNTIME_ONLY = ("data_dir", "workers", "device", "progress", "out_dir", "name")
+#: test images decoded from a disk dataset to draw figure and alignment sources from
+SOURCE_POOL = 1000
+
+
+@dataclass
+class StudyContext:
+    """What every stage needs: config, folder, cache, data, device, ranks, progress."""
+
+    config: StudyConfig
+    folder: StudyFolder
+    cache: StageCache
+    data: ImageDataset
+    device: torch.device
+    world: distributed.WorldInfo
+    resume: bool = False
+    force: bool = False
+    """rerun pieces even when cached (``--only STAGE``)"""
+    progress: bool = False
+    on_piece: Callable[[str, str], None] = lambda stage, item: None
+    """called before each piece of work runs (the progress display)"""
+
+    @property
+    def is_main(self) -> bool:
+        return self.world.is_main
+
+    def checkpoint(self, label: str) -> Path:
+        """The weights of a run that the study evaluates (best.pt or last.pt)."""
+        return self.folder.run(label) / f"{self.config.evaluation.checkpoint}.pt"
+
+    def need_checkpoint(self, label: str, stage: str) -> Path:
+        path = self.checkpoint(label)
+        if not path.is_file():
+            raise CheckpointError(
+                f"stage {stage} needs the trained run {label!r} ({path} is missing); "
+                "run the train stage first"
+            )
+        return path
+
+    def run_piece(
+        self, stage: str, item: str, key: str, work: Callable[[], list[Path]], *, all_ranks=False
+    ) -> bool:
+        """Run ``work`` unless the cache holds ``item`` with ``key``; record its outputs.
+        Returns whether it ran. Work that is not ``all_ranks`` runs on rank 0 only."""
+        done = self.cache.is_done(item, key) and not self.force
+        done = bool(distributed.broadcast_object(done))
+        if done:
+            log.info("%s: cached", item)
+            return False
+        self.on_piece(stage, item)
+        started = time.perf_counter()
+        outputs: list[Path] = []
+        problem = None
+        if all_ranks or self.is_main:
+            try:
+                outputs = work()
+            except Exception as exc:  # every rank must learn of a failure, or the others hang
+                problem = exc
+        if self.world.distributed:
+            failed = distributed.all_gather_object(problem is not None)
+            if any(failed) and problem is None:
+                raise RuntimeError(f"{item} failed on another rank")
+        if problem is not None:
+            raise problem
+        if self.is_main:
+            self.cache.record(item, key, outputs, time.perf_counter() - started)
+        distributed.barrier()
+        return True
+
+
+# -- train --------------------------------------------------------------------------------------
+def train_key(cfg: TrainConfig) -> str:
+    flat = cfg.to_flat_dict()
+    return fingerprint({k: v for k, v in flat.items() if k not in _RUNTIME_ONLY})
+
+
+def _run_state(run_dir: Path) -> str:
+    """empty | complete | interrupted."""
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return "empty"
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        try:
+            if not json.loads(summary.read_text()).get("interrupted"):
+                return "complete"
+        except json.JSONDecodeError:
+            pass
+    return "interrupted"
+
+
+def stage_train(ctx: StudyContext) -> None:
+    """One normal run folder per method (all ranks train under torchrun)."""
+    from fastrobust.training import fit, resume
+
+    for spec in ctx.config.methods:
+        cfg = ctx.config.train_config(spec, out_dir=ctx.folder.runs)
+        cfg.progress = ctx.progress
+        run_dir = ctx.folder.run(spec.label)
+        key = train_key(cfg)
+
+        def work(cfg: TrainConfig = cfg, run_dir: Path = run_dir, key: str = key) -> list[Path]:
+            state = _run_state(run_dir)
+            if state != "empty":
+                recorded = TrainConfig.from_yaml(run_dir / "config.yaml")
+                if train_key(recorded) != key:
+                    raise ConfigError(
+                        f"run folder {run_dir} was trained with other settings than the study "
+                        "config asks for; delete it (or choose another --out) to retrain"
+                    )
+            if state == "interrupted":
+                if not ctx.resume:
+                    raise ConfigError(
+                        f"run folder {run_dir} is unfinished (interrupted?); pass --resume to "
+                        "continue it"
+                    )
+                resume(run_dir, progress=cfg.progress)
+            elif state == "empty":
+                if run_dir.is_dir():
+                    run_dir.rmdir()
+                fit(cfg)
+            return [run_dir / "summary.json", run_dir / "config.yaml", ctx.checkpoint(cfg.name)]
+
+        # the run folder's own state decides on every rank, so all ranks enter fit together
+        ctx.run_piece("train", f"train/{spec.label}", key, work, all_ranks=True)
+
+
+# -- curves -------------------------------------------------------------------------------------
+def _merge_shards(shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """One curve from per-rank curves over disjoint test shards: counts add up; the masking
+    checks are rank 0's (they ran on its shard)."""
+    merged = dict(shards[0])
+    n = sum(s["n"] for s in shards)
+    robust = [sum(s["robust"][j] for s in shards) for j in range(len(merged["eps"]))]
+    clean = sum(s["clean_accuracy"] * s["n"] for s in shards)
+    fooled = [
+        {k: sum(s["fooled_by"][j].get(k, 0) for s in shards) for k in merged["fooled_by"][j]}
+        for j in range(len(merged["eps"]))
+    ]
+    merged.update(
+        n=n,
+        robust=robust,
+        accuracy=[r / n for r in robust],
+        clean_accuracy=clean / n,
+        fooled_by=fooled,
+        subset=f"{n} test points over {len(shards)} processes",
+    )
+    return merged
+
+
+def stage_curves(ctx: StudyContext) -> None:
+    """The robustness curve of every model (Figure 2), then the plot and table of all."""
+    from fastrobust.evaluation import robustness_curve
+
+    ev = ctx.config.evaluation
+    ctx.folder.curves.mkdir(parents=True, exist_ok=True)
+    for spec in ctx.config.methods:
+        ckpt = ctx.need_checkpoint(spec.label, "curves")
+        key = fingerprint(ev.__dict__, ctx.config.norm, ctx.config.seed, file_digest(ckpt))
+        out = ctx.folder.curves / f"{spec.label}.json"
+
+        def work(ckpt: Path = ckpt, out: Path = out, label: str = spec.label) -> list[Path]:
+            model = load_model(ckpt, device=ctx.device)
+            rank, world = ctx.world.rank, ctx.world.world_size
+            data: Any = ctx.data
+            if world > 1:  # each rank evaluates its own shard of the test set
+                n = min(ev.limit or len(data.test_y), len(data.test_y))
+                shard = torch.arange(n)[rank::world]
+                data = (data.test_x[shard], data.test_y[shard])
+            curve = robustness_curve(
+                model,
+                data,
+                ctx.config.norm,
+                ev.eps,
+                steps=ev.steps,
+                restarts=ev.restarts,
+                attacks=ev.attacks,
+                limit=ev.limit if world == 1 else None,
+                seed=ctx.config.seed,
+                device=ctx.device,
+                progress=ctx.progress,
+                label=label,
+            ).to_dict()
+            if world > 1:
+                shards = distributed.all_gather_object(curve)
+                curve = _merge_shards(shards)  # type: ignore[arg-type]
+            if ctx.is_main:
+                out.write_text(json.dumps(curve, indent=2) + "\n")
+            return [out]
+
+        ctx.run_piece("curves", f"curves/{spec.label}", key, work, all_ranks=True)
+    curves = {s.label: ctx.folder.curves / f"{s.label}.json" for s in ctx.config.methods}
+    key = fingerprint({k: file_digest(p) for k, p in curves.items()}, ctx.config.eps)
+    ctx.run_piece("curves", "curves/plot", key, lambda: plot_curves(ctx))
+
+
+def plot_curves(ctx: StudyContext) -> list[Path]:
+    """One accuracy-vs-eps plot of every model, the training eps dotted, and a CSV table."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2), dpi=120)
+    ax = fig.add_subplot()
+    rows = ["model,eps,accuracy,n"]
+    for spec in ctx.config.methods:
+        c = json.loads((ctx.folder.curves / f"{spec.label}.json").read_text())
+        ax.plot(c["eps"], c["accuracy"], marker="o", label=spec.label)
+        rows += [f"{spec.label},{e:g},{a:.6f},{c['n']}" for e, a in zip(c["eps"], c["accuracy"])]
+    ax.axvline(ctx.config.eps, color="gray", ls=":", label=f"training eps {ctx.config.eps:g}")
+    ax.set(xlabel=f"{ctx.config.norm} eps", ylabel="accuracy under attack", ylim=(-0.02, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    png, csv = ctx.folder.curves / "robustness.png", ctx.folder.curves / "robustness.csv"
+    fig.savefig(png)
+    csv.write_text("\n".join(rows) + "\n")
+    return [png, csv]
+
+
+# -- timing -------------------------------------------------------------------------------------
+def _metrics_digests(ctx: StudyContext, stage: str) -> dict[str, str]:
+    out = {}
+    for spec in ctx.config.methods:
+        path = ctx.folder.run(spec.label) / "metrics.jsonl"
+        if not path.is_file():
+            raise CheckpointError(
+                f"stage {stage} needs the trained run {spec.label!r} ({path} is missing); "
+                "run the train stage first"
+            )
+        out[spec.label] = file_digest(path)
+    return out
+
+
+def table_baseline(ctx: StudyContext) -> int:
+    """Table I is relative to the 7-step PGD run when there is one (the paper's baseline)."""
+    for i, spec in enumerate(ctx.config.methods):
+        cfg = ctx.config.train_config(spec, out_dir=".")
+        if cfg.method == "pgd" and cfg.attack_steps == 7:
+            return i
+    return 0
+
+
+def stage_table1(ctx: StudyContext) -> None:
+    from fastrobust.timing.runs_table import read_run, table_one, write_rows_csv
+
+    key = fingerprint(_metrics_digests(ctx, "table1"))
+
+    def work() -> list[Path]:
+        runs = [read_run(ctx.folder.run(s.label)) for s in ctx.config.methods]
+        rows = table_one(runs, table_baseline(ctx))
+        ctx.folder.timing.mkdir(parents=True, exist_ok=True)
+        csv, js = ctx.folder.timing / "table1.csv", ctx.folder.timing / "table1.json"
+        write_rows_csv(rows, csv)
+        js.write_text(json.dumps(rows, indent=2) + "\n")
+        return [csv, js]
+
+    ctx.run_piece("table1", "table1", key, work)
+
+
+def stage_figure1(ctx: StudyContext) -> None:
+    """Figure 1 on this device, and the cost of one training step per method."""
+    from fastrobust.attacks.threat import threat_model
+    from fastrobust.models import ModelSpec, build_model
+    from fastrobust.timing import measure
+    from fastrobust.timing.plot import plot_figure_one
+    from fastrobust.timing.runs_table import read_run
+
+    tm, cfg = ctx.config.timing, ctx.config
+    first = cfg.train_config(cfg.methods[0], out_dir=".")
+    key = fingerprint(
+        tm.__dict__, first.to_flat_dict(), str(ctx.device), _metrics_digests(ctx, "figure1")
+    )
+
+    def work() -> list[Path]:
+        data = ctx.data
+        shape = (data.in_channels, data.image_size, data.image_size)
+        torch.manual_seed(cfg.seed)
+        spec = ModelSpec(cfg.model, data.num_classes, shape[0], shape[-1], data.mean, data.std)
+        curves = measure.measure_curves(
+            build_model(spec),
+            image_shape=shape,
+            num_classes=data.num_classes,
+            batch_sizes=tm.batch_sizes,
+            threat=threat_model(cfg.norm, cfg.eps),
+            steps=tm.steps,
+            device=ctx.device,
+            repeats=tm.repeats,
+            warmup=tm.warmup,
+            amp=first.amp,
+            channels_last=first.channels_last,
+            name=cfg.model,
+        )
+        schedule = measure.Schedule(
+            train_size=len(data.train_y),
+            val_size=min(first.eval_limit or len(data.test_y), len(data.test_y)),
+            epochs=first.epochs,
+            eval_every=first.eval_every,
+            eval_steps=first.eval_steps,
+            check_size=min(first.overfit_check_size, len(data.train_y)),
+        )
+        runs = [read_run(ctx.folder.run(s.label)) for s in cfg.methods]
+        methods = sorted({0, *tm.steps, *(r.attack_steps for r in runs)})
+        by_batch = measure.sweep_batch_sizes(
+            curves, schedule, methods=methods, batch_sizes=tm.batch_sizes, gpus=1
+        )
+        by_gpus = measure.sweep_gpus(
+            curves, schedule, methods=methods, global_batch=first.batch_size, gpus=tm.gpus
+        )
+        out = ctx.folder.timing
+        out.mkdir(parents=True, exist_ok=True)
+        curves.to_csv(out / "measured.csv")
+        measure.write_estimates_csv(by_batch, out / "estimate_batch.csv")
+        measure.write_estimates_csv(by_gpus, out / "estimate_gpus.csv")
+        title = f"{cfg.model} on {cfg.dataset}, {curves.device}"
+        plot_figure_one(out / "timing.png", curves, by_batch, by_gpus, runs, title=title)
+        batch = first.batch_size
+        steps = {
+            measure.method_label(k): curves.attack_seconds(k, batch)
+            + curves.seconds(measure.TRAIN_STEP, batch)
+            for k in methods
+        }
+        doc = {"batch_size": batch, "device": curves.device, "step_seconds": steps}
+        (out / "steps.json").write_text(json.dumps(doc, indent=2) + "\n")
+        return [out / "timing.png", out / "steps.json", out / "measured.csv"]
+
+    ctx.run_piece("figure1", "figure1", key, work)
+
+
+# -- figures 3-5 --------------------------------------------------------------------------------
+def source_pool(ctx: StudyContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """Test images in ``[0,1]`` to draw sources from (a seeded pool for disk datasets)."""
+    x, y = ctx.data.test_x, ctx.data.test_y
+    if not isinstance(x, torch.Tensor):
+        g = torch.Generator().manual_seed(ctx.config.seed)
+        pool = torch.randperm(len(y), generator=g)[:SOURCE_POOL].sort().values
+        x, y = x[pool], y[pool]
+    return to_float(x), y
+
+
+def stage_figures(ctx: StudyContext) -> None:
+    """Figures 3-5 for every model side by side: same seeds, source images and nodes."""
+    from fastrobust import figures
+
+    fig_cfg, cfg = ctx.config.figures, ctx.config
+    digests = {s.label: file_digest(ctx.need_checkpoint(s.label, "figures")) for s in cfg.methods}
+    budget = figures.Budget(norm=cfg.norm, steps=fig_cfg.steps)
+    for tool in fig_cfg.tools:
+        key = fingerprint(tool, fig_cfg.__dict__, cfg.seed, digests)
+        out = ctx.folder.figures / tool
+
+        def work(tool: str = tool, out: Path = out) -> list[Path]:
+            panels = [
+                figures.Panel(s.label, load_model(ctx.checkpoint(s.label), device=ctx.device),
+                              str(ctx.checkpoint(s.label)))
+                for s in cfg.methods
+            ]  # fmt: skip
+            x, y = source_pool(ctx)
+            x, y = x.to(ctx.device), y.to(ctx.device)
+            if tool == "features":
+                figure = figures.feature_figure(
+                    panels, x, nodes=fig_cfg.nodes, budget=budget, seed=cfg.seed
+                )
+            elif tool == "interpolate":
+                figure = figures.interpolation_figure(
+                    panels, x, y, pairs=fig_cfg.pairs, budget=budget, seed=cfg.seed
+                )
+            else:
+                classes = min(fig_cfg.targets, ctx.data.num_classes)
+                figure = figures.targeted_figure(
+                    panels, x, y, targets=list(range(classes)), budget=budget, seed=cfg.seed
+                )
+            paths = figure.save(out, norm=cfg.norm)
+            return [paths["grid"], paths["json"]]
+
+        ctx.run_piece("figures", f"figures/{tool}", key, work)
+
+
+# -- alignment ----------------------------------------------------------------------------------
+def _judge_run(ctx: StudyContext, name: str) -> TrainConfig:
+    cfg = ctx.config
+    model = JUDGE_MODELS.get(name, name)
+    if model == cfg.model:
+        raise ConfigError(
+            f"judge {name!r} has the architecture of the models under study; an independent "
+            "judge needs another one"
+        )
+    values = {
+        **cfg.training,
+        "dataset": cfg.dataset,
+        "data_dir": cfg.data_dir,
+        "image_size": cfg.image_size,
+        "model": model,
+        "method": "standard",
+        "epochs": cfg.alignment.judge_epochs,
+        "seed": cfg.seed,
+        "out_dir": str(ctx.folder.judges),
+        "name": f"judge-{name}",
+        "progress": ctx.progress,
+    }
+    values.pop("steps", None)
+    return TrainConfig.from_dict(values)
+
+
+def build_judges(ctx: StudyContext) -> list[Judge]:
+    """The study's judges (a model judge is trained once and cached as a run folder)."""
+    from fastrobust.training import fit
+
+    judges: list[Judge] = []
+    for name in ctx.config.alignment.judges:
+        kind, arg = parse_judge(name)
+        if kind == "knn":
+            if not isinstance(ctx.data.train_x, torch.Tensor):
+                raise ConfigError(
+                    f"judge {name!r} needs the training images in memory; {ctx.data.name} is "
+                    "read from disk, so use a model judge (e.g. mlp or resnet18)"
+                )
+            judges.append(KnnJudge(to_float(ctx.data.train_x), ctx.data.train_y, k=int(arg)))
+            continue
+        run_cfg = _judge_run(ctx, name)
+        run_dir = ctx.folder.judges / run_cfg.name  # type: ignore[operator]
+
+        def work(run_cfg: TrainConfig = run_cfg, run_dir: Path = run_dir) -> list[Path]:
+            if run_dir.exists():
+                import shutil
+
+                shutil.rmtree(run_dir)  # a judge is the study's own, never a user's run
+            fit(run_cfg)
+            return [run_dir / "last.pt", run_dir / "summary.json"]
+
+        ctx.run_piece(
+            "alignment", f"alignment/judge-{name}", train_key(run_cfg), work, all_ranks=True
+        )
+        model = load_model(run_dir / "last.pt", device=ctx.device)
+        judges.append(
+            ModelJudge(model, name, f"{name} ({run_cfg.model}), standard training, "
+                       f"{run_cfg.epochs} epochs on the training split")
+        )  # fmt: skip
+    return judges
+
+
+def stage_alignment(ctx: StudyContext) -> None:
+    """Perceptual-alignment scores of every model under every judge at every budget."""
+    from fastrobust.imaging import save_tensors
+
+    al, cfg = ctx.config.alignment, ctx.config
+    digests = {s.label: file_digest(ctx.need_checkpoint(s.label, "alignment")) for s in cfg.methods}
+    judges = build_judges(ctx)
+    judge_ids = fingerprint(
+        [(j.name, file_digest(ctx.folder.judges / f"judge-{j.name}" / "last.pt"))
+         if isinstance(j, ModelJudge) else j.name for j in judges]
+    )  # fmt: skip
+    ctx.folder.alignment.mkdir(parents=True, exist_ok=True)
+    x_all, y_all = source_pool(ctx)
+    x_all, y_all = x_all.to(ctx.device), y_all.to(ctx.device)
+    judges_file = ctx.folder.alignment / "judges.json"
+
+    def describe_judges() -> list[Path]:
+        info = [
+            {"name": j.name, "description": j.description,
+             "clean_accuracy": judge_accuracy(j, x_all, y_all)}
+            for j in judges
+        ]  # fmt: skip
+        judges_file.write_text(json.dumps(info, indent=2) + "\n")
+        return [judges_file]
+
+    ctx.run_piece("alignment", "alignment/judges", judge_ids, describe_judges)
+    idx, targets = choose_sources(
+        x_all, y_all, judges, al.images, ctx.data.num_classes, seed=cfg.seed
+    )
+    for spec in cfg.methods:
+        key = fingerprint(al.__dict__, cfg.norm, cfg.seed, digests[spec.label], judge_ids)
+        out = ctx.folder.alignment / f"{spec.label}.json"
+
+        def work(label: str = spec.label, out: Path = out) -> list[Path]:
+            model = load_model(ctx.checkpoint(label), device=ctx.device)
+            scores, images = score_model(
+                model, label, x_all[idx.to(x_all.device)], targets, judges, al.budgets,
+                steps=al.steps, bootstrap=al.bootstrap, seed=cfg.seed, norm=cfg.norm,
+            )  # fmt: skip
+            out.write_text(json.dumps([s.to_dict() for s in scores], indent=2) + "\n")
+            examples = out.with_suffix(".npz")
+            save_tensors(
+                examples,
+                **{f"eps_{i}": images[eps][:10] for i, eps in enumerate(al.budgets)},
+                sources=x_all[idx[:10].to(x_all.device)].cpu(),
+                targets=targets[:10],
+            )
+            return [out, examples]
+
+        ctx.run_piece("alignment", f"alignment/{spec.label}", key, work)
+    files = [ctx.folder.alignment / f"{s.label}.npz" for s in cfg.methods]
+    key = fingerprint([file_digest(f) for f in files])
+    ctx.run_piece("alignment", "alignment/examples", key, lambda: plot_alignment_examples(ctx))
+
+
+def plot_alignment_examples(ctx: StudyContext) -> list[Path]:
+    """A grid: the source images, then each model's perturbation at each budget."""
+    import numpy as np
+
+    from fastrobust.imaging import save_grid
+
+    al, classes = ctx.config.alignment, ctx.data.classes
+    rows, labels = [], []
+    first = np.load(ctx.folder.alignment / f"{ctx.config.methods[0].label}.npz")
+    rows.append(list(torch.from_numpy(first["sources"])))
+    labels.append("source")
+    targets = first["targets"].tolist()
+    for spec in ctx.config.methods:
+        with np.load(ctx.folder.alignment / f"{spec.label}.npz") as z:
+            for i, eps in enumerate(al.budgets):
+                rows.append(list(torch.from_numpy(z[f"eps_{i}"])))
+                labels.append(f"{spec.label}, eps {eps:g}")
+    out = ctx.folder.alignment / "examples.png"
+    save_grid(
+        out,
+        rows,
+        row_labels=labels,
+        col_labels=[f"-> {classes[t]}" for t in targets],
+        title="targeted perturbations that were scored (target above each column)",
+    )
+    return [out]
+
+
+def load_scores(ctx: StudyContext) -> list[AlignmentScore]:
+    scores = []
+    for spec in ctx.config.methods:
+        path = ctx.folder.alignment / f"{spec.label}.json"
+        if path.is_file():
+            scores += [AlignmentScore.from_dict(d) for d in json.loads(path.read_text())]
+    return scores
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[StudyContext], None]] = {
+    "train": stage_train,
+    "curves": stage_curves,
+    "table1": stage_table1,
+    "figure1": stage_figure1,
+    "figures": stage_figures,
+    "alignment": stage_alignment,
+}
+
+
+def check_data(ctx: StudyContext) -> None:
+    if ctx.data.num_classes < 2:
+        raise DataError(f"{ctx.data.name} has fewer than two classes")
