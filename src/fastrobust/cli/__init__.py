@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from fastrobust.errors import FastRobustError
 
 #: subcommand modules in this package; each has add_parser(subparsers) and run(args) -> int
-COMMANDS = ["train", "eval", "visualize", "timing"]
+COMMANDS = ["train", "eval", "visualize", "timing", "study"]
 
 
 class _Parser(argparse.ArgumentParser):

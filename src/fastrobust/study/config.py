@@ -80,7 +80,7 @@ class FiguresSection:
 class AlignmentSection:
     """The perceptual-alignment score: do large targeted perturbations look like the target?"""
 
-    budgets: list[float] = field(default_factory=lambda: [2.0, 1.0])
+    budgets: list[float] = field(default_factory=lambda: [3.0, 1.5])
     """L2 radii (a large one, and one small enough that a standard model cannot simply redraw
     the image)"""
     judges: list[str] = field(default_factory=lambda: ["knn", "mlp"])
@@ -127,8 +127,9 @@ class StudyConfig:
     methods: list[MethodSpec] = field(
         default_factory=lambda: [parse_method(m, i) for i, m in enumerate(DEFAULT_METHODS)]
     )
-    training: dict[str, Any] = field(default_factory=dict)
-    """TrainConfig keys shared by every method (epochs, batch_size, lr, schedule, ...)"""
+    training: dict[str, Any] = field(default_factory=lambda: {"eval_every": 5})
+    """TrainConfig keys shared by every method (epochs, batch_size, lr, schedule, ...);
+    the default validates every 5 epochs, as the paper does"""
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
     figures: FiguresSection = field(default_factory=FiguresSection)
     alignment: AlignmentSection = field(default_factory=AlignmentSection)
@@ -271,7 +272,8 @@ class StudyConfig:
             raise ConfigError(f"study config: {exc}") from None
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> StudyConfig:
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> StudyConfig:
+        """Read a study YAML; ``overrides`` (top-level keys, None: keep) take precedence."""
         p = Path(path).expanduser()
         try:
             data = yaml.safe_load(p.read_text()) or {}
@@ -282,6 +284,7 @@ class StudyConfig:
             raise ConfigError(f"study config {p} is not valid YAML ({first})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"study config {p} must hold a mapping of keys to values")
+        data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(data)
 
     def write_yaml(self, path: str | Path) -> None:

@@ -58,6 +58,9 @@ class StudyResults:
     """curves, figure1, features, interpolate, targeted, alignment -> PNG"""
     alignment: list[AlignmentScore] = field(default_factory=list)
     judges: list[JudgeSummary] = field(default_factory=list)
+    ran: list[str] = field(default_factory=list)
+    """pieces of work that ran in the invocation that made these results (the rest were
+    cached)"""
 
     def run(self, *, method: str, steps: int | None = None) -> RunSummary | None:
         """The first run trained with ``method`` (and ``steps`` attack steps, if given)."""

@@ -216,4 +216,5 @@ def run_study(
             ctx.run_piece("report", "report", key, report)
     finally:
         bar.close()
+    results.ran = list(ctx.ran)
     return results

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,8 @@ class StudyContext:
     progress: bool = False
     on_piece: Callable[[str, str], None] = lambda stage, item: None
     """called before each piece of work runs (the progress display)"""
+    ran: list[str] = field(default_factory=list)
+    """pieces of work that ran in this invocation (the others came from the cache)"""
 
     @property
     def is_main(self) -> bool:
@@ -97,6 +99,7 @@ class StudyContext:
                 raise RuntimeError(f"{item} failed on another rank")
         if problem is not None:
             raise problem
+        self.ran.append(item)
         if self.is_main:
             self.cache.record(item, key, outputs, time.perf_counter() - started)
         distributed.barrier()
