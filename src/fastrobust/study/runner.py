@@ -169,14 +169,13 @@ def run_study(
     this: training and the curves use all ranks, the other stages run on rank 0.
     """
     from fastrobust.data import load_dataset
-    from fastrobust.training.trainer import resolve_device
 
     if only is not None:
         check_stage(only)
     out = Path(out).expanduser()
     _check_folder(out, config)
     world = distributed.world_info_from_env()
-    dev = resolve_device(config.training.get("device", device), world.local_rank)
+    dev = distributed.resolve_device(config.training.get("device", device), world.local_rank)
     data = load_dataset(config.dataset, config.data_dir, image_size=config.image_size)
     distributed.init_distributed(world, dev)
     if world.is_main:

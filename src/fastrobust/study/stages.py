@@ -29,6 +29,7 @@ from fastrobust.study.config import StudyConfig, parse_judge
 from fastrobust.study.folder import StageCache, StudyFolder, file_digest, fingerprint
 from fastrobust.study.judges import JUDGE_MODELS, Judge, KnnJudge, ModelJudge, judge_accuracy
 from fastrobust.training.config import TrainConfig
+from fastrobust.training.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -112,18 +113,15 @@ def train_key(cfg: TrainConfig) -> str:
     return fingerprint({k: v for k, v in flat.items() if k not in _RUNTIME_ONLY})
 
 
-def _run_state(run_dir: Path) -> str:
+def _run_state(run: RunFolder) -> str:
     """empty | complete | interrupted."""
-    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+    if not run.path.is_dir() or not any(run.path.iterdir()):
         return "empty"
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        try:
-            if not json.loads(summary.read_text()).get("interrupted"):
-                return "complete"
-        except json.JSONDecodeError:
-            pass
-    return "interrupted"
+    try:
+        summary = run.read_summary()
+    except json.JSONDecodeError:
+        summary = {}
+    return "complete" if summary and not summary.get("interrupted") else "interrupted"
 
 
 def stage_train(ctx: StudyContext) -> None:
@@ -136,10 +134,16 @@ def stage_train(ctx: StudyContext) -> None:
         run_dir = ctx.folder.run(spec.label)
         key = train_key(cfg)
 
-        def work(cfg: TrainConfig = cfg, run_dir: Path = run_dir, key: str = key) -> list[Path]:
-            state = _run_state(run_dir)
+        def work(
+            cfg: TrainConfig = cfg,
+            run_dir: Path = run_dir,
+            key: str = key,
+            spec_label: str = spec.label,
+        ) -> list[Path]:
+            run = RunFolder(run_dir)
+            state = _run_state(run)
             if state != "empty":
-                recorded = TrainConfig.from_yaml(run_dir / "config.yaml")
+                recorded, _ = run.read_config()
                 if train_key(recorded) != key:
                     raise ConfigError(
                         f"run folder {run_dir} was trained with other settings than the study "
@@ -156,7 +160,7 @@ def stage_train(ctx: StudyContext) -> None:
                 if run_dir.is_dir():
                     run_dir.rmdir()
                 fit(cfg)
-            return [run_dir / "summary.json", run_dir / "config.yaml", ctx.checkpoint(cfg.name)]
+            return [run.summary_json, run.config_yaml, ctx.checkpoint(spec_label)]
 
         # the run folder's own state decides on every rank, so all ranks enter fit together
         ctx.run_piece("train", f"train/{spec.label}", key, work, all_ranks=True)
