@@ -25,11 +25,12 @@ TINY = {
         "overfit_check_size": 32,
     },
     "evaluation": {"eps": [0, 1], "steps": 2, "restarts": 1, "limit": 60},
-    "figures": {"tools": ["targeted"], "steps": 5, "targets": 3},
+    "figures": {"tools": ["features", "interpolate", "targeted"], "steps": 5, "targets": 3,
+                "nodes": 2, "pairs": 1},
     "alignment": {"budgets": [1.5], "images": 20, "steps": 5, "bootstrap": 50,
                   "judges": ["knn"]},
     "timing": {"batch_sizes": [16, 32], "steps": [1], "repeats": 1, "warmup": 0, "gpus": [1]},
-    "stages": ["train", "curves", "table1", "figure1", "alignment", "report"],
+    "stages": ["train", "curves", "table1", "figure1", "figures", "alignment", "report"],
 }  # fmt: skip
 
 

@@ -35,8 +35,6 @@ log = logging.getLogger(__name__)
 
 #: TrainConfig fields that do not change what a run computes (left out of its cache key)
 _RUNTIME_ONLY = ("data_dir", "workers", "device", "progress", "out_dir", "name")
-#: test images decoded from a disk dataset to draw figure and alignment sources from
-SOURCE_POOL = 1000
 
 
 @dataclass
@@ -367,14 +365,14 @@ def stage_figure1(ctx: StudyContext) -> None:
 
 
 # -- figures 3-5 --------------------------------------------------------------------------------
-def source_pool(ctx: StudyContext) -> tuple[torch.Tensor, torch.Tensor]:
-    """Test images in ``[0,1]`` to draw sources from (a seeded pool for disk datasets)."""
-    x, y = ctx.data.test_x, ctx.data.test_y
-    if not isinstance(x, torch.Tensor):
-        g = torch.Generator().manual_seed(ctx.config.seed)
-        pool = torch.randperm(len(y), generator=g)[:SOURCE_POOL].sort().values
-        x, y = x[pool], y[pool]
-    return to_float(x), y
+def source_pool(ctx: StudyContext, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Test images in ``[0,1]`` and labels to draw figure and alignment sources from (the same
+    seeded pool for every model; :func:`fastrobust.figures.dataset_images`)."""
+    from fastrobust.figures import dataset_images
+
+    cfg = ctx.config
+    x, y = dataset_images(model, dataset=cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seed)
+    return x.to(ctx.device), y.to(ctx.device)
 
 
 def stage_figures(ctx: StudyContext) -> None:
@@ -394,8 +392,7 @@ def stage_figures(ctx: StudyContext) -> None:
                               str(ctx.checkpoint(s.label)))
                 for s in cfg.methods
             ]  # fmt: skip
-            x, y = source_pool(ctx)
-            x, y = x.to(ctx.device), y.to(ctx.device)
+            x, y = source_pool(ctx, panels[0].model)
             if tool == "features":
                 figure = figures.feature_figure(
                     panels, x, nodes=fig_cfg.nodes, budget=budget, seed=cfg.seed
@@ -490,8 +487,8 @@ def stage_alignment(ctx: StudyContext) -> None:
          if isinstance(j, ModelJudge) else j.name for j in judges]
     )  # fmt: skip
     ctx.folder.alignment.mkdir(parents=True, exist_ok=True)
-    x_all, y_all = source_pool(ctx)
-    x_all, y_all = x_all.to(ctx.device), y_all.to(ctx.device)
+    first = load_model(ctx.checkpoint(cfg.methods[0].label), device=ctx.device)
+    x_all, y_all = source_pool(ctx, first)
     judges_file = ctx.folder.alignment / "judges.json"
 
     def describe_judges() -> list[Path]:
