@@ -4,10 +4,12 @@ folder redoes only what was made from it, and bad input is one line with nothing
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
+from test_study_report import HtmlChecker
 
 from fastrobust.cli import main
 from fastrobust.errors import CheckpointError, ConfigError
@@ -60,6 +62,20 @@ def test_every_stage_ran_and_the_report_explains_it(study):
     assert {s.model for s in results.alignment} == {"standard", "fast", "pgd-2"}
     assert results.judges[0].name == "knn-5" and results.judges[0].clean_accuracy > 0.9
     assert set(results.step_seconds) == {"standard", "fast", "pgd2"}
+    assert {"features", "interpolate", "targeted", "curves", "figure1"} <= set(results.figures)
+
+
+def test_html_is_well_formed_and_holds_every_figure(study):
+    out, results = study
+    checker = HtmlChecker()
+    checker.feed((out / "report.html").read_text())
+    checker.close()
+    assert checker.stack == []
+    assert len(checker.images) == len(results.figures)  # every figure embedded, none missing
+    assert all(src.startswith("data:image/png;base64,") for src in checker.images)
+    md = (out / "report.md").read_text()
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
+        assert (out / link).is_file(), link
 
 
 def test_rerun_skips_every_stage(study):
@@ -76,6 +92,7 @@ def test_deleting_a_run_redoes_only_what_depends_on_it(study):
     again = run_study(tiny(), out)
     assert "train/fast" in again.ran and "curves/fast" in again.ran
     assert "alignment/fast" in again.ran and "table1" in again.ran
+    assert "figures/targeted" in again.ran  # every model side by side: redrawn
     for other in ("standard", "pgd-2"):
         assert f"train/{other}" not in again.ran
         assert f"curves/{other}" not in again.ran
