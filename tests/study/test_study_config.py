@@ -74,3 +74,7 @@ def test_names():
     assert parse_judge("mlp") == ("model", "mlp")
     assert parse_method("pgd-10", 0).settings == {"method": "pgd", "steps": 10}
     assert parse_method("n-fgsm", 0).settings == {"method": "n-fgsm"}  # a hyphenated name
+
+
+def test_defaults_survive_a_config_without_training():
+    assert StudyConfig.from_dict({"eps": 0.5}).training == StudyConfig().training

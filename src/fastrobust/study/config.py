@@ -251,13 +251,16 @@ class StudyConfig:
             if not isinstance(methods, list):
                 raise ConfigError("study config: methods must be a list")
             values["methods"] = [parse_method(m, i) for i, m in enumerate(methods)]
-        training = values.get("training") or {}
-        if not isinstance(training, dict):
-            raise ConfigError("study config: training must be a mapping of TrainConfig keys")
-        try:
-            training = values["training"] = flatten(training)
-        except ConfigError as exc:
-            raise ConfigError(f"study config: training: {exc}") from None
+        if "training" in values:
+            training = values["training"] or {}
+            if not isinstance(training, dict):
+                raise ConfigError("study config: training must be a mapping of TrainConfig keys")
+            try:
+                training = values["training"] = flatten(training)
+            except ConfigError as exc:
+                raise ConfigError(f"study config: training: {exc}") from None
+        else:
+            training = {}
         managed = sorted(set(training) & _MANAGED)
         if managed:
             raise ConfigError(

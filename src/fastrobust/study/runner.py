@@ -41,7 +41,8 @@ class _Progress:
         if self.current is not None:
             self.bar.update(1)
         self.current = item
-        self.bar.set_description_str(f"{stage}: {item.split('/', 1)[-1]}")
+        name = item.split("/", 1)[-1]
+        self.bar.set_description_str(stage if name == stage else f"{stage}: {name}")
         log.info("study: %s", item)
 
     def close(self) -> None:
