@@ -22,21 +22,23 @@ _FIGURE_TEXT = {
     "features": (
         "Figure 3: feature visualisation",
         "From the same uniform-noise seed, each image maximises one node of the representation "
-        "layer (the same randomly drawn nodes for every model). Robust models turn noise into "
-        "strokes and shapes; a standard model's result stays noise-like.",
+        "layer (nodes drawn at random from each model's active ones). What to look for (the "
+        "paper's finding): robust models turn noise into strokes and shapes; a standard "
+        "model's result stays noise-like.",
     ),
     "interpolate": (
         "Figure 4: interpolation through representation space",
         "Each row goes from a test image x1 (left) to a test image of another class x2 (right); "
         "the images between are found from noise so that their representation is "
-        "lam*f(x1) + (1-lam)*f(x2). Robust models morph one digit into the other; a standard "
-        "model's in-between images are noise.",
+        "lam*f(x1) + (1-lam)*f(x2). What to look for (the paper's finding): robust models "
+        "morph one image into the other; a standard model's in-between images are noise.",
     ),
     "targeted": (
         "Figure 5: large targeted perturbations",
         "The top row holds test images of other classes; each model's row perturbs them toward "
-        "the class named above the column (p: the model's probability of the target). Robust "
-        "models draw the target; a standard model reaches it with speckle.",
+        "the class named above the column (p: the model's probability of the target). What to "
+        "look for (the paper's finding): robust models draw the target; a standard model "
+        "reaches it with speckle. The alignment score below puts a number on this.",
     ),
 }
 
