@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from fastrobust.errors import ConfigError, DataError
@@ -78,3 +80,13 @@ def test_names():
 
 def test_defaults_survive_a_config_without_training():
     assert StudyConfig.from_dict({"eps": 0.5}).training == StudyConfig().training
+
+
+@pytest.mark.parametrize("name", ["study_cifar10_paper", "study_restricted_imagenet_paper"])
+def test_paper_study_configs_load(name, tmp_path):
+    path = Path(__file__).parents[2] / "configs" / f"{name}.yaml"
+    cfg = StudyConfig.from_yaml(path, data_dir=str(tmp_path))
+    assert [m.label for m in cfg.methods] == ["standard", "fast", "pgd-7"]
+    run = cfg.train_config(cfg.method("pgd-7"), out_dir=tmp_path)
+    assert (run.epochs, run.batch_size, run.attack_steps, run.eps) == (150, 256, 7, cfg.eps)
+    assert cfg.model not in cfg.alignment.judges  # an independent judge
