@@ -103,6 +103,10 @@ def comparable_claim(results: StudyResults) -> Verdict:
         f"adversarial accuracy at {where} ({n} test images): {fl} {_pct(fa)}, {pl} {_pct(pa)} "
         f"(difference {100 * (fa - pa):+.1f} points)"
     )
+    half = results.config.eps / 2
+    fh, ph = results.accuracy_at(fl, half), results.accuracy_at(pl, half)
+    if fh is not None and ph is not None:
+        measured += f"; at eps {half:g}: {fl} {_pct(fh[0])}, {pl} {_pct(ph[0])}"
     return Verdict(
         "Comparable robustness",
         CLAIMS["robust_at_eps"],

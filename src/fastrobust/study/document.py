@@ -177,12 +177,13 @@ def _html_block(b: Block) -> str:
     if isinstance(b, Bullets):
         return "<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b.items) + "</ul>"
     if isinstance(b, Table):
-        head = "".join(f"<th>{_inline(h)}</th>" for h in b.headers)
+        head = "".join(f"<th>{_inline(h)}</th>" for h in b.headers) if any(b.headers) else ""
         rows = "".join(
             "<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in b.rows
         )
         cap = f'<p class="caption">{_inline(b.caption)}</p>' if b.caption else ""
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{cap}"
+        thead = f"<thead><tr>{head}</tr></thead>" if head else ""
+        return f"<table>{thead}<tbody>{rows}</tbody></table>{cap}"
     if isinstance(b, Figure):
         data = base64.b64encode(Path(b.path).read_bytes()).decode("ascii")
         return (

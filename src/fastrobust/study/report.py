@@ -66,13 +66,22 @@ def _seconds(s: float) -> str:
 # -- sections ---------------------------------------------------------------------------------
 def _claims(doc: Document, results: StudyResults) -> None:
     sec = doc.section("The paper's claims, checked")
+    verdicts = check_claims(results)
+    held = [v.claim for v in verdicts if v.holds]
+    failed = [v.claim for v in verdicts if v.holds is False]
+    unchecked = [v.claim for v in verdicts if v.holds is None]
+    summary = f"{len(held)} of {len(verdicts)} claims hold on this study's data"
+    if failed:
+        summary += f"; does not hold: {', '.join(failed)}"
+    if unchecked:
+        summary += f"; not checked (no data): {', '.join(unchecked)}"
     sec.add(
         Paragraph(
-            "Each line is computed from this study's measurements; the criterion that decides "
-            "'holds' is printed with it."
+            f"{summary}. Each line is computed from this study's measurements; the criterion "
+            "that decides 'holds' is printed with it."
         )
     )
-    sec.add(*check_claims(results))
+    sec.add(*verdicts)
 
 
 def _setup(doc: Document, results: StudyResults) -> None:
@@ -94,11 +103,16 @@ def _setup(doc: Document, results: StudyResults) -> None:
 def _timing(doc: Document, results: StudyResults) -> None:
     sec = doc.section("Training time (Table I, Figure 1)")
     if results.table_one:
-        base = results.table_one[0]["run"]
+        base = next((r["run"] for r in results.table_one if r["rel_last"] == 1), "the first run")
         rows = [
             [
                 run.label,
-                f"{run.method}" + (f" ({run.attack_steps} steps)" if run.attack_steps else ""),
+                run.method
+                + (
+                    f" ({run.attack_steps} step{'s' if run.attack_steps > 1 else ''})"
+                    if run.attack_steps
+                    else ""
+                ),
                 str(row["epochs"]),
                 _seconds(row["hours_to_last"] * 3600),
                 "-" if row["hours_to_best"] is None else _seconds(row["hours_to_best"] * 3600),
@@ -253,8 +267,8 @@ def _inside(doc: Document, results: StudyResults) -> None:
     sec = doc.section("Looking inside the models (Figures 3-5)")
     sec.add(
         Paragraph(
-            "Every model gets the same seeds, source images and nodes, one block of rows per "
-            "model. All three are PGD over the input with a large eps and a custom loss."
+            "Every model gets the same seeds and source images, one block of rows per model. "
+            "All three are PGD over the input with a large eps and a custom loss."
         )
     )
     for tool in tools:
@@ -287,17 +301,32 @@ def _alignment(doc: Document, results: StudyResults) -> None:
             "model, so its scores for standard models are high.",
         )
     )
-    rows = [
-        [
-            s.model,
-            s.judge,
-            f"{s.eps:g}",
-            f"{_pct(s.score)} [{_pct(s.low)}-{_pct(s.high)}]",
-            f"{s.model_reached}/{s.n}",
-        ]
-        for s in sorted(results.alignment, key=lambda s: (s.judge, -s.eps))
-    ]
-    sec.add(Table(["model", "judge", "eps", "judged the target", "model reached"], rows))
+    judge_order = [j.name for j in results.judges]
+    columns = sorted(
+        {(s.judge, s.eps) for s in results.alignment},
+        key=lambda c: (judge_order.index(c[0]) if c[0] in judge_order else len(judge_order), -c[1]),
+    )
+    budgets = sorted({s.eps for s in results.alignment}, reverse=True)
+    by = {(s.model, s.judge, s.eps): s for s in results.alignment}
+    reached = {(s.model, s.eps): f"{s.model_reached}/{s.n}" for s in results.alignment}
+    rows = []
+    for model in dict.fromkeys(s.model for s in results.alignment):
+        row = [model]
+        for judge, eps in columns:
+            s = by.get((model, judge, eps))
+            row.append("-" if s is None else f"{_pct(s.score)} [{_pct(s.low)}-{_pct(s.high)}]")
+        rows.append(row + [reached.get((model, eps), "-") for eps in budgets])
+    headers = ["model", *(f"{judge}, eps {eps:g}" for judge, eps in columns)]
+    headers += [f"model reached, eps {eps:g}" for eps in budgets]
+    sec.add(
+        Table(
+            headers,
+            rows,
+            "Share of the perturbed images each judge assigns to the target [95% bootstrap "
+            "interval], per judge and L2 budget; 'model reached': the model itself predicts "
+            "the target.",
+        )
+    )
     if "alignment" in results.figures:
         sec.add(
             Figure(
