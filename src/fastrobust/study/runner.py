@@ -178,6 +178,7 @@ def run_study(
     world = distributed.world_info_from_env()
     dev = distributed.resolve_device(config.training.get("device", device), world.local_rank)
     data = load_dataset(config.dataset, config.data_dir, image_size=config.image_size)
+    joined = world.distributed and not torch.distributed.is_initialized()
     distributed.init_distributed(world, dev)
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -216,5 +217,8 @@ def run_study(
             ctx.run_piece("report", "report", key, report)
     finally:
         bar.close()
+        if joined:  # leave the process group as found (every rank gets here)
+            distributed.barrier()
+            distributed.shutdown_distributed()
     results.ran = list(ctx.ran)
     return results
