@@ -124,6 +124,11 @@ def gather_results(ctx: StudyContext) -> StudyResults:
             f"{first['restarts']} restarts (step {first['step_size']}, {first['random_start']} "
             "start)"
         )
+        if first.get("version"):  # an AutoAttack version: fixed budgets of its own
+            results.curve_attack = (
+                f"{first['norm']} AutoAttack ({first['version']}: "
+                f"{' -> '.join(first['attacks'])})"
+            )
     table = folder.timing / "table1.json"
     if table.is_file():
         results.table_one = json.loads(table.read_text())
