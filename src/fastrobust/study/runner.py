@@ -126,8 +126,7 @@ def gather_results(ctx: StudyContext) -> StudyResults:
         )
         if first.get("version"):  # an AutoAttack version: fixed budgets of its own
             results.curve_attack = (
-                f"{first['norm']} AutoAttack ({first['version']}: "
-                f"{' -> '.join(first['attacks'])})"
+                f"{first['norm']} AutoAttack ({first['version']}: {' -> '.join(first['attacks'])})"
             )
     table = folder.timing / "table1.json"
     if table.is_file():
