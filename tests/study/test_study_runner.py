@@ -171,3 +171,25 @@ def test_bundled_default_matches_the_documented_config():
     default = StudyConfig()
     documented = StudyConfig.from_yaml(Path(__file__).parents[2] / "configs/study_digits.yaml")
     assert default.to_dict() == documented.to_dict()
+
+
+def _study_worker(out: str) -> None:
+    config = tiny(
+        methods=["standard", "fast"],
+        training={**TINY["training"], "device": "cpu"},
+        stages=["train", "curves", "table1", "report"],
+    )
+    run_study(config, out)
+
+
+@pytest.mark.slow
+def test_under_two_processes_training_and_curves_use_both(tmp_path):
+    from fastrobust import distributed
+
+    out = tmp_path / "ddp"
+    distributed.launch_local(_study_worker, 2, str(out), threads=1)
+    curve = json.loads((out / "curves" / "fast.json").read_text())
+    assert curve["n"] == TINY["evaluation"]["limit"] and "2 processes" in curve["subset"]
+    table = json.loads((out / "timing" / "table1.json").read_text())
+    assert [row["gpus"] for row in table] == [2, 2]
+    assert (out / "report.html").is_file()
