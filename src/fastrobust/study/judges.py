@@ -26,7 +26,8 @@ from torch import nn
 
 from fastrobust.errors import ConfigError
 
-#: short judge names the study config accepts, and the model factory each trains
+#: short judge names the study config accepts, and the model factory each trains (the
+#: study rebuilds these itself when loading a judge; see ``stages.load_judge``)
 JUDGE_MODELS = {"mlp": "fastrobust.study.judges:mlp"}
 
 

@@ -150,9 +150,11 @@ def gather_results(ctx: StudyContext) -> StudyResults:
 
 
 def _check_folder(out: Path, config: StudyConfig) -> None:
-    """Refuse a folder that holds something other than a study (nothing is overwritten)."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder")
+    """Refuse a folder that holds something other than a study (nothing is overwritten), a
+    file in the way, or a folder that cannot be written."""
+    from fastrobust.outputs import check_output_dir
+
+    check_output_dir(out, what="study folder")
     if out.is_dir() and any(out.iterdir()) and not (out / STATE).is_file():
         if not (out / CONFIG_COPY).is_file():
             raise ConfigError(f"{out} is not empty and holds no study; choose another --out folder")

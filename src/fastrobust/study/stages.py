@@ -27,7 +27,14 @@ from fastrobust.errors import CheckpointError, ConfigError, DataError
 from fastrobust.study.alignment import AlignmentScore, choose_sources, score_model
 from fastrobust.study.config import StudyConfig, parse_judge
 from fastrobust.study.folder import StageCache, StudyFolder, file_digest, fingerprint
-from fastrobust.study.judges import JUDGE_MODELS, Judge, KnnJudge, ModelJudge, judge_accuracy
+from fastrobust.study.judges import (
+    JUDGE_MODELS,
+    Judge,
+    KnnJudge,
+    ModelJudge,
+    judge_accuracy,
+    mlp,
+)
 from fastrobust.training.config import TrainConfig
 from fastrobust.training.run_folder import RunFolder
 
@@ -438,6 +445,18 @@ def _judge_run(ctx: StudyContext, name: str) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
+def load_judge(path: Path, name: str, ctx: StudyContext) -> torch.nn.Module:
+    """A trained judge: the study's own factories (``mlp``) are built here and given the
+    weights, so no factory name read from the file is ever imported; a ``package:factory``
+    judge is the user's own choice in the study config."""
+    if name in JUDGE_MODELS:
+        data = ctx.data
+        net = mlp(num_classes=data.num_classes, in_channels=data.in_channels,
+                  image_size=data.image_size)  # fmt: skip
+        return load_model(path, device=ctx.device, net=net)
+    return load_model(path, device=ctx.device, import_factory=":" in name)
+
+
 def build_judges(ctx: StudyContext) -> list[Judge]:
     """The study's judges (a model judge is trained once and cached as a run folder)."""
     from fastrobust.training import fit
@@ -467,7 +486,7 @@ def build_judges(ctx: StudyContext) -> list[Judge]:
         ctx.run_piece(
             "alignment", f"alignment/judge-{name}", train_key(run_cfg), work, all_ranks=True
         )
-        model = load_model(run_dir / "last.pt", device=ctx.device)
+        model = load_judge(run_dir / "last.pt", name, ctx)
         judges.append(
             ModelJudge(model, name, f"{name} ({run_cfg.model}), standard training, "
                        f"{run_cfg.epochs} epochs on the training split")
