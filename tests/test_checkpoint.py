@@ -68,5 +68,5 @@ def test_checkpoint_with_mismatched_weights(tmp_path):
     save_checkpoint(
         tmp_path / "m.pt", {"model": {"net.0.weight": torch.ones(1)}, "model_spec": spec}
     )
-    with pytest.raises(CheckpointError, match="does not match"):
+    with pytest.raises(CheckpointError, match="do not fit the small_cnn"):
         load_model(tmp_path / "m.pt")

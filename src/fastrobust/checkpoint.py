@@ -8,6 +8,7 @@ full resume state (optimiser, scheduler, RNG, epoch, timings).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -19,7 +20,7 @@ from torch import nn
 
 from fastrobust.errors import CheckpointError, ConfigError
 from fastrobust.model_info import ModelInfo, attach_info
-from fastrobust.models import ModelSpec, NormalizedModel, build_model
+from fastrobust.models import MODELS, ModelSpec, NormalizedModel, build_model
 from fastrobust.models.foreign import DATASET_DEFAULTS, STEM_IMAGE_SIZE, convert, foreign_model
 from fastrobust.safe_load import load_tensors_file
 
@@ -76,6 +77,66 @@ def is_fastrobust_checkpoint(state: Any) -> bool:
     return isinstance(state, dict) and state.get(FORMAT_KEY) == FORMAT_VERSION
 
 
+def registered_model_of(weights: dict[str, Any], spec: ModelSpec) -> str | None:
+    """The first registered model whose weights (built for ``spec``'s classes, channels and
+    size, on the meta device: no memory, no computation) have exactly these keys and shapes."""
+    shapes = {k: tuple(v.shape) for k, v in weights.items()}
+    for name in MODELS:
+        try:
+            with torch.device("meta"):
+                candidate = build_model(dataclasses.replace(spec, name=name))
+        except Exception:  # noqa: BLE001  a model that cannot take this spec is not it
+            continue
+        if {k: tuple(v.shape) for k, v in candidate.state_dict().items()} == shapes:
+            return name
+    return None
+
+
+def load_weights(
+    model: nn.Module,
+    weights: dict[str, Any],
+    *,
+    recorded: str,
+    asked: str,
+    spec: ModelSpec | None = None,
+) -> None:
+    """``model.load_state_dict(weights)``; on a mismatch, one :class:`CheckpointError` line
+    names the model the checkpoint holds and the one it was asked to load into, with counts
+    of the keys that differ (the keys themselves are logged at debug level: ``-v``).
+
+    ``recorded``: the model the checkpoint names; ``asked``: the model built to receive the
+    weights; ``spec``: lets a weights/spec mismatch name the registered model the weights fit.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    reshaped = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
+    differences = {"missing": missing, "unexpected": unexpected, "differently shaped": reshaped}
+    if not any(differences.values()):
+        model.load_state_dict(weights)
+        return
+    for label, keys in differences.items():
+        if keys:
+            log.debug("%s weights (%d): %s", label, len(keys), ", ".join(keys))
+    counts = ", ".join(f"{len(keys)} {label}" for label, keys in differences.items() if keys)
+    counts += " weights; -v lists them"
+    if recorded != asked:
+        raise CheckpointError(
+            f"the checkpoint holds a {recorded} model, not the {asked} it was asked to load "
+            f"into ({counts})"
+        )
+    actual = registered_model_of(weights, spec) if spec is not None else None
+    if actual is not None:
+        raise CheckpointError(
+            f"the checkpoint records model {recorded} but holds the weights of a {actual} "
+            f"({counts}): the file was altered"
+        )
+    raise CheckpointError(
+        f"the checkpoint's weights do not fit the {recorded} it records ({counts}): the "
+        "file was altered or the model's definition changed"
+    )
+
+
 def model_from_checkpoint(
     state: dict[str, Any], *, net: nn.Module | None = None, import_factory: bool = False
 ) -> NormalizedModel:
@@ -96,7 +157,8 @@ def model_from_checkpoint(
             )
         else:
             model = build_model(spec, import_factory=import_factory)
-        model.load_state_dict(state["model"])
+        asked = spec.name if net is None else type(net).__name__
+        load_weights(model, state["model"], recorded=spec.name, asked=asked, spec=spec)
     except (KeyError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"checkpoint does not match its recorded model ({exc})") from None
     return model

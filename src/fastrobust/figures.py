@@ -56,6 +56,8 @@ class Budget:
     eps: float | None = None
     steps: int | None = None
     step_size: float | None = None
+    progress: bool = False
+    """a progress bar over each model's optimisation steps"""
 
     def options(self) -> dict[str, Any]:
         return {
@@ -63,6 +65,7 @@ class Budget:
             "eps": self.eps,
             "steps": self.steps,
             "step_size": self.step_size,
+            "progress": self.progress,
         }
 
 

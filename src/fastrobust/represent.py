@@ -96,10 +96,10 @@ def default_budget(
         steps = int(min(1000, max(200, d // 3)))
     if step_size is None:
         step_size = pgd_step_size(eps, steps)
-    if steps < 0 or step_size < 0 or eps < 0:
-        raise ConfigError(
-            f"need eps, steps and step size >= 0, got {eps:g}, {steps} and {step_size:g}"
-        )
+    values = {"eps": eps, "steps": steps, "step size": step_size}
+    for name, value in values.items():
+        if not math.isfinite(value) or value <= 0:  # zero: the "result" would be the start
+            raise ConfigError(f"{name} must be a finite number > 0, got {value:g}")
     return Budget(float(eps), int(steps), float(step_size))
 
 
@@ -295,22 +295,32 @@ def _optimise(
     loss_fn: LossFn,
     maximize: bool,
     bn_mode: BNMode,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """PGD from ``x0`` itself (start zero) on ``loss_fn``; returns ``(images, trajectory)``."""
+    """PGD from ``x0`` itself (start zero) on ``loss_fn``; returns ``(images, trajectory)``.
+    ``progress``: a progress bar over the steps on stderr."""
+    from tqdm.auto import tqdm
+
     trajectory: list[torch.Tensor] = []
-    images = pgd(
-        net,
-        x0,
-        y,
-        threat,
-        steps=budget.steps,
-        step_size=budget.step_size,
-        start=torch.zeros_like(x0),
-        targeted=not maximize,
-        loss_fn=loss_fn,
-        bn_mode=bn_mode,
-        on_step=lambda _i, loss: trajectory.append(loss.detach().float()),
-    )
+    with tqdm(total=budget.steps, desc="steps", disable=not progress, leave=False) as bar:
+
+        def record(_i: int, loss: torch.Tensor) -> None:
+            trajectory.append(loss.detach().float())
+            bar.update(1)
+
+        images = pgd(
+            net,
+            x0,
+            y,
+            threat,
+            steps=budget.steps,
+            step_size=budget.step_size,
+            start=torch.zeros_like(x0),
+            targeted=not maximize,
+            loss_fn=loss_fn,
+            bn_mode=bn_mode,
+            on_step=record,
+        )
     with attack_mode(net, bn_mode), torch.no_grad():
         trajectory.append(loss_fn(net(images), y).detach().float())
     return images, torch.stack(trajectory)
@@ -357,6 +367,7 @@ def visualize_features(
     steps: int | None = None,
     step_size: float | None = None,
     bn_mode: BNMode = "eval",
+    progress: bool = False,
 ) -> RepresentResult:
     """Direct feature visualisation (Engstrom et al. 2019; Goodwin et al. 2020, Figure 3).
 
@@ -393,6 +404,7 @@ def visualize_features(
         loss_fn=activation,
         maximize=True,
         bn_mode=bn_mode,
+        progress=progress,
     )
     return _result(
         images,
@@ -454,6 +466,7 @@ def interpolate_representations(
     steps: int | None = None,
     step_size: float | None = None,
     bn_mode: BNMode = "eval",
+    progress: bool = False,
 ) -> RepresentResult:
     """Interpolation through representation space (Goodwin et al. 2020, Eq. 14 and Figure 4).
 
@@ -501,6 +514,7 @@ def interpolate_representations(
         loss_fn=distance,
         maximize=False,
         bn_mode=bn_mode,
+        progress=progress,
     )
     pair = torch.arange(x1.shape[0], device=x1.device).repeat_interleave(lam.numel())
     extra = {
@@ -532,6 +546,7 @@ def targeted_perturbation(
     steps: int | None = None,
     step_size: float | None = None,
     bn_mode: BNMode = "eval",
+    progress: bool = False,
 ) -> RepresentResult:
     """Large targeted perturbations (Goodwin et al. 2020, Figure 5; Engstrom et al. 2019).
 
@@ -559,6 +574,7 @@ def targeted_perturbation(
         loss_fn=cross_entropy_per_sample,
         maximize=False,
         bn_mode=bn_mode,
+        progress=progress,
     )
     with attack_mode(model, bn_mode), torch.no_grad():
         pred = model(images).argmax(1)

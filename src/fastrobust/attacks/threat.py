@@ -65,6 +65,11 @@ class ThreatModel(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(eps={self.eps:g}, random_start={self.random_start!r})"
 
+    def box_diameter(self, image_shape: tuple[int, ...] | torch.Size) -> float:
+        """The norm of the longest perturbation inside the ``[0,1]`` box (corner to opposite
+        corner): 1 for L-inf, ``sqrt(C*H*W)`` for L2. A ball this large reaches every image."""
+        return float(self.norm(torch.ones(1, *image_shape)))
+
     def with_eps(self, eps: float) -> ThreatModel:
         """The same norm and random start with another radius."""
         return type(self)(eps, random_start=self.random_start)

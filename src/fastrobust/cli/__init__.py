@@ -22,31 +22,62 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def _add_verbosity(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``-q`` / ``-v`` on ``parser``; below the top level they default to "not given", so
+    ``fastrobust -q train`` and ``fastrobust train -q`` mean the same."""
+    default = {} if top else {"default": argparse.SUPPRESS}
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="only warnings and results", **default
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug details (e.g. full key lists)",
+        **default,
+    )
+
+
+def _subcommand_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every parser below ``parser`` (subcommands and their tools), depth first."""
+    found = []
+    for action in parser._actions:  # noqa: SLF001  argparse offers no public walk
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for sub in dict.fromkeys(action.choices.values()):
+                found += [sub, *_subcommand_parsers(sub)]
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="fastrobust",
         description="Fast adversarial training, honest robustness evaluation and "
         "representation visualisation (Goodwin et al., HPEC 2020).",
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+    _add_verbosity(parser, top=True)
     from fastrobust import __version__
 
     parser.add_argument("--version", action="version", version=f"fastrobust {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
         importlib.import_module(f"fastrobust.cli.{name}").add_parser(subparsers)
+    for sub in _subcommand_parsers(parser):
+        _add_verbosity(sub, top=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv:
-        argv = ["train"]  # the offline default job
+    if not argv:  # nothing asked: say what can be asked (the default job is `fastrobust train`)
+        parser.print_help()
+        return 0
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    if args.quiet and args.verbose:
+        parser.error("-q and -v contradict each other; give one")
     from fastrobust.distributed import world_info_from_env
 
     world = world_info_from_env()  # under torchrun/srun only rank 0 logs below warnings
@@ -55,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(message)s",
         stream=sys.stderr,
     )
+    # -v: fastrobust's own debug lines (not every library's); set on each call (NOTSET: as
+    # the root logger), as tests call main() repeatedly in one process
+    verbose = args.verbose and world.is_main
+    logging.getLogger("fastrobust").setLevel(logging.DEBUG if verbose else logging.NOTSET)
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     try:

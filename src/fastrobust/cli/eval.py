@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fastrobust.cli.options import check_numbers
 from fastrobust.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -162,10 +163,12 @@ def run(args: argparse.Namespace) -> int:
 
     attacks = validate_attacks(args.attack)
     eps_list = parse_eps_list(args.eps) if args.eps is not None else None
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
-    if args.steps < 1 or args.restarts < 1:
-        raise ConfigError("--steps and --restarts must be >= 1")
+    check_numbers(
+        args,
+        positive=("step_size_factor",),
+        at_least_one=("limit", "steps", "restarts", "batch_size"),
+        non_negative=("seed",),
+    )
     device = resolve_device(args.device)
     paths = [Path(p).expanduser() for p in args.models]
     # where the results go is checked before any work, so a bad --out costs nothing

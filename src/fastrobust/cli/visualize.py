@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from fastrobust.cli.options import check_numbers
 from fastrobust.errors import ConfigError
 
 # ------------------------------------------------------------------------------------ parser
@@ -59,6 +60,12 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="import and run the package.module:factory model a checkpoint names (only for "
         "checkpoints you trust; by default only registered models load)",
+    )
+    common.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="progress bar over the optimisation steps on stderr (default: on)",
     )
 
     feat = tools.add_parser(
@@ -131,6 +138,13 @@ def run(args: argparse.Namespace) -> int:
     from fastrobust.distributed import resolve_device
     from fastrobust.outputs import writing
 
+    check_numbers(
+        args,
+        positive=("eps", "steps", "step_size"),
+        at_least_one=[k for k in ("nodes", "num_seeds", "pairs", "per_target") if k in args],
+        non_negative=[k for k in ("seed", "node", "targets") if k in args],
+        finite=["lambdas"] if "lambdas" in args else [],
+    )
     device = resolve_device(args.device)
     out = _out_dir(args)  # before any work: a bad --out costs nothing
     models = [
@@ -151,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
         panels, images_file=args.images, dataset=args.dataset, data_dir=args.data_dir,
         seed=args.seed, device=device,
     )  # fmt: skip
-    budget = figures.Budget(args.norm, args.eps, args.steps, args.step_size)
+    progress = args.progress and not getattr(args, "quiet", False)
+    budget = figures.Budget(args.norm, args.eps, args.steps, args.step_size, progress=progress)
     if args.tool == "features":
         fig = figures.feature_figure(
             panels, x, nodes=args.nodes if args.node is None else args.node,

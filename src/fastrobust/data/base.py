@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from fastrobust.errors import ConfigError
+from fastrobust.errors import ConfigError, DataError
 
 
 @dataclass
@@ -77,6 +77,15 @@ def channel_stats(x_uint8: torch.Tensor) -> tuple[list[float], list[float]]:
     mean = x.mean(dim=(0, 2, 3))
     std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
     return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
+
+
+def existing_folder(data_dir: Path, name: str) -> Path:
+    """``data_dir`` if it is a folder, else a one-line :class:`DataError` saying what it is."""
+    if data_dir.is_file():
+        raise DataError(f"data folder {data_dir} is a file; dataset {name} reads a folder")
+    if not data_dir.is_dir():
+        raise DataError(f"data folder {data_dir} does not exist")
+    return data_dir
 
 
 DatasetLoader = Callable[..., ImageDataset]

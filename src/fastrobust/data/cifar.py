@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastrobust.data.base import ImageDataset, register_dataset
+from fastrobust.data.base import ImageDataset, existing_folder, register_dataset
 from fastrobust.errors import ConfigError, DataError
 
 _ALLOWED = {
@@ -63,10 +63,23 @@ def _images_labels(batch: dict, path: Path, label_key: str) -> tuple[np.ndarray,
     return data.astype(np.uint8).reshape(-1, 3, 32, 32), labels
 
 
+def _check_labels(labels: np.ndarray, path: Path, num_classes: int) -> None:
+    """Every label a class index of the dataset (else training fails deep inside the loss)."""
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{path}: label {int(labels[first])} of image {first} is not a class index "
+            f"0..{num_classes - 1} ({int(bad.sum())} such labels); the file is corrupt or "
+            "not this dataset"
+        )
+
+
 def _load(
     folder: Path | None,
     *,
     name: str,
+    num_classes: int,
     subdir: str,
     train_files: list[str],
     test_file: str,
@@ -78,14 +91,17 @@ def _load(
 ) -> ImageDataset:
     if folder is None:
         raise ConfigError(f"dataset {name} needs --data-dir pointing at its python-version folder")
-    if not folder.exists():
-        raise DataError(f"data folder {folder} does not exist")
+    existing_folder(folder, name)
     if (folder / subdir).is_dir():
         folder = folder / subdir
-    parts = [_images_labels(read_batch(folder / f), folder / f, label_key) for f in train_files]
-    train_x = np.concatenate([p[0] for p in parts])
-    train_y = np.concatenate([p[1] for p in parts])
-    test_x, test_y = _images_labels(read_batch(folder / test_file), folder / test_file, label_key)
+    parts = []
+    for f in [*train_files, test_file]:
+        images, labels = _images_labels(read_batch(folder / f), folder / f, label_key)
+        _check_labels(labels, folder / f, num_classes)
+        parts.append((images, labels))
+    train_x = np.concatenate([p[0] for p in parts[:-1]])
+    train_y = np.concatenate([p[1] for p in parts[:-1]])
+    test_x, test_y = parts[-1]
     classes: list[str]
     meta_path = folder / meta_file
     if meta_path.exists():
@@ -93,9 +109,8 @@ def _load(
         classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
     else:
         classes = []
-    n_classes = int(max(train_y.max(), test_y.max())) + 1
-    if len(classes) < n_classes:
-        classes = [str(i) for i in range(n_classes)]
+    if len(classes) != num_classes:
+        classes = [str(i) for i in range(num_classes)]
     return ImageDataset(
         name=name,
         train_x=torch.from_numpy(train_x),
@@ -116,6 +131,7 @@ def load_cifar10(data_dir: Path | None) -> ImageDataset:
     return _load(
         data_dir,
         name="cifar10",
+        num_classes=10,
         subdir="cifar-10-batches-py",
         train_files=[f"data_batch_{i}" for i in range(1, 6)],
         test_file="test_batch",
@@ -133,6 +149,7 @@ def load_cifar100(data_dir: Path | None) -> ImageDataset:
     return _load(
         data_dir,
         name="cifar100",
+        num_classes=100,
         subdir="cifar-100-python",
         train_files=["train"],
         test_file="test",

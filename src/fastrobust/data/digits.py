@@ -12,10 +12,18 @@ import numpy as np
 import torch
 
 from fastrobust.data.base import ImageDataset, channel_stats, register_dataset
+from fastrobust.errors import ConfigError
 
 
 @register_dataset("digits")
 def load_digits(data_dir: Path | None = None) -> ImageDataset:
+    """The digits bundled with scikit-learn; a ``data_dir`` is refused (nothing is read
+    from it, so a given one is a mistake)."""
+    if data_dir is not None:
+        raise ConfigError(
+            f"dataset digits is bundled with scikit-learn and reads no files; drop the data "
+            f"folder ({data_dir}) or name the dataset it holds"
+        )
     from sklearn.datasets import load_digits as sk_load_digits
 
     bunch = sk_load_digits()

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastrobust.data.base import ImageDataset, channel_stats, register_dataset
+from fastrobust.data.base import ImageDataset, channel_stats, existing_folder, register_dataset
 from fastrobust.data.imagenet_augment import EVAL_RESIZE_RATIO, MIN_SIZE
 from fastrobust.errors import ConfigError, DataError
 
@@ -38,6 +38,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TEST_SPLITS = ("val", "test")
 STATS_IMAGES = 500
 """training images (evenly spaced) used to compute an imagefolder's mean and std"""
+DECODE_CHECK_IMAGES = 2000
+"""evaluation images decoded before training starts: all of them up to this many, else a
+seeded random sample of this many"""
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -161,9 +164,7 @@ class LazyImages:
 def _root(data_dir: Path | None, name: str) -> Path:
     if data_dir is None:
         raise ConfigError(f"dataset {name} needs --data-dir pointing at its folder")
-    if not data_dir.is_dir():
-        raise DataError(f"data folder {data_dir} does not exist")
-    return data_dir
+    return existing_folder(data_dir, name)
 
 
 def _splits(root: Path) -> tuple[Path, Path]:
@@ -190,13 +191,19 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def _scan(split: Path, label_of: dict[str, int]) -> tuple[list[Path], torch.Tensor]:
-    """Files and labels of the class folders of ``split`` that ``label_of`` maps."""
+    """Files and labels of the class folders of ``split`` that ``label_of`` maps; an empty
+    class folder is refused (it would silently train without that class)."""
     files: list[Path] = []
     labels: list[int] = []
     for cls in _class_dirs(split):
         if cls not in label_of:
             continue
         found = _images_in(split / cls)
+        if not found:
+            raise DataError(
+                f"class folder {split / cls} holds no .png/.jpg/.jpeg images; add images or "
+                "remove the folder"
+            )
         files += found
         labels += [label_of[cls]] * len(found)
     if not files:
@@ -218,6 +225,22 @@ def _first_image_facts(path: Path) -> tuple[int, int]:
 def _check_size(image_size: int | None) -> None:
     if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
         raise ConfigError(f"image_size must be a positive integer, got {image_size!r}")
+
+
+def check_decodable(
+    images: LazyImages, indices: Sequence[int] | None = None, *, seed: int = 0
+) -> int:
+    """Decode the images at ``indices`` (all when None) so that a corrupt file stops a run
+    before training rather than at its first validation; above :data:`DECODE_CHECK_IMAGES`
+    a random sample of that many (drawn with ``seed``) is decoded. Returns how many were."""
+    picked = list(range(len(images)) if indices is None else indices)
+    if len(picked) > DECODE_CHECK_IMAGES:
+        generator = torch.Generator().manual_seed(seed)
+        order = torch.randperm(len(picked), generator=generator)[:DECODE_CHECK_IMAGES]
+        picked = [picked[i] for i in order.tolist()]
+    for i in picked:
+        images.load(i)  # a DataError naming the file if it cannot be decoded
+    return len(picked)
 
 
 # ------------------------------------------------------------------------------ datasets

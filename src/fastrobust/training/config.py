@@ -16,6 +16,7 @@ import dataclasses
 import inspect
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import yaml
 
 from fastrobust.attacks.threat import THREAT_MODELS, ThreatModel, threat_model
 from fastrobust.errors import ConfigError
+from fastrobust.training.field_types import check_field_types
 from fastrobust.training.methods import method_class, method_names
 
 SCHEDULES = ("step", "onecycle", "constant")
@@ -76,6 +78,7 @@ class DataConfig:
     """disk images of 64 px and more: std of AlexNet's PCA lighting noise (robustness: 0.05)"""
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if not 0 <= self.color_jitter < 1 or self.lighting < 0:
             raise ConfigError(
                 f"color_jitter must be in [0,1) and lighting >= 0, got {self.color_jitter} "
@@ -100,17 +103,22 @@ class AttackConfig:
     norm: str = "l2"
     """threat model: l2 | linf"""
     eps: float = 1.0
-    """perturbation radius in [0,1] pixel units"""
+    """perturbation radius in [0,1] pixel units (also the validation attack's); must leave
+    part of the [0,1] box out of reach: below 1 for linf, below sqrt(C*H*W) for l2 (checked
+    once the data is loaded)"""
     alpha: float | None = None
-    """step size; default 1.5*eps (fast L2), 1.25*eps (fast Linf), 2.5*eps/steps (pgd)"""
+    """step size; default 1.5*eps (fast L2), 1.25*eps (fast Linf), 2.5*eps/steps (pgd);
+    refused with standard training (no attack)"""
     steps: int | None = None
-    """attack steps per batch; default 1 for fast, 7 for pgd"""
+    """attack steps per batch; default 1 for fast, 7 for pgd; refused with standard training,
+    and fast is one step by definition (for more, use pgd)"""
     random_start: str = "ball"
     """random start: ball (uniform in the ball, the paper), sphere, radius (L2 only), none"""
     bn_mode: str = "eval"
     """BatchNorm mode while crafting training attacks: eval (paper's code) or train"""
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         _one_of("method", self.method, method_names())
         _one_of("norm", self.norm, list(THREAT_MODELS))
         _positive("eps", self.eps)
@@ -121,6 +129,23 @@ class AttackConfig:
         if self.bn_mode not in ("eval", "train"):
             raise ConfigError(f"bn_mode must be eval or train, got {self.bn_mode!r}")
         self.threat()  # validates the random start for the norm
+        self._check_method_options()
+
+    def _check_method_options(self) -> None:
+        """Refuse attack options the method would ignore or silently reinterpret."""
+        method = method_class(self.method)
+        if not method.perturbs:
+            given = [f"{k} (--{k})" for k in ("steps", "alpha") if getattr(self, k) is not None]
+            if given:
+                raise ConfigError(
+                    f"{' and '.join(given)} given with method {self.method}, which trains on "
+                    "clean images (no attack); drop it or choose an adversarial method"
+                )
+        elif method.fixed_steps is not None and self.steps not in (None, method.fixed_steps):
+            raise ConfigError(
+                f"method {self.method} takes exactly {method.fixed_steps} attack step, got "
+                f"steps {self.steps}; for a {self.steps}-step attack use --method pgd"
+            )
 
     def threat(self) -> ThreatModel:
         """The training threat model."""
@@ -155,26 +180,30 @@ class OptimisationConfig:
     lr: float = 0.1
     """peak learning rate (SGD)"""
     momentum: float = 0.9
-    """SGD momentum"""
+    """SGD momentum, in [0, 1)"""
     weight_decay: float = 5e-4
-    """SGD weight decay"""
+    """SGD weight decay, >= 0"""
     schedule: str = "onecycle"
     """onecycle (linear up to lr, then down to 0; Wong et al. 2020) | step (x lr_gamma every
     lr_step_epochs, the paper's recipe) | constant"""
     lr_step_epochs: int = 50
     """epochs between learning-rate drops for the step schedule"""
     lr_gamma: float = 0.1
-    """learning-rate factor at each drop"""
+    """learning-rate factor at each drop, in (0, 1]"""
     warmup_fraction: float = 0.4
     """onecycle: fraction of training spent rising to the peak"""
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         _one_of("schedule", self.schedule, SCHEDULES)
         _positive("lr", self.lr)
         for key in ("epochs", "batch_size", "lr_step_epochs"):
             _at_least(key, getattr(self, key), 1)
-        if self.momentum < 0 or self.weight_decay < 0:
-            raise ConfigError("momentum and weight_decay must be >= 0")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        _at_least("weight_decay", self.weight_decay, 0)
+        if not 0 < self.lr_gamma <= 1:
+            raise ConfigError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
         if not 0 < self.warmup_fraction < 1:
             raise ConfigError(f"warmup_fraction must be in (0,1), got {self.warmup_fraction}")
 
@@ -194,13 +223,15 @@ class EvaluationConfig:
     """training images (a class-stratified sample drawn from the seed) in the fixed batch
     checked for catastrophic overfitting (0: off)"""
     early_stop: bool = False
-    """stop and restore the last good weights when catastrophic overfitting is detected"""
+    """stop and restore the last good weights when catastrophic overfitting is detected
+    (needs overfit_check_size > 0 and an adversarial training method)"""
     subsets: str = "stratified"
     """how the eval_limit and overfitting-check subsets are drawn: stratified (class-stratified
     samples from the seed) | legacy (the first eval_limit test images and a random training
     batch: what runs recorded before stratified subsets used, so they resume exactly)"""
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         _one_of("subsets", self.subsets, SUBSET_CHOICES)
         _at_least("eval_every", self.eval_every, 1)
         _at_least("eval_steps", self.eval_steps, 1)
@@ -233,6 +264,8 @@ class RuntimeConfig:
     """show a progress bar on stderr (while the fastrobust logger shows INFO lines)"""
 
     def __post_init__(self) -> None:
+        check_field_types(self)
+        _at_least("seed", self.seed, 0)
         if self.amp not in ("none", "bf16", "fp16"):
             raise ConfigError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
         if self.name is not None:
@@ -311,6 +344,7 @@ class TrainConfig:
             except TypeError as exc:
                 raise ConfigError(f"bad config: {exc}") from None
             object.__setattr__(self, name, section)
+        self._check_combinations()
 
     def __getattr__(self, name: str) -> Any:
         section = SECTION_OF.get(name)
@@ -329,6 +363,21 @@ class TrainConfig:
         """Raise :class:`ConfigError` on any invalid value (each section checks its own)."""
         for name in SECTIONS:
             getattr(self, name).__post_init__()
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        """Refuse settings of different sections that contradict each other."""
+        if self.evaluation.early_stop:
+            if self.evaluation.overfit_check_size == 0:
+                raise ConfigError(
+                    "early_stop needs the catastrophic-overfitting check; "
+                    "set overfit_check_size > 0 or drop early_stop"
+                )
+            if not method_class(self.attack.method).perturbs:
+                raise ConfigError(
+                    f"early_stop has no effect with method {self.attack.method} (clean "
+                    "training cannot overfit to an attack); drop it"
+                )
 
     # -- derived values ---------------------------------------------------------------
     def threat(self) -> ThreatModel:
@@ -368,21 +417,50 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
         """Read a YAML file as defaults; ``overrides`` (flat names, non-None) take precedence."""
-        p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file {p} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {p} must hold a mapping of keys to values")
+        data = read_yaml_mapping(path)
         flat = flatten(data)
         flat.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**flat)
 
     def write_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that also reads ``1e-3`` as a number (YAML 1.1 reads it as text
+    unless written ``1.0e-3``)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML config file; any unreadable file is a one-line ConfigError."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise ConfigError(f"config file {p} is a folder, not a YAML file")
+    try:
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_YamlLoader) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {p} is not a text (YAML) file") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or "syntax error"
+        line = f"line {where.line + 1}: " if where is not None else ""
+        raise ConfigError(f"config file {p} is not valid YAML ({line}{problem})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {p} must hold a mapping of keys to values, not {type(data).__name__}"
+        )
+    return data
 
 
 def flatten(d: dict[str, Any]) -> dict[str, Any]:
@@ -394,7 +472,11 @@ def flatten(d: dict[str, Any]) -> dict[str, Any]:
     for key, value in d.items():
         if key == "resolved":
             continue
-        if key in SECTIONS and isinstance(value, dict):
+        if key in SECTIONS and not isinstance(value, dict):
+            raise ConfigError(
+                f"config section {key} must be a mapping of keys to values, got {value!r}"
+            )
+        if key in SECTIONS:
             for inner, v in value.items():
                 if SECTION_OF.get(inner) == key:
                     flat[inner] = v

@@ -62,6 +62,8 @@ class TrainingMethod:
     perturbs: ClassVar[bool] = True
     #: attack steps per batch when the config leaves ``steps`` unset
     default_steps: ClassVar[int] = 1
+    #: the only step count the method is defined for (None: any ``steps`` >= 1 is allowed)
+    fixed_steps: ClassVar[int | None] = None
     #: validation metric whose highest value picks the best epoch
     best_metric: ClassVar[str] = "val_adv_acc"
 
@@ -158,6 +160,7 @@ class Fast(ProjectedGradientMethod):
     """Fast adversarial training: one random-start step (Goodwin et al. 2020, Algorithm 1)."""
 
     default_steps = 1
+    fixed_steps = 1
 
     @classmethod
     def default_step_size(cls, threat: ThreatModel, steps: int) -> float:

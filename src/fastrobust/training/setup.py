@@ -1,18 +1,50 @@
-"""Done once before training: the batch size checked against the data and the processes, the
-dataset's augmentation defaults filled into the config, and DDP / SyncBatchNorm /
-torch.compile around the model."""
+"""Done once before training: the config checked against the data and the processes (batch
+size, attack radius, readable evaluation images), the dataset's augmentation defaults filled
+into the config, and DDP / SyncBatchNorm / torch.compile around the model."""
 
 from __future__ import annotations
 
 import copy
+import logging
 
 import torch
 from torch import nn
 
-from fastrobust.data import ImageDataset
+from fastrobust.data import ImageDataset, LazyImages
+from fastrobust.data.imagefolder import check_decodable
 from fastrobust.distributed import WorldInfo
 from fastrobust.errors import ConfigError
 from fastrobust.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def check_before_training(cfg: TrainConfig, data: ImageDataset, world: WorldInfo) -> None:
+    """Everything about ``cfg`` that needs the data, checked before anything is written."""
+    check_batch_size(cfg.optimisation.batch_size, data, world)
+    check_eps_fits(cfg, data)
+
+
+def check_evaluation_images(data: ImageDataset, indices: torch.Tensor, *, seed: int) -> None:
+    """Decode the test images validation will use (disk datasets), so that a corrupt file
+    stops the run before the run folder and the first epoch, not at the first validation."""
+    if isinstance(data.test_x, LazyImages):
+        checked = check_decodable(data.test_x, indices.tolist(), seed=seed)
+        log.info("decoded %d evaluation images of %s: all readable", checked, data.name)
+
+
+def check_eps_fits(cfg: TrainConfig, data: ImageDataset) -> None:
+    """Refuse a radius whose ball covers the whole ``[0,1]`` box: every image would be a
+    valid perturbation of every other, so robustness to it means nothing."""
+    threat = cfg.threat()
+    diameter = threat.box_diameter(data.image_shape)
+    if threat.eps >= diameter:
+        shape = "x".join(str(s) for s in data.image_shape)
+        raise ConfigError(
+            f"eps {threat.eps:g} ({cfg.attack.norm}) reaches every image: the largest "
+            f"{cfg.attack.norm} distance between two {shape} images in [0,1] is {diameter:.4g}; "
+            f"use eps < {diameter:.4g}"
+        )
 
 
 def check_batch_size(batch_size: int, data: ImageDataset, world: WorldInfo) -> None:

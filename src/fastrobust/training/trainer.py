@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from fastrobust import distributed, stops
-from fastrobust.checkpoint import load_checkpoint
+from fastrobust.checkpoint import load_checkpoint, load_weights
 from fastrobust.data import ImageDataset, load_dataset, make_loader
 from fastrobust.data.base import to_float
 from fastrobust.data.subsets import sample_split
@@ -39,7 +39,8 @@ from fastrobust.training.monitor import OverfittingMonitor
 from fastrobust.training.optimisation import build_optimiser, check_epochs_change
 from fastrobust.training.run_folder import RunFolder, TrainResult
 from fastrobust.training.setup import (
-    check_batch_size,
+    check_before_training,
+    check_evaluation_images,
     with_dataset_augmentation,
     wrap_for_training,
 )
@@ -82,7 +83,7 @@ class Trainer:
         self.cfg = cfg = with_dataset_augmentation(cfg, self.data)
         data_cfg, runtime = cfg.data, cfg.runtime
         # before the rendezvous: a bad batch size fails at once on every rank
-        check_batch_size(cfg.optimisation.batch_size, self.data, self.world)
+        check_before_training(cfg, self.data, self.world)
         distributed.init_distributed(self.world, self.device)
         if net is None and checkpoint is None:  # resnet18/50 at >= 64 px: the ImageNet stem,
             # recorded by its explicit name (a resumed run keeps the model it recorded)
@@ -143,7 +144,6 @@ class Trainer:
         self.state = TrainState(best=BestEpoch(self.method.best_metric))
         if checkpoint is not None:
             self._restore(checkpoint)
-        self.folder = folder or RunFolder.create(cfg, self.world)
         # class-stratified samples drawn from the run's seed (data.subsets); "legacy": the
         # subsets of runs recorded before, so that those resume as they would have gone on
         legacy = cfg.evaluation.subsets == "legacy"
@@ -163,6 +163,8 @@ class Trainer:
             split="test",
             rule="first" if legacy else "stratified",
         )
+        check_evaluation_images(self.data, self.val_subset.index_tensor(), seed=runtime.seed)
+        self.folder = folder or RunFolder.create(cfg, self.world)
         self.folder.write_subsets(validation=self.val_subset, overfit_check=self.check_subset)
 
     # -- the loop -------------------------------------------------------------------------------
@@ -392,7 +394,8 @@ class Trainer:
     def _restore(self, checkpoint: dict[str, Any]) -> None:
         state = TrainState.from_checkpoint(checkpoint, best_metric=self.method.best_metric)
         try:
-            self.model.load_state_dict(checkpoint["model"])
+            recorded = checkpoint.get("model_spec", {}).get("name", "model")
+            load_weights(self.model, checkpoint["model"], recorded=recorded, asked=self.spec.name)
             self.optimizer.load_state_dict(state.optimizer)
             self.scheduler.load_state_dict(state.scheduler)
             self.scaler.load_state_dict(state.scaler)
