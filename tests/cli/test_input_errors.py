@@ -182,7 +182,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("eval-unknown-attack", [*EVAL, "--attack", "cw"], "unknown attack 'cw'"),
     ("eval-digits-data-dir", [*EVAL, "--data-dir", "{folder}"], "dataset digits is bundled"),
     ("eval-missing-model", ["eval", "{missing}"], "does not exist"),
-    ("eval-not-a-checkpoint", ["eval", "{a_file}"], "is not a readable fastrobust checkpoint"),
+    ("eval-not-a-checkpoint", ["eval", "{a_file}"], "is not a readable checkpoint"),
     ("eval-relabelled-checkpoint", ["eval", "{relabelled_ckpt}", "--limit", "5"], "records model resnet18 but holds the weights of a small_cnn"),
     # -- visualize: zero or negative budgets are not results ------------------------------------
     ("targeted-steps-zero", [*VIS, "--steps", "0"], "--steps must be a finite number > 0, got 0"),
