@@ -113,9 +113,19 @@ class StudyContext:
 
 
 # -- train --------------------------------------------------------------------------------------
+def _settings(cfg: TrainConfig) -> dict[str, Any]:
+    return {k: v for k, v in cfg.to_flat_dict().items() if k not in _RUNTIME_ONLY}
+
+
 def train_key(cfg: TrainConfig) -> str:
-    flat = cfg.to_flat_dict()
-    return fingerprint({k: v for k, v in flat.items() if k not in _RUNTIME_ONLY})
+    return fingerprint(_settings(cfg))
+
+
+def same_settings(wanted: TrainConfig, recorded: TrainConfig) -> bool:
+    """Was a run folder trained as ``wanted`` says? A value ``wanted`` leaves to the run
+    (None: the dataset's or method's default) may be recorded resolved, so it is not compared."""
+    have = _settings(recorded)
+    return all(have.get(k) == v for k, v in _settings(wanted).items() if v is not None)
 
 
 def _run_state(run: RunFolder) -> str:
@@ -142,14 +152,13 @@ def stage_train(ctx: StudyContext) -> None:
         def work(
             cfg: TrainConfig = cfg,
             run_dir: Path = run_dir,
-            key: str = key,
             spec_label: str = spec.label,
         ) -> list[Path]:
             run = RunFolder(run_dir)
             state = _run_state(run)
             if state != "empty":
                 recorded, _ = run.read_config()
-                if train_key(recorded) != key:
+                if not same_settings(cfg, recorded):
                     raise ConfigError(
                         f"run folder {run_dir} was trained with other settings than the study "
                         "config asks for; delete it (or choose another --out) to retrain"
