@@ -23,7 +23,7 @@ import torch
 from fastrobust import distributed
 from fastrobust.checkpoint import load_model
 from fastrobust.data.base import ImageDataset, to_float
-from fastrobust.errors import CheckpointError, ConfigError, DataError
+from fastrobust.errors import CheckpointError, ConfigError
 from fastrobust.study.alignment import AlignmentScore, choose_sources, score_model
 from fastrobust.study.config import StudyConfig, parse_judge
 from fastrobust.study.folder import StageCache, StudyFolder, file_digest, fingerprint
@@ -81,7 +81,13 @@ class StudyContext:
         return path
 
     def run_piece(
-        self, stage: str, item: str, key: str, work: Callable[[], list[Path]], *, all_ranks=False
+        self,
+        stage: str,
+        item: str,
+        key: str,
+        work: Callable[[], list[Path]],
+        *,
+        all_ranks: bool = False,
     ) -> bool:
         """Run ``work`` unless the cache holds ``item`` with ``key``; record its outputs.
         Returns whether it ran. Work that is not ``all_ranks`` runs on rank 0 only."""
@@ -603,8 +609,3 @@ STAGE_FUNCTIONS: dict[str, Callable[[StudyContext], None]] = {
     "figures": stage_figures,
     "alignment": stage_alignment,
 }
-
-
-def check_data(ctx: StudyContext) -> None:
-    if ctx.data.num_classes < 2:
-        raise DataError(f"{ctx.data.name} has fewer than two classes")
