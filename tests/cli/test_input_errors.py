@@ -153,6 +153,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("unknown-schedule", [*TRAIN, "--schedule", "cosine"], "unknown schedule 'cosine'"),
     ("unknown-amp", [*TRAIN, "--amp", "fp8"], "amp must be none, bf16 or fp16"),
     ("unknown-flag", [*TRAIN, "--learning-rate", "3"], "unrecognized arguments: --learning-rate 3"),
+    ("abbreviated-flag", [*TRAIN, "--epoch", "3"], "unrecognized arguments: --epoch 3"),
     ("quiet-and-verbose", ["-q", *TRAIN, "-v"], "-q and -v contradict each other"),
     # -- data validated at load time, before the run folder ---------------------------------
     ("digits-with-data-dir", [*TRAIN, "--data-dir", "{folder}"], "dataset digits is bundled with scikit-learn and reads no files"),

@@ -16,7 +16,12 @@ COMMANDS = ["train", "eval", "visualize", "timing", "study"]
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error (exit status 2) instead of usage + error."""
+    """argparse with a one-line error (exit status 2) instead of usage + error, and no
+    abbreviated flags (``--epoch 3`` is an error, not a silent ``--epochs 3``)."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002,ANN003
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
