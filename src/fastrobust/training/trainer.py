@@ -285,7 +285,12 @@ class Trainer:
         x = to_float(self.data.train_x[self.check_idx]).to(self.device)
         y = self.data.train_y[self.check_idx].to(self.device)
         return fixed_batch_pgd_accuracy(
-            self.model, x, y, self.threat, steps=self.cfg.evaluation.eval_steps
+            self.model,
+            x,
+            y,
+            self.threat,
+            steps=self.cfg.evaluation.eval_steps,
+            batch_size=self.loader.batch_size,  # this rank's training batch: no memory peak
         )
 
     def validate(self) -> tuple[float, float]:
@@ -298,7 +303,7 @@ class Trainer:
             self.threat,
             indices=self.val_subset.index_tensor(),
             steps=self.cfg.evaluation.eval_steps,
-            batch_size=max(self.cfg.optimisation.batch_size, 256),
+            batch_size=self.loader.batch_size,  # this rank's training batch, not the global one
             device=self.device,
             world=self.world,
         )

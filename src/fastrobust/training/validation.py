@@ -62,13 +62,24 @@ def evaluate_split(
 
 
 def fixed_batch_pgd_accuracy(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *, steps: int
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    threat: ThreatModel,
+    *,
+    steps: int,
+    batch_size: int | None = None,
 ) -> float:
-    """PGD accuracy on one batch of ``[0,1]`` images (the overfitting monitor's check)."""
+    """PGD accuracy on one batch of ``[0,1]`` images (the overfitting monitor's check),
+    attacked in chunks of ``batch_size`` (default: all at once)."""
     was_training = model.training
-    x_adv = pgd(model, x, y, threat, steps=steps, step_size=pgd_step_size(threat.eps, steps))
-    with torch.no_grad():
-        model.eval()
-        acc = float((model(x_adv).argmax(1) == y).float().mean())
+    chunk = batch_size or len(y)
+    correct = torch.zeros((), device=y.device)
+    for start in range(0, len(y), chunk):
+        xb, yb = x[start : start + chunk], y[start : start + chunk]
+        x_adv = pgd(model, xb, yb, threat, steps=steps, step_size=pgd_step_size(threat.eps, steps))
+        with torch.no_grad():
+            model.eval()
+            correct += (model(x_adv).argmax(1) == yb).sum()
     model.train(was_training)
-    return acc
+    return float(correct) / max(len(y), 1)
