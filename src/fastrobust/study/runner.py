@@ -182,6 +182,8 @@ def run_study(
     out = Path(out).expanduser()
     _check_folder(out, config)
     world = distributed.world_info_from_env()
+    if device != "auto":  # the runs train where everything else runs (a runtime setting)
+        config.training.setdefault("device", device)
     dev = distributed.resolve_device(config.training.get("device", device), world.local_rank)
     data = load_dataset(config.dataset, config.data_dir, image_size=config.image_size)
     joined = world.distributed and not torch.distributed.is_initialized()
