@@ -193,3 +193,12 @@ def test_under_two_processes_training_and_curves_use_both(tmp_path):
     table = json.loads((out / "timing" / "table1.json").read_text())
     assert [row["gpus"] for row in table] == [2, 2]
     assert (out / "report.html").is_file()
+
+
+def test_a_report_of_nothing_says_what_is_missing(tmp_path):
+    config = tiny(stages=["report"])
+    results = run_study(config, tmp_path / "s", device="cpu")
+    assert config.training["device"] == "cpu"  # the runs would train there too
+    md = (tmp_path / "s" / "report.md").read_text()
+    assert "not checked" in md and "did not run" in md
+    assert results.ran == ["report"]
