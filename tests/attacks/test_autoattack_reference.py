@@ -6,6 +6,9 @@ of the points the reference fools (the agreement is printed with ``-s``):
 
 * FAB-T starts from the clean point (no randomness on either side), so only floating-point
   detail separates the two: tolerance 1 point, agreement >= 90%.
+* APGD-CE and APGD-T start from random points drawn differently on each side: tolerance 5%
+  of the points, agreement >= 85%.
+* AutoAttack's standard version (the cascade): tolerance 5% of the points.
 * Square is a random search with different random streams (the reference draws one window
   for the whole batch, this package one per sample): on a given point either run may or may
   not find an adversarial example, so the tolerance is 5% of the points.
@@ -19,12 +22,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastrobust.attacks.apgd import apgd
+from fastrobust.attacks.apgd import apgd, apgd_targeted
 from fastrobust.attacks.fab import fab
 from fastrobust.attacks.square import square
 from fastrobust.attacks.threat import L2, Linf
 from fastrobust.checkpoint import load_model
 from fastrobust.data.base import to_float
+from fastrobust.evaluation.curve import robustness_curve
 from masked_models import Quantised
 
 reference = pytest.importorskip(
@@ -32,13 +36,14 @@ reference = pytest.importorskip(
     reason="the cross-check needs the reference: pip install --no-deps pyautoattack==0.2.0",
     exc_type=ImportError,
 )
+from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted  # noqa: E402
 from pyautoattack.fab_pt import FABAttack_PT  # noqa: E402
 from pyautoattack.square import SquareAttack  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 THREATS = {"Linf": Linf(0.15), "L2": L2(1.0)}
-FAST = {"n": 64, "fab_targets": 3, "fab_steps": 30, "queries": 300}
-FULL = {"n": 100, "fab_targets": 9, "fab_steps": 100, "queries": 5000}
+FAST = {"n": 64, "fab_targets": 3, "fab_steps": 30, "queries": 300, "apgd_steps": 20}
+FULL = {"n": 100, "fab_targets": 9, "fab_steps": 100, "queries": 5000, "apgd_steps": 100}
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +130,55 @@ def test_square_through_masked_gradients_as_far_as_reference(fast_model, digits,
     ours, theirs = _square(masked, digits, norm, FAST)
     print(f"  APGD-CE leaves {int(by_gradient.sum())} robust")
     assert int(ours.sum()) < int(by_gradient.sum()) - 0.2 * len(y)
+
+
+def _apgd(model, digits, norm, budget, targeted: bool):
+    threat = THREATS[norm]
+    x, y = to_float(digits.test_x[: budget["n"]]), digits.test_y[: budget["n"]]
+    g = torch.Generator().manual_seed(0)
+    steps = budget["apgd_steps"]
+    if targeted:
+        x_ours = apgd_targeted(model, x, y, threat, targets=budget["fab_targets"], steps=steps,
+                               generator=g)  # fmt: skip
+        peer = APGDAttack_targeted(model, n_restarts=1, n_iter=steps, eps=threat.eps, norm=norm,
+                                   seed=0, device="cpu")  # fmt: skip
+        peer.n_target_classes = budget["fab_targets"]
+    else:
+        x_ours = apgd(model, x, y, threat, steps=steps, generator=g)
+        peer = APGDAttack(model, n_restarts=1, n_iter=steps, eps=threat.eps, norm=norm, seed=0,
+                          loss="ce", device="cpu")  # fmt: skip
+    ours, theirs = _robust(model, x_ours, y), _robust(model, peer.perturb(x, y), y)
+    name = "APGD-T" if targeted else "APGD-CE"
+    agreement = _compare(f"{name} {norm} eps {threat.eps:g}", ours, theirs,
+                         tolerance=round(0.05 * len(y)))  # fmt: skip
+    assert agreement >= 0.85
+
+
+@pytest.mark.parametrize("norm", THREATS)
+@pytest.mark.parametrize("targeted", [False, True], ids=["apgd-ce", "apgd-t"])
+def test_apgd_matches_reference(fast_model, digits, norm, targeted):
+    _apgd(fast_model, digits, norm, FAST, targeted)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("norm", THREATS)
+@pytest.mark.parametrize("targeted", [False, True], ids=["apgd-ce", "apgd-t"])
+def test_apgd_matches_reference_full_budget(fast_model, digits, norm, targeted):
+    _apgd(fast_model, digits, norm, FULL, targeted)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("norm", THREATS)
+def test_standard_autoattack_matches_reference(fast_model, digits, norm):
+    """The whole standard version, AutoAttack's budgets, at one eps on the same 100 points."""
+    threat = THREATS[norm]
+    x, y = to_float(digits.test_x[:100]), digits.test_y[:100]
+    curve = robustness_curve(fast_model, (x, y), norm.lower(), [threat.eps],
+                             attacks="autoattack", checks=False)  # fmt: skip
+    ours = curve.robust_mask[0]
+    peer = reference.AutoAttack(fast_model, norm=norm, eps=threat.eps, version="standard", seed=0)
+    x_ref, _ = peer.run_standard_evaluation(x, y, batch_size=250)
+    theirs = _robust(fast_model, x_ref, y)
+    _compare(f"AutoAttack standard {norm} eps {threat.eps:g}", ours, theirs,
+             tolerance=round(0.05 * len(y)))  # fmt: skip
+    print(f"  fastrobust fooled first by: {curve.fooled_by[0]}")

@@ -87,7 +87,7 @@ def _by_name(name):
     """The curve's path: seeded restarts of a named attack, worst case per sample."""
 
     def run(model, x, y, threat, bn_mode, restarts, seed):
-        settings = RunSettings(STEPS, bn_mode=bn_mode)
+        settings = RunSettings(STEPS, bn_mode=bn_mode, queries=STEPS, targets=2)
         runs = SeededRuns(name, model, x, y, threat, key=(seed,), settings=settings)
         return x + worst_case_over_restarts(runs, x, restarts).delta, x
 

@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from fastrobust.attacks.fab import clip_target_count, fab, target_classes
+from fastrobust.attacks.contract import clip_target_count, target_classes
+from fastrobust.attacks.fab import fab
 from fastrobust.attacks.threat import L2, Linf
 from fastrobust.data.base import to_float
 from fastrobust.errors import ConfigError

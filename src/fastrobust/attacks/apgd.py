@@ -15,6 +15,13 @@ APGD
   (``a = 1`` for the first step);
 * keeps, per sample, any iterate that is misclassified (else the highest-loss iterate).
 
+APGD-T, the second attack of AutoAttack, runs APGD once per target class ``t`` (the classes
+with the highest clean logits after the true one, 9 by default) on the targeted DLR loss
+``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``, each target only on the points no earlier
+target fooled. For randomised models (AutoAttack's ``rand`` version) ``eot`` averages the
+gradient over that many forward/backward passes (expectation over transformation, Athalye et
+al. 2018).
+
 The DLR loss, ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)``, is invariant to shifting and
 rescaling the logits, so it keeps a useful gradient where a saturated softmax zeroes the
 cross-entropy's (a gradient-masking symptom).
@@ -37,9 +44,11 @@ from fastrobust.attacks.contract import (
     LossFn,
     Model,
     attack_mode,
+    clip_target_count,
     cross_entropy_per_sample,
     input_gradient,
     is_fooled,
+    target_classes,
 )
 from fastrobust.attacks.restarts import AttackRun, check_start, worst_case_over_restarts
 from fastrobust.attacks.threat import ThreatModel, per_sample
@@ -64,6 +73,34 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 APGD_LOSSES: dict[str, LossFn] = {"ce": cross_entropy_per_sample, "dlr": dlr_loss}
+
+
+def targeted_dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Targeted DLR loss per sample (Croce & Hein 2020, eq. 6), ascended by APGD-T.
+
+    ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)``: positive once the target's logit
+    passes the true one. Needs >= 4 classes.
+    """
+    if logits.shape[1] < 4:
+        raise ConfigError(
+            f"the targeted DLR loss needs at least 4 classes, the model has {logits.shape[1]}"
+        )
+    z_sorted = logits.sort(dim=1).values
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    z_t = logits.gather(1, target[:, None]).squeeze(1)
+    scale = z_sorted[:, -1] - (z_sorted[:, -3] + z_sorted[:, -4]) / 2
+    return -(z_y - z_t) / (scale + 1e-12)
+
+
+def _averaged_gradient(
+    model: Model, x_adv: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, eot: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`input_gradient` averaged over ``eot`` passes (one pass for a deterministic model)."""
+    grad, logits, loss = input_gradient(model, x_adv, y, loss_fn)
+    for _ in range(eot - 1):
+        more = input_gradient(model, x_adv, y, loss_fn)
+        grad, logits, loss = grad + more[0], logits + more[1], loss + more[2]
+    return grad / eot, logits / eot, loss / eot
 
 
 def apgd_checkpoints(steps: int) -> list[int]:
@@ -95,6 +132,7 @@ def _apgd_run(
     loss_fn: LossFn,
     rho: float = 0.75,
     momentum: float = 0.75,
+    eot: int = 1,
     trace: list[torch.Tensor] | None = None,
 ) -> AttackRun:
     """One APGD run from ``delta``; returns its delta, fooled and best loss per sample.
@@ -104,7 +142,7 @@ def _apgd_run(
     """
     checks = set(apgd_checkpoints(steps))
     eta = torch.full((x.shape[0],), 2.0 * threat.eps, device=x.device, dtype=x.dtype)
-    grad, logits, loss = input_gradient(model, x + delta, y, loss_fn)
+    grad, logits, loss = _averaged_gradient(model, x + delta, y, loss_fn, eot)
     fooled = is_fooled(logits, y)
     adv = delta.clone()
     best, best_loss, best_grad = delta.clone(), loss.clone(), grad.clone()
@@ -121,8 +159,8 @@ def _apgd_run(
         z = threat.project(delta + per_sample(eta, x) * threat.direction(grad), x)
         new = threat.project(delta + a * (z - delta) + (1 - a) * (delta - prev), x)
         prev, delta = delta, new
-        if k < steps - 1:
-            grad, logits, loss = input_gradient(model, x + delta, y, loss_fn)
+        if k < steps - 1 or eot > 1:
+            grad, logits, loss = _averaged_gradient(model, x + delta, y, loss_fn, eot)
         else:  # the last iterate only needs its loss and prediction
             with torch.no_grad():
                 logits = model(x + delta)
@@ -162,8 +200,11 @@ def apgd(
     rho: float = 0.75,
     bn_mode: BNMode = "eval",
     generator: torch.Generator | None = None,
+    eot: int = 1,
 ) -> torch.Tensor:
     """Untargeted APGD-CE or APGD-DLR (Croce & Hein 2020) inside ``threat``; returns ``x_adv``.
+
+    ``eot > 1`` averages each gradient over that many passes (randomised models).
 
     ``start`` is the first perturbation; None draws the threat model's random start (from
     ``generator`` when given). With ``restarts > 1`` (random starts only) each restart runs only
@@ -175,8 +216,7 @@ def apgd(
         raise ConfigError(f"APGD needs steps >= 1 and restarts >= 1, got {steps} and {restarts}")
     if loss not in APGD_LOSSES:
         raise ConfigError(f"unknown APGD loss {loss!r}; choose one of {', '.join(APGD_LOSSES)}")
-    if not 0 < rho <= 1:
-        raise ConfigError(f"rho must be in (0, 1], got {rho}")
+    _check_budget(rho, eot)
     check_start(start, x, restarts)
     loss_fn = APGD_LOSSES[loss]
     x, y = x.detach(), y.detach()
@@ -184,8 +224,64 @@ def apgd(
     def run_once(active: torch.Tensor, _restart: int) -> AttackRun:
         xa, ya = x[active], y[active]
         delta = threat.sample(xa, generator=generator) if start is None else start[active]
-        return _apgd_run(model, xa, ya, threat, delta, steps=steps, loss_fn=loss_fn, rho=rho)
+        return _apgd_run(
+            model, xa, ya, threat, delta, steps=steps, loss_fn=loss_fn, rho=rho, eot=eot
+        )
 
     with attack_mode(model, bn_mode):
         best = worst_case_over_restarts(run_once, x, restarts)
+    return (x + threat.project(best.delta, x)).detach()
+
+
+def _check_budget(rho: float, eot: int) -> None:
+    if not 0 < rho <= 1:
+        raise ConfigError(f"rho must be in (0, 1], got {rho}")
+    if eot < 1:
+        raise ConfigError(f"eot must be >= 1, got {eot}")
+
+
+def apgd_targeted(
+    model: Model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    threat: ThreatModel,
+    *,
+    targets: int = 9,
+    steps: int = 100,
+    start: torch.Tensor | None = None,
+    rho: float = 0.75,
+    bn_mode: BNMode = "eval",
+    generator: torch.Generator | None = None,
+    eot: int = 1,
+) -> torch.Tensor:
+    """APGD-T (Croce & Hein 2020): one APGD run on the targeted DLR loss per target class.
+
+    The targets are the ``targets`` classes with the highest clean logits after ``y``
+    (clipped to classes - 1, with a logged warning); target ``k`` runs only on the samples
+    no earlier target fooled, each from ``start`` (None: a random start of ``threat`` from
+    ``generator``), and every sample keeps its worst case
+    (:func:`fastrobust.attacks.restarts.worst_case_over_restarts`). Returns ``x_adv``.
+    """
+    if steps < 1:
+        raise ConfigError(f"APGD-T needs steps >= 1, got {steps}")
+    _check_budget(rho, eot)
+    check_start(start, x, 1)
+    x, y = x.detach(), y.detach()
+    with attack_mode(model, bn_mode):
+        with torch.no_grad():
+            logits = model(x)
+        plan = target_classes(logits, y, clip_target_count(targets, logits.shape[1])).T
+
+        def run_once(active: torch.Tensor, k: int) -> AttackRun:
+            xa, ya, target = x[active], y[active], plan[k][active]
+            delta = threat.sample(xa, generator=generator) if start is None else start[active]
+
+            def loss_fn(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+                return targeted_dlr_loss(out, labels, target)
+
+            return _apgd_run(
+                model, xa, ya, threat, delta, steps=steps, loss_fn=loss_fn, rho=rho, eot=eot
+            )
+
+        best = worst_case_over_restarts(run_once, x, len(plan))
     return (x + threat.project(best.delta, x)).detach()

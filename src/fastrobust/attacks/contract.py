@@ -16,6 +16,8 @@ over images ``x`` in ``[0,1]`` (docs/architecture.md says where to add one). It
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 from collections.abc import Callable, Iterator
 from typing import Literal
 
@@ -23,6 +25,8 @@ import torch
 from torch import nn
 
 from fastrobust.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 #: anything mapping a batch of ``[0,1]`` images to a batch of logits
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -106,3 +110,36 @@ def fools(
 ) -> torch.Tensor:
     """Per-sample bool: does ``x + delta`` fool ``model`` (one forward pass, see :func:`is_fooled`)."""
     return is_fooled(model(x + delta), y, targeted=targeted)
+
+
+def target_classes(logits: torch.Tensor, y: torch.Tensor, count: int) -> torch.Tensor:
+    """The ``count`` classes other than ``y`` with the highest logits, best first (B x count).
+
+    AutoAttack's choice of targets for APGD-T and FAB-T; ``count`` must be at most classes - 1
+    (see :func:`clip_target_count`).
+    """
+    masked = logits.detach().scatter(1, y[:, None], -math.inf)
+    return masked.topk(count, dim=1).indices
+
+
+def clip_target_count(count: int, classes: int) -> int:
+    """``count`` clipped to ``classes - 1`` (with a logged warning); ConfigError if < 1."""
+    if count < 1:
+        raise ConfigError(f"the number of target classes must be >= 1, got {count}")
+    if classes < 2:
+        raise ConfigError(f"a targeted attack needs at least 2 classes, the model has {classes}")
+    if count > classes - 1:
+        log.warning(
+            "%d target classes asked for but the model has %d classes: using %d",
+            count,
+            classes,
+            classes - 1,
+        )
+        return classes - 1
+    return count
+
+
+def looks_like_probabilities(logits: torch.Tensor) -> bool:
+    """Are these rows probabilities (non-negative, summing to 1) rather than logits?"""
+    sums = logits.sum(1)
+    return bool((logits >= 0).all() and torch.allclose(sums, torch.ones_like(sums), atol=1e-4))

@@ -27,18 +27,22 @@ just misclassified (the reference implementation spends an extra forward pass on
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 
 import torch
 
-from fastrobust.attacks.contract import BNMode, Model, attack_mode, is_fooled
+from fastrobust.attacks.contract import (
+    BNMode,
+    Model,
+    attack_mode,
+    clip_target_count,
+    is_fooled,
+    target_classes,
+)
 from fastrobust.attacks.restarts import AttackRun, check_start, worst_case_over_restarts
 from fastrobust.attacks.threat import ThreatModel, per_sample
 from fastrobust.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,33 +59,6 @@ class MinimalPerturbation:
     def fooled_at(self, eps: float) -> torch.Tensor:
         """Per-sample booleans: is the perturbation found within ``eps``?"""
         return self.norm <= eps
-
-
-def target_classes(logits: torch.Tensor, y: torch.Tensor, count: int) -> torch.Tensor:
-    """The ``count`` classes other than ``y`` with the highest logits, best first (B x count).
-
-    AutoAttack's choice of targets for APGD-T and FAB-T; ``count`` must be at most classes - 1
-    (see :func:`clip_target_count`).
-    """
-    masked = logits.detach().scatter(1, y[:, None], -math.inf)
-    return masked.topk(count, dim=1).indices
-
-
-def clip_target_count(count: int, classes: int) -> int:
-    """``count`` clipped to ``classes - 1`` (with a logged warning); ConfigError if < 1."""
-    if count < 1:
-        raise ConfigError(f"the number of target classes must be >= 1, got {count}")
-    if classes < 2:
-        raise ConfigError(f"a targeted attack needs at least 2 classes, the model has {classes}")
-    if count > classes - 1:
-        log.warning(
-            "%d target classes asked for but the model has %d classes: using %d",
-            count,
-            classes,
-            classes - 1,
-        )
-        return classes - 1
-    return count
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:

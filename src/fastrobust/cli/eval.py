@@ -37,8 +37,29 @@ def add_parser(subparsers: Any) -> None:
         help="comma-separated, strictly increasing eps values; fractions such as 8/255 allowed "
         "(default: 0, e/4, e/2, e, 2e for the first model's training eps e)",
     )
-    p.add_argument("--steps", type=int, default=20, help="attack steps (default: 20)")
-    p.add_argument("--restarts", type=int, default=10, help="random restarts (default: 10)")
+    p.add_argument(
+        "--steps", type=int, help="attack steps (default: 20; per target for apgd-t, fab-t)"
+    )
+    p.add_argument(
+        "--restarts",
+        type=int,
+        help="random restarts of pgd, apgd-ce, apgd-dlr (default: 10)",
+    )
+    p.add_argument(
+        "--targets",
+        type=int,
+        default=9,
+        help="target classes of apgd-t and fab-t, clipped to classes-1 (default: 9)",
+    )
+    p.add_argument(
+        "--queries", type=int, default=5000, help="queries of the square attack (default: 5000)"
+    )
+    p.add_argument(
+        "--eot",
+        type=int,
+        default=1,
+        help="gradients averaged per APGD step, for randomised models (default: 1)",
+    )
     p.add_argument(
         "--step-size-factor",
         type=float,
@@ -49,7 +70,9 @@ def add_parser(subparsers: Any) -> None:
         "--attack",
         default="pgd",
         help="attack, or a comma-separated cascade run in order on the still-robust points: "
-        "pgd, apgd-ce, apgd-dlr (default: pgd; e.g. pgd,apgd-ce,apgd-dlr)",
+        "pgd, apgd-ce, apgd-dlr, apgd-t, fab-t, fab, square (default: pgd; e.g. "
+        "pgd,apgd-ce,apgd-dlr); or autoattack (AutoAttack's standard version: apgd-ce, apgd-t, "
+        "fab-t, square with its budgets) or autoattack-rand (apgd-ce, apgd-dlr with EOT)",
     )
     p.add_argument(
         "--random-start",
@@ -157,7 +180,12 @@ def run(args: argparse.Namespace) -> int:
     from fastrobust.distributed import resolve_device
     from fastrobust.evaluation.curve import robustness_curve
     from fastrobust.evaluation.inputs import parse_eps_list, validate_attacks
-    from fastrobust.evaluation.report import describe_attack, format_table, write_report
+    from fastrobust.evaluation.report import (
+        describe_attack,
+        format_fooled_by,
+        format_table,
+        write_report,
+    )
     from fastrobust.model_info import check_model_fits, data_dir_for, model_info
     from fastrobust.outputs import check_output_dir, writing
 
@@ -166,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     check_numbers(
         args,
         positive=("step_size_factor",),
-        at_least_one=("limit", "steps", "restarts", "batch_size"),
+        at_least_one=("limit", "steps", "restarts", "batch_size", "targets", "queries", "eot"),
         non_negative=("seed",),
     )
     device = resolve_device(args.device)
@@ -220,6 +248,9 @@ def run(args: argparse.Namespace) -> int:
                 restarts=args.restarts,
                 step_size_factor=args.step_size_factor,
                 attacks=attacks,
+                targets=args.targets,
+                queries=args.queries,
+                eot=args.eot,
                 random_start=args.random_start,
                 limit=args.limit,
                 batch_size=args.batch_size,
@@ -242,6 +273,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"adversarial accuracy on {data.name}, {first.subset}")
     print(f"attack: {describe_attack(first)}")
     print(format_table(curves))
+    if len(first.attacks) > 1:
+        print(format_fooled_by(curves))
     for label, curve in curves.items():
         for note in curve.notes:
             print(f"note: {label}: {note}")

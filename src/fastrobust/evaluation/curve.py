@@ -18,6 +18,13 @@ fools it. :func:`robustness_curve` computes exactly that, only cheaper:
   sample being robust at ``eps_j`` when no restart at any ``eps_i <= eps_j`` fooled it
   (``tests/evaluation/test_curve.py`` compares the two).
 
+AutoAttack (Croce & Hein 2020; ``attacks="autoattack"``: APGD-CE, APGD-T, FAB-T, Square with
+their budgets) runs as the same cascade over the whole grid: each attack sees only the points
+still robust at this eps, a point fooled at a smaller eps is not attacked again, and FAB-T,
+which returns minimal perturbations, runs once per chunk (at the first eps where the cascade
+reaches it, on the points then still robust) and settles every larger eps from the norms it
+found: a point is fooled by FAB-T at ``eps`` when its perturbation is ``<= eps``.
+
 Every curve comes with gradient-masking checks (Athalye et al. 2018; Carlini et al. 2019,
 "On evaluating adversarial robustness"; the AutoAttack sanity checks): the model outputs
 logits and is deterministic, input gradients are not zero, the attack beats random noise of
@@ -42,11 +49,26 @@ from typing import Any
 
 import torch
 
-from fastrobust.attacks.contract import PGD_STEP_FACTOR, BNMode, Model, attack_mode, fools
-from fastrobust.attacks.registry import RunSettings, SeededRuns
+from fastrobust.attacks.contract import (
+    PGD_STEP_FACTOR,
+    BNMode,
+    Model,
+    attack_mode,
+    fools,
+    looks_like_probabilities,
+)
+from fastrobust.attacks.registry import (
+    MINIMAL_ATTACKS,
+    RESTARTABLE,
+    VERSIONS,
+    RunSettings,
+    SeededRuns,
+    budget,
+    gradients_per_sample,
+)
 from fastrobust.attacks.restarts import worst_case_over_restarts
 from fastrobust.attacks.threat import ThreatModel, threat_model
-from fastrobust.errors import ConfigError
+from fastrobust.errors import ConfigError, DataError
 from fastrobust.evaluation.inputs import (
     Data,
     as_float_images,
@@ -97,6 +119,7 @@ def _curve_chunk(
     how = torch.full((len(eps_list), n), robust_code, dtype=torch.long, device=x.device)
     robust = torch.zeros(len(eps_list), n, dtype=torch.bool, device=x.device)
     gradients = unstable = 0
+    minimal: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (delta, norm) per sample
     for j, eps in enumerate(eps_list):
         t = threat.with_eps(eps)
         how[j, ~clean_correct] = _CLEAN
@@ -109,19 +132,60 @@ def _curve_chunk(
             how[j, carried[ok]] = _CARRIED
         if eps > 0:
             for a, name in enumerate(attacks):
-                run_once = SeededRuns(
-                    name, model, x, y, t, key=(seed, chunk, j, a), settings=settings,
-                    on_restart=partial(_show_restart, bar, f"eps {eps:g} {name}", restarts),
-                )  # fmt: skip
-                worst = worst_case_over_restarts(run_once, x, restarts, fooled=fooled)
-                gradients += run_once.gradients
-                hit = worst.fooled & ~fooled
-                delta[hit] = worst.delta[hit]
+                if name in MINIMAL_ATTACKS:
+                    bar.set_postfix_str(f"eps {eps:g} {name}", refresh=True)
+                    found, spent = _minimal_norms(
+                        name, model, x, y, t, settings, fooled, minimal.get(name)
+                    )
+                    minimal[name] = found
+                    gradients += spent
+                    hit = ~fooled & (found[1] >= 0) & (found[1] <= eps)
+                    delta[hit] = t.project(found[0][hit], x[hit])
+                    hit[hit.clone()] = fools(model, x[hit], delta[hit], y[hit])
+                else:
+                    runs = restarts if name in RESTARTABLE else 1
+                    run_once = SeededRuns(
+                        name, model, x, y, t, key=(seed, chunk, j, a), settings=settings,
+                        on_restart=partial(_show_restart, bar, f"eps {eps:g} {name}", runs),
+                    )  # fmt: skip
+                    worst = worst_case_over_restarts(run_once, x, runs, fooled=fooled)
+                    gradients += run_once.gradients
+                    hit = worst.fooled & ~fooled
+                    delta[hit] = worst.delta[hit]
+                fooled = fooled | hit
                 how[j, hit] = a
-                fooled = worst.fooled
         robust[j] = ~fooled
         bar.update(n)
     return _Chunk(robust, how, clean_correct, gradients, unstable)
+
+
+def _minimal_norms(
+    name: str,
+    model: Model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    threat: ThreatModel,
+    settings: RunSettings,
+    fooled: torch.Tensor,
+    known: tuple[torch.Tensor, torch.Tensor] | None,
+) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
+    """Minimal perturbations of the minimum-norm attack ``name`` for the whole chunk.
+
+    Runs only on the robust samples it has not run on yet (usually all of them at the first
+    eps that reaches it, then none), stopping a sample once its perturbation is within this
+    eps, the smallest one still open to it. Returns ``((delta, norm), gradients spent)``.
+    """
+    if known is None:  # norm -1: not attacked yet
+        known = torch.zeros_like(x), torch.full((len(y),), -1.0, dtype=x.dtype, device=x.device)
+    delta, norm = known
+    todo = (~fooled & (norm < 0)).nonzero().squeeze(1)
+    if todo.numel() == 0:
+        return (delta, norm), 0
+    enough = torch.full((todo.numel(),), threat.eps, dtype=x.dtype, device=x.device)
+    found = MINIMAL_ATTACKS[name](model, x[todo], y[todo], threat, settings, enough)
+    delta, norm = delta.clone(), norm.clone()
+    delta[todo], norm[todo] = found.delta, found.norm
+    return (delta, norm), gradients_per_sample(name, settings) * todo.numel()
 
 
 def _show_restart(bar: Any, what: str, restarts: int, restart: int) -> None:
@@ -134,10 +198,13 @@ def robustness_curve(
     threat_name: str | ThreatModel,
     eps_list: Sequence[float],
     *,
-    steps: int = 20,
-    restarts: int = 10,
+    steps: int | None = None,
+    restarts: int | None = None,
     step_size_factor: float = PGD_STEP_FACTOR,
     attacks: str | Sequence[str] = ("pgd",),
+    targets: int = 9,
+    queries: int = 5000,
+    eot: int = 1,
     random_start: str | None = None,
     limit: int | None = None,
     batch_size: int = 500,
@@ -152,9 +219,15 @@ def robustness_curve(
     """Adversarial accuracy at each eps of ``eps_list`` (Goodwin et al. 2020, Figure 2).
 
     A sample counts as robust at ``eps`` only if it is classified correctly and no restart of
-    any attack (``pgd``, ``apgd-ce``, ``apgd-dlr``, run as a cascade in the given order), at
-    this eps or a smaller one, fools it. Defaults are the paper's evaluation: 20-step PGD,
-    10 random restarts, step size ``2.5 * eps / steps``.
+    any attack (``pgd``, ``apgd-ce``, ``apgd-dlr``, ``apgd-t``, ``fab-t``, ``fab``, ``square``,
+    run as a cascade in the given order), at this eps or a smaller one, fools it. Defaults are
+    the paper's evaluation: 20-step PGD, 10 random restarts, step size ``2.5 * eps / steps``.
+    ``restarts`` applies to pgd and the untargeted APGDs; APGD-T and FAB-T run once per target
+    (``targets``), Square once with ``queries`` queries; ``eot`` averages APGD's gradients.
+    ``attacks="autoattack"`` is AutoAttack's standard version (APGD-CE, APGD-T, FAB-T, Square;
+    100 steps, 1 restart, 9 targets, 5000 queries) and ``"autoattack-rand"`` its version for
+    randomised models (APGD-CE, APGD-DLR; 100 steps, EOT over 20 passes); their budgets are
+    fixed, so ``steps`` and ``restarts`` must then be left out.
 
     ``data`` is an :class:`ImageDataset` (its test split) or ``(x, y)`` tensors (uint8, or
     floats in ``[0,1]``); ``limit`` keeps a class-stratified sample of N of them drawn from
@@ -166,8 +239,21 @@ def robustness_curve(
     """
     eps_values = validate_eps_list(eps_list)
     attack_names = validate_attacks(attacks)
+    version = attack_names[0] if attack_names[0] in VERSIONS else None
+    if version is not None:
+        if steps is not None or restarts is not None:
+            raise ConfigError(
+                f"{version} runs AutoAttack's own budgets: leave steps/restarts out, or list "
+                f"its attacks ({','.join(VERSIONS[version][0])}) to choose them"
+            )
+        names, fixed, restarts = VERSIONS[version]
+        attack_names, steps, eot = list(names), fixed.steps, fixed.eot
+        targets, queries = fixed.targets, fixed.queries
+    steps = 20 if steps is None else steps
+    restarts = 10 if restarts is None else restarts
     if steps < 1 or restarts < 1:
         raise ConfigError(f"need steps >= 1 and restarts >= 1, got {steps} and {restarts}")
+    settings = RunSettings(steps, step_size_factor, bn_mode, targets, queries, eot)
     if step_size_factor <= 0 or batch_size < 1 or check_size < 1:
         raise ConfigError("step_size_factor, batch_size and check_size must be positive")
     if isinstance(threat_name, ThreatModel):
@@ -180,6 +266,23 @@ def robustness_curve(
     info = model_info(model)
     if "apgd-dlr" in attack_names and outputs < 3:
         raise ConfigError("apgd-dlr needs a model with at least 3 classes")
+    if "apgd-t" in attack_names and outputs < 4:
+        raise ConfigError("apgd-t (targeted DLR loss) needs a model with at least 4 classes")
+    notes = []
+    if {"apgd-t", "fab-t"} & set(attack_names) and targets > outputs - 1:
+        notes.append(
+            f"{targets} target classes asked for, the model has {outputs} classes: "
+            f"apgd-t/fab-t use {outputs - 1}"
+        )
+        settings = RunSettings(steps, step_size_factor, bn_mode, outputs - 1, queries, eot)
+    if version is not None or {"apgd-t", "fab-t", "fab", "square"} & set(attack_names):
+        with attack_mode(model, bn_mode), torch.no_grad():
+            probe = model(as_float_images(x_all[: min(len(y_all), 64)].to(dev)))
+        if looks_like_probabilities(probe):
+            raise DataError(
+                "the model outputs probabilities (rows are non-negative and sum to 1), "
+                "AutoAttack's attacks need logits: remove the final softmax"
+            )
 
     from tqdm.auto import tqdm
 
@@ -208,7 +311,7 @@ def robustness_curve(
                     base,
                     eps_values,
                     attack_names,
-                    settings=RunSettings(steps, step_size_factor, bn_mode),
+                    settings=settings,
                     restarts=restarts,
                     seed=seed,
                     chunk=c,
@@ -235,6 +338,9 @@ def robustness_curve(
             data={k: v for k, v in data_info.items() if k != "classes"},
             model_info=info,
             attack_gradients=sum(ch.gradients for ch in chunks),
+            version=version,
+            budgets={name: budget(name, settings, restarts) for name in attack_names},
+            notes=notes,
         )
         unstable = sum(ch.unstable for ch in chunks)
         curve.time_s = time.perf_counter() - started

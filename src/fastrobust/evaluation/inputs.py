@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from fastrobust.attacks.registry import ATTACKS
+from fastrobust.attacks.registry import ATTACKS, VERSIONS
 from fastrobust.data.base import ImageDataset, to_float
 from fastrobust.data.imagefolder import LazyImages
 from fastrobust.data.subsets import sample_split
@@ -57,18 +57,29 @@ def validate_eps_list(eps_list: Sequence[float]) -> list[float]:
 
 
 def validate_attacks(attacks: str | Sequence[str]) -> list[str]:
-    """``"pgd,apgd-ce"`` or a sequence of names -> a list of known, distinct attack names."""
+    """``"pgd,apgd-ce"`` or a sequence of names -> a list of known, distinct attack names.
+
+    An AutoAttack version (``autoattack``, ``autoattack-rand``) is a whole cascade with its own
+    budgets, so it comes alone: ``["autoattack"]``.
+    """
     names = [
         a.strip().lower() for a in (attacks.split(",") if isinstance(attacks, str) else attacks)
     ]
     names = [a for a in names if a]
+    known = ", ".join([*ATTACKS, *VERSIONS])
     if not names:
-        raise ConfigError(f"no attack given; choose from {', '.join(ATTACKS)}")
+        raise ConfigError(f"no attack given; choose from {known}")
     for name in names:
-        if name not in ATTACKS:
-            raise ConfigError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
+        if name not in ATTACKS and name not in VERSIONS:
+            raise ConfigError(f"unknown attack {name!r}; choose from {known}")
     if len(set(names)) != len(names):
         raise ConfigError(f"attack listed twice in {','.join(names)}")
+    versions = [name for name in names if name in VERSIONS]
+    if versions and len(names) > 1:
+        raise ConfigError(
+            f"{versions[0]} is a whole cascade ({', '.join(VERSIONS[versions[0]][0])}); give it "
+            "alone, or list the attacks you want instead"
+        )
     return names
 
 

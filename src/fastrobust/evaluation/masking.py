@@ -28,6 +28,7 @@ from fastrobust.attacks.contract import (
     cross_entropy_per_sample,
     fools,
     input_gradient,
+    looks_like_probabilities,
 )
 from fastrobust.attacks.registry import RunSettings, SeededRuns
 from fastrobust.attacks.restarts import seeded_generator, worst_case_over_restarts
@@ -144,8 +145,7 @@ def check_logits(inputs: CheckInputs) -> Check:
     """Attacks need logits: probabilities (rows summing to 1) flatten the loss surface."""
     with torch.no_grad():
         out = inputs.model(inputs.sample_batch())
-    sums = out.sum(1)
-    probs = bool((out >= 0).all() and torch.allclose(sums, torch.ones_like(sums), atol=1e-4))
+    probs = looks_like_probabilities(out)
     message = (
         "the model outputs probabilities (rows are non-negative and sum to 1): attacks need "
         "logits; remove the final softmax"

@@ -30,12 +30,40 @@ def format_table(curves: dict[str, RobustnessCurve]) -> str:
     return "\n".join(lines)
 
 
+def format_fooled_by(curves: dict[str, RobustnessCurve]) -> str:
+    """Per model, rows eps: how many points each attack fooled first (AutoAttack's log), the
+    points misclassified clean, those fooled at a smaller eps, and those left robust."""
+    lines = []
+    for label, c in curves.items():
+        columns = ["clean", "smaller_eps", *c.attacks]
+        width = max(8, *(len(name) for name in columns))
+        lines.append(f"fooled first by ({label}, of {c.n} points):")
+        lines.append(f"{'eps':>8}  " + "  ".join(f"{n:>{width}}" for n in [*columns, "robust"]))
+        for j, eps in enumerate(c.eps):
+            counts = [c.fooled_by[j][name] for name in columns] + [c.robust[j]]
+            lines.append(f"{eps:>8g}  " + "  ".join(f"{v:>{width}}" for v in counts))
+    return "\n".join(lines)
+
+
 def describe_attack(curve: RobustnessCurve) -> str:
-    """``"l2 pgd, 20 steps x 10 restarts (step 2.5*eps/steps, start ball)"``."""
-    return (
-        f"{curve.norm} {' -> '.join(curve.attacks)}, {curve.steps} steps x {curve.restarts} "
-        f"restarts (pgd step {curve.step_size_factor:g}*eps/steps, {curve.random_start} start)"
-    )
+    """``"l2 pgd, 20 steps x 10 restarts (step 2.5*eps/steps, start ball)"``, or each attack's
+    budget for the attacks that have their own (and AutoAttack's versions)."""
+    plain = all(name in ("pgd", "apgd-ce", "apgd-dlr") for name in curve.attacks)
+    if (
+        plain
+        and curve.version is None
+        and all(b.get("eot", 1) == 1 for b in curve.budgets.values())
+    ):
+        return (
+            f"{curve.norm} {' -> '.join(curve.attacks)}, {curve.steps} steps x {curve.restarts} "
+            f"restarts (pgd step {curve.step_size_factor:g}*eps/steps, {curve.random_start} start)"
+        )
+    parts = [
+        f"{name} ({', '.join(f'{k} {v}' for k, v in curve.budgets.get(name, {}).items())})"
+        for name in curve.attacks
+    ]
+    head = f"{curve.norm} {curve.version}: " if curve.version else f"{curve.norm} "
+    return head + " -> ".join(parts)
 
 
 def write_report(
@@ -64,6 +92,7 @@ def write_report(
         w = csv.writer(fh)
         w.writerow(
             ["model", "norm", "eps", "accuracy", "robust", "n", "subset", "attack", "warnings"]
+            + ["fooled_first_by", "seed"]
         )
         for label, c in curves.items():
             for j, eps in enumerate(c.eps):
@@ -78,6 +107,8 @@ def write_report(
                         c.subset,
                         describe_attack(c),
                         len(c.warnings),
+                        ";".join(f"{k}:{v}" for k, v in c.fooled_by[j].items()),
+                        c.seed,
                     ]
                 )
     plot_curves(curves, paths["png"])

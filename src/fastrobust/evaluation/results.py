@@ -72,6 +72,10 @@ class RobustnessCurve:
     """input gradients the curve computed, summed over samples (its attack cost)"""
     time_s: float = 0.0
     checks_time_s: float = 0.0
+    version: str | None = None
+    """the AutoAttack version run (``autoattack``, ``autoattack-rand``), None for a custom list"""
+    budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """per attack: what it may spend per sample and eps (steps, restarts, targets, queries, eot)"""
 
     @property
     def accuracy(self) -> list[float]:
@@ -107,6 +111,10 @@ class RobustnessCurve:
             "step_size": f"{self.step_size_factor:g}*eps/steps",
             "random_start": self.random_start,
             "seed": self.seed,
+            "seeds": "random starts and Square's windows from streams (seed, chunk, eps index, "
+            "attack index, restart); chunks are batch_size consecutive points",
+            "version": self.version,
+            "budgets": self.budgets,
             "fooled_by": self.fooled_by,
             "trained": self.model_info.trained_with(),
             "checks": [c.to_dict() for c in self.checks],

@@ -1,0 +1,111 @@
+"""AutoAttack's attacks in the robustness curve: FAB-T shared over the eps grid, the versions,
+budgets and seeds in the report, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from fastrobust.attacks.registry import VERSIONS
+from fastrobust.errors import ConfigError, DataError
+from fastrobust.evaluation.curve import robustness_curve
+from fastrobust.evaluation.report import format_fooled_by, write_report
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
+EPS = [0.25, 0.5, 1.0]
+SMALL = {"steps": 10, "restarts": 1, "targets": 3, "queries": 50, "checks": False}
+
+
+def test_fab_runs_once_and_settles_every_eps(mlp, points):
+    """Over a grid, FAB-T's minimal norms answer every eps from one run: the grid fools at
+    least the points that a separate curve at each eps fools (APGD from zero starts, so both
+    are deterministic), for less attack work than the separate curves together."""
+    x, y = points
+    kw = dict(SMALL, attacks="apgd-ce,fab-t", random_start="none")
+    grid = robustness_curve(mlp, (x, y), "l2", EPS, **kw)
+    singles = [robustness_curve(mlp, (x, y), "l2", [eps], **kw) for eps in EPS]
+    for j, single in enumerate(singles):
+        assert grid.robust[j] <= single.robust[0] + 1, (EPS[j], grid.robust, single.robust)
+        assert grid.fooled_by[j]["fab-t"] + grid.fooled_by[j]["smaller_eps"] > 0 or j == 0
+    assert grid.attack_gradients < sum(s.attack_gradients for s in singles)
+    # FAB-T settled points at larger eps without running again: its counts beyond the first
+    # eps come from the norms found there
+    assert sum(grid.fooled_by[j]["fab-t"] for j in range(1, len(EPS))) > 0
+
+
+def test_any_subset_in_any_order_with_budgets_in_the_report(mlp, points, tmp_path):
+    x, y = points
+    curve = robustness_curve(mlp, (x[:30], y[:30]), "linf", [0.05, 0.1], attacks="square,apgd-t",
+                             **SMALL)  # fmt: skip
+    assert curve.attacks == ["square", "apgd-t"]
+    assert curve.budgets == {
+        "square": {"queries": 50, "p_init": 0.8},
+        "apgd-t": {"steps": 10, "targets": 3, "eot": 1},
+    }
+    for j in range(2):
+        counts = curve.fooled_by[j]
+        assert sum(counts.values()) + curve.robust[j] == 30
+    table = format_fooled_by({"mlp": curve})
+    assert "square" in table.splitlines()[1] and "robust" in table.splitlines()[1]
+    paths = write_report(tmp_path, {"mlp": curve})
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert (
+        rows[0]["fooled_first_by"].startswith("clean:") and "square:" in rows[0]["fooled_first_by"]
+    )
+    assert rows[0]["seed"] == "0" and "queries 50" in rows[0]["attack"]
+
+
+def test_versions_fix_their_budgets():
+    names, settings, restarts = VERSIONS["autoattack"]
+    assert names == ("apgd-ce", "apgd-t", "fab-t", "square") and restarts == 1
+    assert (settings.steps, settings.targets, settings.queries, settings.eot) == (100, 9, 5000, 1)
+    names, settings, _ = VERSIONS["autoattack-rand"]
+    assert names == ("apgd-ce", "apgd-dlr") and settings.eot == 20
+
+
+class Probabilities(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).softmax(1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"attacks": "autoattack,pgd"}, "whole cascade"),
+        ({"attacks": "autoattack", "steps": 20}, "own budgets"),
+        ({"attacks": "fab-x"}, "unknown attack 'fab-x'"),
+        ({"attacks": "square", "queries": 0}, "queries must be >= 1"),
+        ({"attacks": "apgd-t", "targets": 0}, "targets must be >= 1"),
+        ({"attacks": "apgd-ce", "eot": 0}, "eot must be >= 1"),
+    ],
+)
+def test_bad_input_is_one_clear_error(mlp, points, kwargs, message):
+    x, y = points
+    with pytest.raises(ConfigError, match=message):
+        robustness_curve(mlp, (x[:4], y[:4]), "l2", [0.5], checks=False, **kwargs)
+
+
+def test_probabilities_are_refused(mlp, points):
+    x, y = points
+    with pytest.raises(DataError, match="need logits"):
+        robustness_curve(Probabilities(mlp), (x[:4], y[:4]), "l2", [0.5], attacks="autoattack",
+                         checks=False)  # fmt: skip
+
+
+def test_targets_clipped_to_the_classes_with_a_note(points):
+    x, y = points
+    five = nn.Sequential(nn.Flatten(), nn.Linear(64, 5))
+    y5 = y % 5
+    curve = robustness_curve(five, (x[:8], y5[:8]), "l2", [0.5], attacks="apgd-t,fab-t",
+                             **SMALL | {"targets": 9})  # fmt: skip
+    assert any("9 target classes asked for, the model has 5 classes" in n for n in curve.notes)
+    assert curve.budgets["apgd-t"]["targets"] == 4
+    assert not math.isnan(curve.accuracy[0])
