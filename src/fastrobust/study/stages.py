@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from fastrobust import distributed
+from fastrobust.attacks.registry import VERSIONS
 from fastrobust.checkpoint import load_model
 from fastrobust.data.base import ImageDataset, to_float
 from fastrobust.errors import CheckpointError, ConfigError
@@ -228,13 +229,15 @@ def stage_curves(ctx: StudyContext) -> None:
                 n = min(ev.limit or len(data.test_y), len(data.test_y))
                 shard = torch.arange(n)[rank::world]
                 data = (data.test_x[shard], data.test_y[shard])
+            # an AutoAttack version brings its own fixed budgets
+            fixed = any(name in VERSIONS for name in ev.attacks)
             curve = robustness_curve(
                 model,
                 data,
                 ctx.config.norm,
                 ev.eps,
-                steps=ev.steps,
-                restarts=ev.restarts,
+                steps=None if fixed else ev.steps,
+                restarts=None if fixed else ev.restarts,
                 attacks=ev.attacks,
                 limit=ev.limit if world == 1 else None,
                 seed=ctx.config.seed,
