@@ -154,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
     from fastrobust.timing import measure
     from fastrobust.timing.plot import plot_figure_one
     from fastrobust.timing.runs_table import read_run
+    from fastrobust.training.config import EvaluationConfig
 
     out = check_output_dir(args.out, what="--out")  # before any work
     runs = [read_run(p) for p in args.runs]
@@ -173,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
 
     dataset, model_name = pick("dataset", "digits"), pick("model", "small_cnn")
     shape, classes, n_train, n_test = _dataset_facts(dataset, pick("data_dir", None))
-    eval_limit = first.get("eval_limit")
+    defaults = EvaluationConfig()
+    eval_limit = first.get("eval_limit", defaults.eval_limit)
     val_default = min(eval_limit, n_test) if eval_limit else n_test
     schedule = measure.Schedule(
         train_size=args.train_size or n_train,
@@ -181,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         epochs=pick("epochs", 30),
         eval_every=pick("eval_every", 1),
         eval_steps=pick("eval_steps", 10),
-        check_size=min(first.get("overfit_check_size", 256), n_train),
+        check_size=min(first.get("overfit_check_size", defaults.overfit_check_size), n_train),
     )
     for name in ("repeats", "procs", "global_batch"):
         if getattr(args, name) is not None and getattr(args, name) < 1:

@@ -216,12 +216,13 @@ class EvaluationConfig:
     """validate (clean + adversarial) every this many epochs, and at the last epoch"""
     eval_steps: int = 10
     """PGD steps of the validation attack"""
-    eval_limit: int | None = None
-    """validate on N test images only, a class-stratified sample drawn from the seed
-    (None: all)"""
-    overfit_check_size: int = 256
+    eval_limit: int | None = 1000
+    """validate on N test images only, a class-stratified sample drawn from the seed (None:
+    all). The default keeps validation of a CIFAR-sized run under a tenth of the epoch time
+    (BENCHMARKS.md); ``fastrobust eval`` measures the whole test set afterwards"""
+    overfit_check_size: int = 64
     """training images (a class-stratified sample drawn from the seed) in the fixed batch
-    checked for catastrophic overfitting (0: off)"""
+    checked for catastrophic overfitting (0: off); attacked every epoch, so kept small"""
     early_stop: bool = False
     """stop and restore the last good weights when catastrophic overfitting is detected
     (needs overfit_check_size > 0 and an adversarial training method)"""
