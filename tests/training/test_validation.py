@@ -42,3 +42,16 @@ def test_the_check_is_the_same_accuracy_whatever_the_chunk(digits):
     chunked = fixed_batch_pgd_accuracy(model, x, y, L2(0.0001), steps=1, batch_size=16)
     assert whole == chunked  # a tiny eps: the random starts do not matter
     assert max(model.eval_batches[-8:]) == 16 and not model.training
+
+
+def test_the_last_epoch_is_also_measured_on_the_whole_test_set(tmp_path):
+    import json
+
+    cfg = tiny_config(tmp_path, epochs=2, eval_limit=50, overfit_check_size=0, name="full")
+    result = fit(cfg)
+    rows = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert "test_adv_acc" not in rows[0]  # subset-only validation before the last epoch
+    last = rows[-1]
+    assert {"val_clean_acc", "test_clean_acc", "test_adv_acc"} <= set(last)
+    assert last["test_clean_acc"] * 360 == pytest.approx(round(last["test_clean_acc"] * 360))
+    assert last["val_clean_acc"] * 50 == pytest.approx(round(last["val_clean_acc"] * 50))

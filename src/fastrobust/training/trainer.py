@@ -293,15 +293,16 @@ class Trainer:
             batch_size=self.loader.batch_size,  # this rank's training batch: no memory peak
         )
 
-    def validate(self) -> tuple[float, float]:
+    def validate(self, *, whole_split: bool = False) -> tuple[float, float]:
         """Clean and PGD accuracy on the test split (a class-stratified sample of
-        ``eval_limit`` of its images when that is set: :attr:`val_subset`)."""
+        ``eval_limit`` of its images when that is set: :attr:`val_subset`; every image with
+        ``whole_split``)."""
         return evaluate_split(
             self.model,
             self.data.test_x,
             self.data.test_y,
             self.threat,
-            indices=self.val_subset.index_tensor(),
+            indices=None if whole_split else self.val_subset.index_tensor(),
             steps=self.cfg.evaluation.eval_steps,
             batch_size=self.loader.batch_size,  # this rank's training batch, not the global one
             device=self.device,
@@ -328,8 +329,12 @@ class Trainer:
                 good = self.monitor.good_weights
                 good = distributed.broadcast_object(good) if self.world.distributed else good
                 self.monitor.restore(good)  # type: ignore[arg-type]
-            if epoch % cfg.evaluation.eval_every == 0 or epoch == cfg.optimisation.epochs or stop:
+            last = epoch == cfg.optimisation.epochs
+            if epoch % cfg.evaluation.eval_every == 0 or last or stop:
                 metrics["val_clean_acc"], metrics["val_adv_acc"] = self.validate()
+            if (last or stop) and not self.val_subset.is_whole_split:
+                # the final weights on the whole test set, once (validation used a subset)
+                metrics["test_clean_acc"], metrics["test_adv_acc"] = self.validate(whole_split=True)
         return collapsed
 
     def _record(self, metrics: dict[str, Any]) -> None:
