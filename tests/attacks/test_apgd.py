@@ -109,3 +109,24 @@ def test_at_least_as_strong_as_pgd_with_the_same_budget(trained_runs, digits, ep
     torch.manual_seed(0)
     by_dlr = robust(apgd(model, x, y, threat, steps=20, loss="dlr"))
     assert by_ce <= by_pgd and by_dlr <= by_pgd + 1, (by_pgd, by_ce, by_dlr)
+
+
+def test_fooled_points_stop_taking_gradients(mlp, digits):
+    """A point APGD has fooled is done: later iterations attack the others only, and a run
+    whose points are all fooled stops (the standard model at a large eps)."""
+    x, y = to_float(digits.test_x[:64]), digits.test_y[:64]
+    seen: list[int] = []
+
+    def counted(inputs: torch.Tensor) -> torch.Tensor:
+        if inputs.requires_grad:
+            seen.append(len(inputs))
+        return mlp(inputs)
+
+    steps = 20
+    torch.manual_seed(0)
+    x_adv = apgd(counted, x, y, L2(3.0), steps=steps)
+    with torch.no_grad():
+        fooled = (mlp(x_adv).argmax(1) != y).float().mean()
+    assert fooled > 0.9
+    assert sum(seen) < 0.5 * steps * len(y)  # most points fall within a few steps
+    assert seen == sorted(seen, reverse=True)  # the attacked batch only shrinks

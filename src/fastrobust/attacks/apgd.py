@@ -29,12 +29,14 @@ cross-entropy's (a gradient-masking symptom).
 The schedule, both step-size conditions and the order of operations follow the authors'
 reference implementation (``fra31/auto-attack``); the random start is the threat model's own
 (``ThreatModel.sample``), so PGD and APGD draw starts from the same distribution. A run of
-``steps`` iterations costs ``steps`` input gradients and one last forward pass, the same
-budget as :func:`fastrobust.pgd` with the same ``steps``.
+``steps`` iterations costs at most ``steps`` input gradients and one last forward pass, the
+same budget as :func:`fastrobust.pgd` with the same ``steps``: a point once fooled is done, so
+later iterations compute only the others (and a run whose points are all fooled stops).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -55,6 +57,8 @@ from fastrobust.attacks.threat import ThreatModel, per_sample
 from fastrobust.errors import ConfigError
 
 APGDLoss = Literal["ce", "dlr"]
+#: a loss with a target class per sample, ``loss_fn(logits, y, target) -> (B,)``
+TargetedLossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -129,7 +133,8 @@ def _apgd_run(
     delta: torch.Tensor,
     *,
     steps: int,
-    loss_fn: LossFn,
+    loss_fn: LossFn | TargetedLossFn,
+    target: torch.Tensor | None = None,
     rho: float = 0.75,
     momentum: float = 0.75,
     eot: int = 1,
@@ -138,11 +143,38 @@ def _apgd_run(
     """One APGD run from ``delta``; returns its delta, fooled and best loss per sample.
 
     ``delta`` is the first misclassifying iterate where there is one, else the highest-loss
-    iterate. ``trace``, when given, receives the per-sample step size used at each iteration.
+    iterate. With ``target`` the loss is ``loss_fn(logits, y, target)``. A fooled sample is
+    done: later iterations take forward and backward passes of the others only (with
+    BatchNorm in train mode, the batch statistics are those of the samples still attacked),
+    and the run ends once every sample is fooled. ``trace``, when given, receives the
+    per-sample step size used at each iteration.
     """
+    n = x.shape[0]
+
+    def evaluate(
+        points: torch.Tensor, idx: torch.Tensor | None, gradient: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """``(grad, logits, loss)`` at ``x + points`` for the samples ``idx`` (None: all)."""
+        xs, ys = (x, y) if idx is None else (x[idx], y[idx])
+        ds = points if idx is None else points[idx]
+        if target is None:
+            fn = loss_fn
+        else:
+            ts = target if idx is None else target[idx]
+
+            def fn(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+                return loss_fn(out, labels, ts)  # type: ignore[call-arg]
+
+        if gradient:
+            return _averaged_gradient(model, xs + ds, ys, fn, eot)  # type: ignore[arg-type]
+        with torch.no_grad():
+            out = model(xs + ds)
+            return None, out, fn(out, ys)  # type: ignore[call-arg]
+
     checks = set(apgd_checkpoints(steps))
-    eta = torch.full((x.shape[0],), 2.0 * threat.eps, device=x.device, dtype=x.dtype)
-    grad, logits, loss = _averaged_gradient(model, x + delta, y, loss_fn, eot)
+    eta = torch.full((n,), 2.0 * threat.eps, device=x.device, dtype=x.dtype)
+    first_grad, logits, loss = evaluate(delta, None, True)
+    grad = torch.zeros_like(x) if first_grad is None else first_grad
     fooled = is_fooled(logits, y)
     adv = delta.clone()
     best, best_loss, best_grad = delta.clone(), loss.clone(), grad.clone()
@@ -153,18 +185,27 @@ def _apgd_run(
     last_check = 0
     prev = delta
     for k in range(steps):
+        still = (~fooled).nonzero().squeeze(1)
+        if still.numel() == 0:
+            break  # nothing left that a later iterate could change
+        idx = None if still.numel() == n else still
         if trace is not None:
             trace.append(eta.clone())
         a = 1.0 if k == 0 else momentum
         z = threat.project(delta + per_sample(eta, x) * threat.direction(grad), x)
         new = threat.project(delta + a * (z - delta) + (1 - a) * (delta - prev), x)
         prev, delta = delta, new
-        if k < steps - 1 or eot > 1:
-            grad, logits, loss = _averaged_gradient(model, x + delta, y, loss_fn, eot)
-        else:  # the last iterate only needs its loss and prediction
-            with torch.no_grad():
-                logits = model(x + delta)
-                loss = loss_fn(logits, y)
+        # the last iterate only needs its loss and prediction
+        sub_grad, sub_logits, sub_loss = evaluate(delta, idx, k < steps - 1 or eot > 1)
+        if idx is None:
+            logits, loss = sub_logits, sub_loss
+            grad = grad if sub_grad is None else sub_grad
+        else:  # fooled samples keep their last values: nothing reads them any more
+            logits, loss = logits.clone(), loss.clone()
+            logits[idx], loss[idx] = sub_logits, sub_loss
+            if sub_grad is not None:
+                grad = grad.clone()
+                grad[idx] = sub_grad
         now_fooled = is_fooled(logits, y) & ~fooled
         adv[now_fooled] = delta[now_fooled]
         fooled |= now_fooled
@@ -273,15 +314,12 @@ def apgd_targeted(
         plan = target_classes(logits, y, clip_target_count(targets, logits.shape[1])).T
 
         def run_once(active: torch.Tensor, k: int) -> AttackRun:
-            xa, ya, target = x[active], y[active], plan[k][active]
+            xa, ya = x[active], y[active]
             delta = threat.sample(xa, generator=generator) if start is None else start[active]
-
-            def loss_fn(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-                return targeted_dlr_loss(out, labels, target)
-
             return _apgd_run(
-                model, xa, ya, threat, delta, steps=steps, loss_fn=loss_fn, rho=rho, eot=eot
-            )
+                model, xa, ya, threat, delta, steps=steps, loss_fn=targeted_dlr_loss,
+                target=plan[k][active], rho=rho, eot=eot,
+            )  # fmt: skip
 
         best = worst_case_over_restarts(run_once, x, len(plan))
     return (x + threat.project(best.delta, x)).detach()
