@@ -1,11 +1,17 @@
-"""Cost of one training step: standard vs fast (1-step) vs 7-step PGD, measured in one run.
+"""Cost of one training step of every training method, measured in one run.
 
-Pass-counting floors (DESIGN.md section 4): a standard step is ~3 forward-equivalents, an
-attack step adds ~2 (forward + input-only backward), so fast/standard >= ~1.67 and
-pgd7/standard >= ~5.67. Goodwin et al. (2020) measured ~2.4 and ~7.6 on V100s.
+Pass-counting floors (docs/architecture.md): a standard step is ~3 forward-equivalents, an
+attack step adds ~2 (forward + input-only backward), so fast/standard and n-fgsm/standard >=
+~1.67 and pgd7/standard >= ~5.67; a free replay is one training step whose backward also
+yields the input gradient (~1.0); gradalign adds two input gradients, one of them
+differentiated again (double backpropagation), to a fast step; curriculum costs what its
+current number of steps costs. Goodwin et al. (2020) measured ~2.4 and ~7.6 on V100s.
 
-Steps are timed interleaved (standard, fast, pgd7, standard, ...) after warm-up and the
-median per method is reported, so machine noise hits all three alike.
+Steps are timed interleaved (standard, fast, pgd7, n-fgsm, ...) after warm-up and the median
+per method is reported, so machine noise hits all methods alike. ``free`` is timed per replay
+(one weight update). ``curriculum`` (linear schedule, 1 to 7 steps) moves one epoch through its
+schedule per repeat, from its first epoch to its last, and its *mean* over the repeats is the
+schedule's average cost per step.
 
     python benchmarks/step_cost.py [--model preact_resnet18] [--batch 64] [--repeats 7]
         [--image-size 32] [--classes 10]   (224-px Restricted ImageNet: --model resnet50_imagenet
@@ -25,8 +31,16 @@ from fastrobust.training.config import AttackConfig
 from fastrobust.training.methods import build_method
 from fastrobust.training.step import training_step
 
-FLOORS = {"standard": 1.0, "fast": 5 / 3, "pgd7": 17 / 3}
-TARGETS = {"fast": 1.7, "pgd7": 6.0}
+FLOORS = {
+    "standard": 1.0,
+    "fast": 5 / 3,
+    "pgd7": 17 / 3,
+    "n-fgsm": 5 / 3,
+    "free": 1.0,
+    "gradalign": None,
+    "curriculum": (3 + 2 * 4) / 3,  # the linear 1..7 schedule averages 4 steps
+}
+TARGETS = {"fast": 1.7, "pgd7": 6.0, "n-fgsm": 1.7, "free": 1.1, "gradalign": 3.5}
 
 
 def main() -> None:
@@ -47,13 +61,19 @@ def main() -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     x = torch.rand(args.batch, 3, size, size, device=device)
     y = torch.randint(0, args.classes, (args.batch,), device=device)
-    methods = {  # L2 eps 0.5: fast alpha 1.5 eps, pgd7 alpha 2.5 eps / 7
+    methods = {  # L2 eps 0.5: fast alpha 1.5 eps, pgd7 alpha 2.5 eps / 7, the others' defaults
         "standard": build_method(AttackConfig(method="standard", eps=0.5)),
         "fast": build_method(AttackConfig(method="fast", eps=0.5)),
         "pgd7": build_method(AttackConfig(method="pgd", eps=0.5, steps=7)),
+        "n-fgsm": build_method(AttackConfig(method="n-fgsm", eps=0.5)),
+        "free": build_method(AttackConfig(method="free", eps=0.5)),
+        "gradalign": build_method(AttackConfig(method="gradalign", eps=0.5)),
+        "curriculum": build_method(AttackConfig(method="curriculum", eps=0.5)),
     }
+    schedule_epochs = max(args.repeats, 2)  # curriculum: one epoch of its schedule per repeat
 
-    def one(name: str) -> float:
+    def one(name: str, repeat: int = 0) -> float:
+        methods[name].start_epoch(repeat, schedule_epochs)
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -66,22 +86,27 @@ def main() -> None:
     for name in methods:  # warm-up
         one(name)
     times: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(args.repeats):
+    for repeat in range(args.repeats):
         for name in methods:
-            times[name].append(one(name))
+            times[name].append(one(name, repeat))
     med = {name: statistics.median(ts) for name, ts in times.items()}
+    med["curriculum"] = statistics.mean(times["curriculum"])  # the schedule's average
     print(
         f"{args.model}, batch {args.batch}, {size}x{size}x3, device {device}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, median of {args.repeats}"
     )
-    print(f"{'method':<10}{'s/step':>10}{'img/s':>10}{'ratio':>8}{'floor':>8}{'target':>8}")
+    print(f"{'method':<12}{'s/step':>10}{'img/s':>10}{'ratio':>8}{'floor':>8}{'target':>8}")
+    ratios = {name: t / med["standard"] for name, t in med.items()}
     for name, t in med.items():
-        ratio = t / med["standard"]
-        target = TARGETS.get(name)
-        verdict = "" if target is None else ("  ok" if ratio <= target else "  ABOVE TARGET")
+        target, floor = TARGETS.get(name), FLOORS[name]
+        verdict = "" if target is None else ("  ok" if ratios[name] <= target else "  ABOVE TARGET")
+        if name == "curriculum":  # between fast and pgd7, as its schedule says
+            inside = ratios["fast"] <= ratios[name] <= ratios["pgd7"]
+            verdict = "  between fast and pgd7" if inside else "  OUTSIDE fast..pgd7"
         print(
-            f"{name:<10}{t:>10.4f}{args.batch / t:>10.1f}{ratio:>8.2f}{FLOORS[name]:>8.2f}"
-            f"{(f'{target:.2f}' if target else '-'):>8}{verdict}"
+            f"{name:<12}{t:>10.4f}{args.batch / t:>10.1f}{ratios[name]:>8.2f}"
+            f"{(f'{floor:.2f}' if floor else '-'):>8}{(f'{target:.2f}' if target else '-'):>8}"
+            f"{verdict}"
         )
 
 

@@ -116,3 +116,17 @@ def test_augmentation_crops_and_flips():
     assert any(torch.equal(o, ref.flip(2)) for o in out)
     assert any((o == 0).any() for o in out)  # zero padding shows
     assert len({o.numpy().tobytes() for o in out}) > 5
+
+
+def test_digits_image_size_upsamples_the_same_images():
+    big = load_dataset("digits", image_size=16)
+    small = load_dataset("digits")
+    assert big.train_x.shape == (1437, 1, 16, 16) and big.train_x.dtype == torch.uint8
+    assert torch.equal(big.train_y, small.train_y) and big.crop_padding == 2
+    # each 2x2 block averages back near its source pixel: far nearer than another image's
+    pooled = torch.nn.functional.avg_pool2d(big.test_x.float(), 2)
+    own = (pooled - small.test_x.float()).abs().mean()
+    other = (pooled - small.test_x.float().roll(1, 0)).abs().mean()
+    assert own < 0.5 * other
+    with pytest.raises(ConfigError):
+        load_dataset("digits", image_size=0)

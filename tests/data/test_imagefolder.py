@@ -141,7 +141,7 @@ def test_errors(tmp_path):
     with pytest.raises(DataError, match="cannot read image .*03.png"):
         load_dataset("imagefolder", root)
     with pytest.raises(ConfigError, match="does not take"):
-        load_dataset("digits", None, image_size=16)
+        load_dataset("digits", None, crop_size=16)
 
 
 def _ids_loader(folder, **kw):

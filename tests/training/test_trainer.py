@@ -43,8 +43,16 @@ def test_load_model_round_trip(tmp_path, digits):
     assert torch.equal(model.state_dict()["net.0.weight"], state["model"]["net.0.weight"])
 
 
-def test_resumed_training_equals_uninterrupted(tmp_path, monkeypatch):
-    cfg = dict(epochs=3, method="fast", eval_every=1)
+@pytest.mark.parametrize(
+    "method,extra",
+    [  # free and curriculum carry state between epochs (perturbation; stage of the schedule)
+        ("fast", {}),
+        ("free", {"epochs": 6, "replays": 2}),  # 3 epochs of 2 replays
+        ("curriculum", {"curriculum": "adaptive", "curriculum_patience": 1}),
+    ],
+)
+def test_resumed_training_equals_uninterrupted(tmp_path, monkeypatch, method, extra):
+    cfg = dict(epochs=3, method=method, eval_every=1) | extra
     full = fit(tiny_config(tmp_path, name="full", **cfg))
 
     original = Trainer.train_epoch

@@ -25,6 +25,7 @@ import yaml
 
 from fastrobust.attacks.threat import THREAT_MODELS, ThreatModel, threat_model
 from fastrobust.errors import ConfigError
+from fastrobust.training.collapse_resistant import CURRICULUM_SCHEDULES
 from fastrobust.training.field_types import check_field_types
 from fastrobust.training.methods import method_class, method_names
 
@@ -35,6 +36,11 @@ SUBSET_CHOICES = ("stratified", "legacy")
 def _positive(name: str, value: Any) -> None:
     if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} must be > 0, got {value}")
+
+
+def _non_negative(name: str, value: Any) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name} must be >= 0, got {value}")
 
 
 def _at_least(name: str, value: Any, low: int) -> None:
@@ -57,8 +63,8 @@ class DataConfig:
     """folder holding the dataset files (CIFAR python-version folder, image folder root); stored
     absolute, so eval and visualize find it again when no --data-dir is given"""
     image_size: int | None = None
-    """resize disk images to this size (imagefolder: default the first image's size;
-    restricted_imagenet: 224)"""
+    """resize images to this size (imagefolder: default the first image's size;
+    restricted_imagenet: 224; digits: upsampled from 8, bilinear)"""
     workers: int = 2
     """DataLoader worker processes for disk datasets"""
     augment: bool = True
@@ -99,7 +105,9 @@ class AttackConfig:
 
     method: str = "fast"
     """training method (fastrobust.training.methods): standard | fast (one random-start step,
-    Goodwin et al. 2020) | pgd (K steps)"""
+    Goodwin et al. 2020) | pgd (K steps) | n-fgsm (large noise, one step, de Jorge et al.
+    2022) | gradalign (fast + gradient alignment, Andriushchenko & Flammarion 2020) | free
+    (replayed batches, Shafahi et al. 2019) | curriculum (fast growing to K-step PGD)"""
     norm: str = "l2"
     """threat model: l2 | linf"""
     eps: float = 1.0
@@ -107,15 +115,32 @@ class AttackConfig:
     part of the [0,1] box out of reach: below 1 for linf, below sqrt(C*H*W) for l2 (checked
     once the data is loaded)"""
     alpha: float | None = None
-    """step size; default 1.5*eps (fast L2), 1.25*eps (fast Linf), 2.5*eps/steps (pgd);
-    refused with standard training (no attack)"""
+    """step size; default 1.5*eps (fast, gradalign: L2), 1.25*eps (fast, gradalign: Linf),
+    2.5*eps/steps (pgd, curriculum's multi-step epochs), eps (n-fgsm, free); refused with
+    standard training (no attack)"""
     steps: int | None = None
-    """attack steps per batch; default 1 for fast, 7 for pgd; refused with standard training,
-    and fast is one step by definition (for more, use pgd)"""
+    """attack steps per batch; default 1 for fast, 7 for pgd (curriculum: the final K, 7);
+    refused with standard training, and fast, n-fgsm, gradalign and free are one step by
+    definition (for more, use pgd)"""
     random_start: str = "ball"
     """random start: ball (uniform in the ball, the paper), sphere, radius (L2 only), none"""
     bn_mode: str = "eval"
     """BatchNorm mode while crafting training attacks: eval (paper's code) or train"""
+    noise_factor: float | None = None
+    """n-fgsm: radius of the uniform noise as a multiple of eps; default 2 for Linf (de Jorge
+    et al. 2022), 1 for L2 (docs/catastrophic_overfitting.md)"""
+    gradalign_lambda: float | None = None
+    """gradalign: weight of the alignment penalty; default the paper's for the eps (L-inf:
+    0.02*10**(255*eps/8), 0.2 at 8/255, at most 2.0; L2: 0.2)"""
+    replays: int = 4
+    """free: weight updates per batch (m); the run lasts ceil(epochs / replays) epochs"""
+    curriculum: str = "linear"
+    """curriculum: how the attack grows from 1 step to --steps (default 7): linear | switch
+    (at --curriculum-switch) | adaptive (when fixed-batch PGD accuracy stalls or collapses)"""
+    curriculum_switch: float = 0.5
+    """curriculum switch: fraction of the epochs trained with 1 step before K steps"""
+    curriculum_patience: int = 3
+    """curriculum adaptive: epochs without a gain in fixed-batch PGD accuracy before K steps"""
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -128,6 +153,17 @@ class AttackConfig:
             _at_least("steps", self.steps, 1)
         if self.bn_mode not in ("eval", "train"):
             raise ConfigError(f"bn_mode must be eval or train, got {self.bn_mode!r}")
+        if self.noise_factor is not None:
+            _non_negative("noise_factor", self.noise_factor)
+        if self.gradalign_lambda is not None:
+            _non_negative("gradalign_lambda", self.gradalign_lambda)
+        _at_least("replays", self.replays, 1)
+        _one_of("curriculum schedule", self.curriculum, list(CURRICULUM_SCHEDULES))
+        if not isinstance(self.curriculum_switch, (int, float)) or not (
+            0 < self.curriculum_switch <= 1
+        ):
+            raise ConfigError(f"curriculum_switch must be in (0, 1], got {self.curriculum_switch}")
+        _at_least("curriculum_patience", self.curriculum_patience, 1)
         self.threat()  # validates the random start for the norm
         self._check_method_options()
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 import torch.nn.functional as functional
@@ -37,6 +37,13 @@ class AttackSettings(Protocol):
 
     method: str
     bn_mode: str
+    alpha: float | None
+    noise_factor: float | None
+    gradalign_lambda: float | None
+    replays: int
+    curriculum: str
+    curriculum_switch: float
+    curriculum_patience: int
 
     @property
     def attack_steps(self) -> int: ...
@@ -54,6 +61,12 @@ class TrainingMethod:
     another objective, :meth:`loss`). ``attack_model`` is the unwrapped module (input
     gradients only; under DDP no all-reduce), ``train_model`` the one the weights are
     updated through (possibly DDP-wrapped or compiled).
+
+    The engine also calls, for every method alike: :meth:`epochs_to_run` (how many epochs the
+    configured epoch budget means), :meth:`start_epoch` before each epoch, ``replays`` weight
+    updates per batch, :meth:`end_epoch` with the overfitting monitor's reading after each
+    epoch, and :meth:`state_dict` / :meth:`load_state_dict` to save and resume what the method
+    carries between epochs. The defaults do nothing (one update per batch, no state).
     """
 
     #: registry name (the config's ``method``), set by :func:`register_method`
@@ -69,6 +82,26 @@ class TrainingMethod:
 
     def __init__(self, attack: AttackSettings | None = None) -> None:
         self.attack = attack
+        #: weight updates per batch (free adversarial training replays each batch)
+        self.replays = 1
+
+    def epochs_to_run(self, epochs: int) -> int:
+        """Epochs the run lasts for a budget of ``epochs`` passes."""
+        return epochs
+
+    def start_epoch(self, epoch: int, total: int) -> None:
+        """Called before epoch ``epoch`` (0-based) of ``total``."""
+
+    def end_epoch(self, check_acc: float | None, collapsed: bool) -> None:
+        """Called after each epoch with the fixed-batch PGD accuracy (None: not measured) and
+        whether the overfitting monitor saw a collapse; the same values on every rank."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the method carries between epochs (saved in ``last.pt``)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output on resume."""
 
     @classmethod
     def default_step_size(cls, threat: ThreatModel, steps: int) -> float:

@@ -70,6 +70,8 @@ class TrainState:
     """the overfitting monitor's state (:meth:`OverfittingMonitor.state_dict`)"""
     extensions: list[dict[str, Any]] = field(default_factory=list)
     """changes of the planned epochs on resume: ``{"at_epoch", "from_epochs", "to_epochs"}``"""
+    method_ranks: list[dict[str, Any]] = field(default_factory=list)
+    """every rank's training-method state (:meth:`TrainingMethod.state_dict`), in rank order"""
 
     def to_checkpoint(self) -> dict[str, Any]:
         """Checkpoint entries of this state (merged with the weights record into last.pt)."""
@@ -85,6 +87,7 @@ class TrainState:
             "time_to_best": self.best.elapsed_s,
             "history": self.history,
             "extensions": self.extensions,
+            "method_ranks": self.method_ranks,
             **self.monitor,
         }
 
@@ -117,6 +120,7 @@ class TrainState:
                 rng_ranks=list(rng_ranks),
                 monitor={"best_check": state["best_check"], "good_state": state["good_state"]},
                 extensions=list(state.get("extensions") or []),
+                method_ranks=list(state.get("method_ranks") or []),  # absent before n-fgsm & co
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint cannot be resumed (missing or bad {exc})") from None

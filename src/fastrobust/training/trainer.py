@@ -117,6 +117,9 @@ class Trainer:
             # keeps the one-process stream); per-rank RNG states are saved for exact resumes
             torch.manual_seed(self.seeds.random_starts(self.world.rank))
         self.method = build_method(cfg.attack)
+        #: epochs this run lasts (the method may spend the epoch budget differently: free
+        #: adversarial training replays each batch and runs fewer epochs)
+        self.total_epochs = self.method.epochs_to_run(cfg.optimisation.epochs)
         self.threat = cfg.threat()
         self.loader = make_loader(
             self.data,
@@ -203,10 +206,12 @@ class Trainer:
         result = TrainResult(self.folder.path, epochs_done=state.epoch, history=state.history)
         start = time.perf_counter() - state.elapsed
         try:
-            while state.epoch < cfg.optimisation.epochs:
+            while state.epoch < self.total_epochs:
                 t0 = time.perf_counter()
                 metrics: dict[str, Any] = {"epoch": state.epoch + 1}
                 metrics["lr"] = self.scheduler.get_last_lr()[0]
+                self.method.start_epoch(state.epoch, self.total_epochs)
+                metrics["attack"] = self.method.describe()  # which attack this epoch used
                 metrics.update(self.train_epoch())
                 metrics["train_time_s"] = time.perf_counter() - t0
                 collapsed = self._check_and_validate(metrics)
@@ -248,28 +253,29 @@ class Trainer:
         sums = torch.zeros(3, device=device)  # loss * n, correct, n: summed on the device
         # the bar follows the logger, so silencing fastrobust's logging silences it too
         show = cfg.runtime.progress and self.world.is_main and log.isEnabledFor(logging.INFO)
-        desc = f"epoch {epoch + 1}/{cfg.optimisation.epochs}"
+        desc = f"epoch {epoch + 1}/{self.total_epochs}"
         with tqdm(
             total=len(self.loader), desc=desc, disable=not show, leave=False, dynamic_ncols=True
         ) as bar:
             for i, (x, y) in enumerate(self.loader):
                 if cfg.runtime.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                loss, logits = training_step(
-                    self.train_model,
-                    self.attack_model,
-                    self.method,
-                    self.optimizer,
-                    x,
-                    y,
-                    scaler=self.scaler,
-                    autocast=autocast_context(cfg.runtime.amp, device),
-                )
-                self.scheduler.step()
-                with torch.no_grad():
-                    sums[0] += loss * len(y)
-                    sums[1] += (logits.argmax(1) == y).sum()
-                    sums[2] += len(y)
+                for _ in range(self.method.replays):  # weight updates on this batch
+                    loss, logits = training_step(
+                        self.train_model,
+                        self.attack_model,
+                        self.method,
+                        self.optimizer,
+                        x,
+                        y,
+                        scaler=self.scaler,
+                        autocast=autocast_context(cfg.runtime.amp, device),
+                    )
+                    self.scheduler.step()
+                    with torch.no_grad():
+                        sums[0] += loss * len(y)
+                        sums[1] += (logits.argmax(1) == y).sum()
+                        sums[2] += len(y)
                 bar.update(1)
                 if (i + 1) % LOG_EVERY == 0 or i + 1 == len(self.loader):  # a host sync
                     loss_avg, acc = (sums[:2] / sums[2]).tolist()
@@ -317,19 +323,20 @@ class Trainer:
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seeds.between_epochs(epoch))
-            collapsed = False
+            collapsed, acc = False, None
             if self.world.is_main and len(self.check_idx) > 0:
                 acc = metrics["overfit_check_pgd_acc"] = self.overfit_check()
                 collapsed = self.monitor.update(acc, epoch=epoch)
                 if collapsed:
                     metrics["catastrophic_overfitting"] = True
-            collapsed = bool(distributed.broadcast_object(collapsed))
+            collapsed, acc = distributed.broadcast_object((bool(collapsed), acc))  # type: ignore[misc]
+            self.method.end_epoch(acc, collapsed)
             stop = collapsed and cfg.evaluation.early_stop
             if stop:  # every rank takes rank 0's last good weights
                 good = self.monitor.good_weights
                 good = distributed.broadcast_object(good) if self.world.distributed else good
                 self.monitor.restore(good)  # type: ignore[arg-type]
-            last = epoch == cfg.optimisation.epochs
+            last = epoch == self.total_epochs
             if epoch % cfg.evaluation.eval_every == 0 or last or stop:
                 metrics["val_clean_acc"], metrics["val_adv_acc"] = self.validate()
             if (last or stop) and not self.val_subset.is_whole_split:
@@ -342,7 +349,7 @@ class Trainer:
             self.folder.save(self.folder.best_pt, self._weights(metrics))
         self._save_last(metrics)
         self.folder.append_metrics(metrics)
-        parts = [f"epoch {self.state.epoch}/{self.cfg.optimisation.epochs}"]
+        parts = [f"epoch {self.state.epoch}/{self.total_epochs}"]
         parts += [f"loss {metrics['train_loss']:.4f}", f"train acc {metrics['train_acc']:.3f}"]
         if "val_clean_acc" in metrics:
             parts.append(f"val clean {metrics['val_clean_acc']:.3f}")
@@ -399,6 +406,7 @@ class Trainer:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         state.rng_ranks = distributed.all_gather_object(rng)  # type: ignore[assignment]
+        state.method_ranks = distributed.all_gather_object(self.method.state_dict())  # type: ignore[assignment]
         self.folder.save(self.folder.last_pt, {**self._weights(metrics), **state.to_checkpoint()})
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
@@ -423,6 +431,9 @@ class Trainer:
                 world.world_size,
             )
         mine = rngs[world.rank] if same_world else rngs[0]
+        methods = state.method_ranks
+        if methods:  # what the training method carried (free's perturbation, curriculum's stage)
+            self.method.load_state_dict(methods[world.rank] if same_world else methods[0])
         torch.set_rng_state(mine["cpu"])
         if self.device.type == "cuda" and "cuda" in mine:
             torch.cuda.set_rng_state(mine["cuda"], self.device)

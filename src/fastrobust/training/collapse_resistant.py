@@ -1,0 +1,269 @@
+"""Training methods that resist catastrophic overfitting: ``n-fgsm``, ``gradalign``, ``free``
+and ``curriculum``, registered next to ``standard``, ``fast`` and ``pgd``.
+
+Single-step training with a random start can collapse: within an epoch PGD accuracy falls to
+about zero while accuracy under the single-step attack keeps rising (Wong et al. 2020;
+Andriushchenko & Flammarion 2020). These methods keep the cost of one or a few attack steps
+and avoid it; their maths lives in :mod:`fastrobust.training.perturbations`. Each works for
+every threat model and goes through the same engine as the others (DDP, AMP, resume, the
+overfitting monitor, timing); docs/catastrophic_overfitting.md compares them.
+
+* ``n-fgsm`` (de Jorge et al. 2022): noise in a ball ``noise_factor`` times eps (default 2
+  for L-inf as in the paper, 1 for L2), one step of size eps (``alpha``), no projection back
+  to the eps ball.
+* ``gradalign`` (Andriushchenko & Flammarion 2020): the ``fast`` step plus
+  ``lambda * (1 - cos(grad_x L(x), grad_x L(x + eta)))`` (double backpropagation).
+* ``free`` (Shafahi et al. 2019): each batch replayed ``replays`` times; one backward pass per
+  replay updates the weights and, through the input gradient it also yields, the perturbation,
+  which is carried over to the next replay and the next batch. The run lasts
+  ``ceil(epochs / replays)`` epochs, so the number of passes (weight updates) matches.
+* ``curriculum`` (Goodwin et al. 2020, future work): ``fast`` 1-step training whose attack
+  grows to K-step PGD (``steps``, default 7) on a schedule: ``linear`` (1 step in the first
+  epoch to K in the last), ``switch`` (K steps from ``curriculum_switch`` of the epochs on) or
+  ``adaptive`` (K steps once the fixed-batch PGD accuracy has not improved for
+  ``curriculum_patience`` epochs, or has collapsed). Each epoch's attack is in metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as functional
+from torch import nn
+
+from fastrobust.attacks.contract import pgd_step_size
+from fastrobust.attacks.threat import ThreatModel
+from fastrobust.training.adversaries import Adversary
+from fastrobust.training.methods import AttackSettings, Fast, TrainingMethod, register_method
+from fastrobust.training.perturbations import (
+    carry_perturbation,
+    free_update,
+    gradalign_default_lambda,
+    gradalign_terms,
+    nfgsm_default_noise_factor,
+    nfgsm_perturbation,
+)
+
+log = logging.getLogger(__name__)
+
+
+class SingleEpsStep(TrainingMethod):
+    """A method whose perturbation moves by one step of size eps by default (``alpha``)."""
+
+    default_steps = 1
+    fixed_steps = 1
+
+    @classmethod
+    def default_step_size(cls, threat: ThreatModel, steps: int) -> float:
+        return threat.eps
+
+    def __init__(self, attack: AttackSettings) -> None:
+        super().__init__(attack)
+        self.threat = attack.threat()
+        self.step_size = attack.attack_alpha
+
+
+@register_method("n-fgsm")
+class NoiseFGSM(SingleEpsStep):
+    """N-FGSM (de Jorge et al. 2022): large noise, one eps-sized step, no projection to eps."""
+
+    def __init__(self, attack: AttackSettings) -> None:
+        super().__init__(attack)
+        self.noise_factor = (
+            nfgsm_default_noise_factor(self.threat)
+            if attack.noise_factor is None
+            else attack.noise_factor
+        )
+        self.bn_mode = attack.bn_mode
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return nfgsm_perturbation(
+            model,
+            x,
+            y,
+            self.threat,
+            noise_factor=self.noise_factor,
+            step_size=self.step_size,
+            bn_mode=self.bn_mode,  # type: ignore[arg-type]
+        )
+
+    def describe(self) -> str:
+        return (
+            f"N-FGSM {self.threat} noise {self.noise_factor:g}*eps step {self.step_size:g} "
+            f"bn={self.bn_mode}"
+        )
+
+
+@register_method("gradalign")
+class GradAlign(TrainingMethod):
+    """The ``fast`` step plus GradAlign's gradient-alignment penalty (Andriushchenko &
+    Flammarion 2020); ``gradalign_lambda`` None takes the paper's weight for the eps.
+
+    The penalty's noise ``eta`` is the fast step's random start (uniform in the eps ball), so
+    the differentiable gradient at ``x + eta`` the penalty needs is also the step's direction:
+    one training step costs two input gradients, one double backward and the weight update.
+    """
+
+    default_steps = 1
+    fixed_steps = 1
+
+    @classmethod
+    def default_step_size(cls, threat: ThreatModel, steps: int) -> float:
+        return Fast.default_step_size(threat, steps)
+
+    def __init__(self, attack: AttackSettings) -> None:
+        super().__init__(attack)
+        self.threat = attack.threat()
+        self.step_size = attack.attack_alpha
+        self.bn_mode = attack.bn_mode
+        self.weight = (
+            gradalign_default_lambda(self.threat)
+            if attack.gradalign_lambda is None
+            else attack.gradalign_lambda
+        )
+
+    def loss(
+        self, train_model: nn.Module, attack_model: nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.detach()
+        eta = self.threat.sample(x)
+        penalty, grad = gradalign_terms(attack_model, x, y, eta, bn_mode=self.bn_mode)  # type: ignore[arg-type]
+        delta = self.threat.project(self.threat.step(eta, grad, self.step_size), x)
+        logits = train_model(x + delta)
+        return functional.cross_entropy(logits.float(), y) + self.weight * penalty, logits
+
+    def describe(self) -> str:
+        return (
+            f"GradAlign lambda={self.weight:g} + 1-step {self.threat} alpha={self.step_size:g} "
+            f"bn={self.bn_mode}"
+        )
+
+
+@register_method("free")
+class Free(SingleEpsStep):
+    """Free adversarial training (Shafahi et al. 2019): ``replays`` weight updates per batch,
+    the perturbation updated from each update's own input gradient and carried on."""
+
+    def __init__(self, attack: AttackSettings) -> None:
+        super().__init__(attack)
+        self.replays = attack.replays
+        self.delta: torch.Tensor | None = None
+        self._x: torch.Tensor | None = None
+
+    def epochs_to_run(self, epochs: int) -> int:
+        return math.ceil(epochs / self.replays)
+
+    def loss(
+        self, train_model: nn.Module, attack_model: nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self._apply_pending_update()
+        delta = carry_perturbation(self.threat, self.delta, x).requires_grad_(True)
+        self.delta, self._x = delta, x
+        logits = train_model(x + delta)  # the weight update's backward also fills delta.grad
+        return functional.cross_entropy(logits.float(), y), logits
+
+    def _apply_pending_update(self) -> None:
+        """Move the perturbation along the input gradient of the last backward pass."""
+        if self.delta is None or self.delta.grad is None or self._x is None:
+            return
+        grad = torch.nan_to_num(self.delta.grad, nan=0.0, posinf=0.0, neginf=0.0)  # fp16 overflow
+        self.delta = free_update(self.threat, self.delta.detach(), grad, self._x, self.step_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        self._apply_pending_update()
+        return {"delta": None if self.delta is None else self.delta.detach().cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.delta = state.get("delta")
+        self._x = None
+
+    def describe(self) -> str:
+        return f"free {self.threat} {self.replays} replays step {self.step_size:g}"
+
+
+def _linear(method: Curriculum, epoch: int, total: int) -> int:
+    """1 step in the first epoch, growing linearly to K in the last."""
+    return 1 + int((method.final_steps - 1) * epoch / max(total - 1, 1) + 0.5)
+
+
+def _switch(method: Curriculum, epoch: int, total: int) -> int:
+    """1 step before ``curriculum_switch * total`` epochs, K from there on."""
+    return method.final_steps if epoch >= method.switch * total else 1
+
+
+def _adaptive(method: Curriculum, epoch: int, total: int) -> int:
+    """1 step until the fixed-batch PGD accuracy stalls or collapses, K from then on."""
+    return method.final_steps if method.switched else 1
+
+
+#: curriculum schedules: ``(method, epoch (0-based), total epochs) -> attack steps``
+CURRICULUM_SCHEDULES: dict[str, Callable[[Curriculum, int, int], int]] = {
+    "linear": _linear,
+    "switch": _switch,
+    "adaptive": _adaptive,
+}
+
+
+@register_method("curriculum")
+class Curriculum(TrainingMethod):
+    """Fast 1-step training growing to K-step PGD on a schedule (:data:`CURRICULUM_SCHEDULES`)."""
+
+    default_steps = 7
+
+    def __init__(self, attack: AttackSettings) -> None:
+        super().__init__(attack)
+        self.threat = attack.threat()
+        self.schedule = attack.curriculum
+        self.final_steps = attack.attack_steps
+        self.alpha = attack.alpha
+        self.bn_mode = attack.bn_mode
+        self.switch = attack.curriculum_switch
+        self.patience = attack.curriculum_patience
+        self.best = -1.0
+        self.stalled = 0
+        self.switched = False
+        self.adversary = self._adversary(1)
+
+    def _adversary(self, steps: int) -> Adversary:
+        if self.alpha is not None:
+            alpha = self.alpha
+        elif steps == 1:
+            alpha = Fast.default_step_size(self.threat, 1)
+        else:
+            alpha = pgd_step_size(self.threat.eps, steps)
+        return Adversary(self.threat, steps, alpha, self.bn_mode)  # type: ignore[arg-type]
+
+    def start_epoch(self, epoch: int, total: int) -> None:
+        steps = CURRICULUM_SCHEDULES[self.schedule](self, epoch, total)
+        if steps != self.adversary.steps:
+            self.adversary = self._adversary(steps)
+
+    def end_epoch(self, check_acc: float | None, collapsed: bool) -> None:
+        if check_acc is None:
+            if self.schedule == "adaptive" and not self.switched:
+                log.warning("curriculum adaptive needs the overfitting check; it stays at 1 step")
+            return
+        if check_acc > self.best + 0.01:
+            self.best, self.stalled = check_acc, 0
+        else:
+            self.stalled += 1
+        if collapsed or self.stalled >= self.patience:
+            self.switched = True
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.adversary(model, x, y)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "stalled": self.stalled, "switched": self.switched}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = float(state.get("best", -1.0))
+        self.stalled = int(state.get("stalled", 0))
+        self.switched = bool(state.get("switched", False))
+
+    def describe(self) -> str:
+        return f"curriculum {self.schedule}: {self.adversary.describe()}"
