@@ -117,9 +117,6 @@ class Trainer:
             # keeps the one-process stream); per-rank RNG states are saved for exact resumes
             torch.manual_seed(self.seeds.random_starts(self.world.rank))
         self.method = build_method(cfg.attack)
-        #: epochs this run lasts (the method may spend the epoch budget differently: free
-        #: adversarial training replays each batch and runs fewer epochs)
-        self.total_epochs = self.method.epochs_to_run(cfg.optimisation.epochs)
         self.threat = cfg.threat()
         self.loader = make_loader(
             self.data,
@@ -232,6 +229,12 @@ class Trainer:
                 self.folder.path,
             )
         return self._finish(result)
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs this run lasts: the method may spend the epoch budget differently (free
+        adversarial training replays each batch and runs fewer epochs)."""
+        return self.method.epochs_to_run(self.cfg.optimisation.epochs)
 
     def record_epochs_change(self, epochs: int) -> None:
         """Continue to ``epochs`` instead of the planned total (resume ``--epochs``): recorded
