@@ -157,7 +157,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("quiet-and-verbose", ["-q", *TRAIN, "-v"], "-q and -v contradict each other"),
     # -- data validated at load time, before the run folder ---------------------------------
     ("digits-with-data-dir", [*TRAIN, "--data-dir", "{folder}"], "dataset digits is bundled with scikit-learn and reads no files"),
-    ("digits-image-size", [*TRAIN, "--image-size", "16"], "dataset digits does not take the option(s) image_size"),
+    ("digits-image-size", [*TRAIN, "--image-size", "0"], "image_size must be >= 1"),
     ("imagefolder-data-dir-file", [*TRAIN, "--dataset", "imagefolder", "--data-dir", "{a_file}"], "is a file; dataset imagefolder reads a folder"),
     ("imagefolder-data-dir-missing", [*TRAIN, "--dataset", "imagefolder", "--data-dir", "{missing}"], "does not exist"),
     ("imagefolder-no-data-dir", [*TRAIN, "--dataset", "imagefolder"], "dataset imagefolder needs --data-dir"),
