@@ -12,6 +12,9 @@ from fastrobust.cli.options import check_numbers
 from fastrobust.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
+    import torch
+
+    from fastrobust.distributed import WorldInfo
     from fastrobust.model_info import ModelInfo
 
 
@@ -175,19 +178,15 @@ def _size_option(data_name: str, info: ModelInfo) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastrobust.checkpoint import load_model
-    from fastrobust.data import load_dataset
-    from fastrobust.distributed import resolve_device
-    from fastrobust.evaluation.curve import robustness_curve
-    from fastrobust.evaluation.inputs import parse_eps_list, validate_attacks
-    from fastrobust.evaluation.report import (
-        describe_attack,
-        format_fooled_by,
-        format_table,
-        write_report,
+    """Evaluate; under ``torchrun`` every rank takes a shard of the points, rank 0 reports."""
+    from fastrobust.distributed import (
+        init_distributed,
+        resolve_device,
+        shutdown_distributed,
+        world_info_from_env,
     )
-    from fastrobust.model_info import check_model_fits, data_dir_for, model_info
-    from fastrobust.outputs import check_output_dir, writing
+    from fastrobust.evaluation.inputs import parse_eps_list, validate_attacks
+    from fastrobust.evaluation.sharding import RankFailed
 
     attacks = validate_attacks(args.attack)
     eps_list = parse_eps_list(args.eps) if args.eps is not None else None
@@ -197,41 +196,84 @@ def run(args: argparse.Namespace) -> int:
         at_least_one=("limit", "steps", "restarts", "batch_size", "targets", "queries", "eot"),
         non_negative=("seed",),
     )
-    device = resolve_device(args.device)
+    world = world_info_from_env()
+    device = resolve_device(args.device, world.local_rank)
+    init_distributed(world, device)
+    try:
+        return _evaluate(args, world, device, attacks, eps_list)
+    except RankFailed:
+        if world.is_main:
+            raise
+        return 2  # rank 0 prints the error, once
+    finally:
+        shutdown_distributed()
+
+
+def _evaluate(
+    args: argparse.Namespace,
+    world: WorldInfo,
+    device: torch.device,
+    attacks: list[str],
+    eps_list: list[float] | None,
+) -> int:
+    from fastrobust.checkpoint import load_model
+    from fastrobust.data import load_dataset
+    from fastrobust.evaluation.report import (
+        describe_attack,
+        format_fooled_by,
+        format_table,
+        write_report,
+    )
+    from fastrobust.evaluation.sharding import sharded_robustness_curve, together
+    from fastrobust.model_info import check_model_fits, data_dir_for, model_info
+    from fastrobust.outputs import check_output_dir, writing
+
     paths = [Path(p).expanduser() for p in args.models]
-    # where the results go is checked before any work, so a bad --out costs nothing
-    out = Path(args.out).expanduser() if args.out else default_out_dir(paths[0])
-    check_output_dir(out, what="--out" if args.out else "output folder")
-    models = [
-        load_model(
-            p,
-            device=device,
-            arch=args.arch,
-            dataset=args.data,
-            import_factory=args.import_model_factory,
-        )
-        for p in paths
-    ]
-    labels = _unique([_label(p) for p in paths])
-    first_info = model_info(models[0])
-    norm = args.norm or first_info.norm
-    if norm is None:
-        raise ConfigError("give --norm (the first checkpoint does not record one)")
-    if eps_list is None:
-        if first_info.norm != norm:
-            raise ConfigError("give --eps (the first model was trained under another norm)")
-        eps_list = _default_eps(first_info)
-    data_name = args.data or first_info.dataset
-    if data_name is None:
-        raise ConfigError("give --data (the first checkpoint does not record its dataset)")
-    data_dir = data_dir_for(first_info, data_name, args.data_dir)
-    data = load_dataset(data_name, data_dir, **_size_option(data_name, first_info))
-    x, y = data.test_x, data.test_y
-    for label, model in zip(labels, models):
-        try:
-            check_model_fits(model, x, y, classes=data.classes)
-        except DataError as exc:
-            raise DataError(f"{label} does not fit {data.name}: {exc}") from None
+
+    def output_folder() -> Path | None:
+        """Where the results go (rank 0 writes them), checked before any work."""
+        if not world.is_main:
+            return None
+        out = Path(args.out).expanduser() if args.out else default_out_dir(paths[0])
+        check_output_dir(out, what="--out" if args.out else "output folder")
+        return out
+
+    out = together(output_folder, world)  # a bad --out costs nothing, on any rank
+
+    def setup() -> tuple[list[Any], list[str], str, list[float], Any]:
+        models = [
+            load_model(
+                p,
+                device=device,
+                arch=args.arch,
+                dataset=args.data,
+                import_factory=args.import_model_factory,
+            )
+            for p in paths
+        ]
+        labels = _unique([_label(p) for p in paths])
+        first_info = model_info(models[0])
+        norm = args.norm or first_info.norm
+        if norm is None:
+            raise ConfigError("give --norm (the first checkpoint does not record one)")
+        eps = eps_list
+        if eps is None:
+            if first_info.norm != norm:
+                raise ConfigError("give --eps (the first model was trained under another norm)")
+            eps = _default_eps(first_info)
+        data_name = args.data or first_info.dataset
+        if data_name is None:
+            raise ConfigError("give --data (the first checkpoint does not record its dataset)")
+        data_dir = data_dir_for(first_info, data_name, args.data_dir)
+        data = load_dataset(data_name, data_dir, **_size_option(data_name, first_info))
+        for label, model in zip(labels, models):
+            try:
+                check_model_fits(model, data.test_x, data.test_y, classes=data.classes)
+            except DataError as exc:
+                raise DataError(f"{label} does not fit {data.name}: {exc}") from None
+        return models, labels, norm, eps, data
+
+    models, labels, norm, eps, data = together(setup, world)
     curves = {}
     quiet = getattr(args, "quiet", False)
     eval_log = logging.getLogger("fastrobust.evaluation.curve")
@@ -239,11 +281,11 @@ def run(args: argparse.Namespace) -> int:
     eval_log.setLevel(logging.ERROR)  # the failed checks are printed in the report below
     try:
         for label, model in zip(labels, models):
-            curves[label] = robustness_curve(
+            curves[label] = sharded_robustness_curve(
                 model,
                 data,
                 norm,
-                eps_list,
+                eps,
                 steps=args.steps,
                 restarts=args.restarts,
                 step_size_factor=args.step_size_factor,
@@ -259,18 +301,27 @@ def run(args: argparse.Namespace) -> int:
                 checks=args.checks,
                 progress=args.progress and not quiet,
                 label=label,
+                world=world,
             )
     finally:
         eval_log.setLevel(level)
+    if not world.is_main:
+        return 0
+    assert out is not None
     extra = {
         "arguments": {k: v for k, v in vars(args).items() if k != "func"},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "paths": {label: str(p) for label, p in zip(labels, paths)},
     }
+    if world.distributed:
+        extra["world_size"] = world.world_size
     with writing("the evaluation results", out):
         written = write_report(out, curves, extra=extra)
     first = curves[labels[0]]
     print(f"adversarial accuracy on {data.name}, {first.subset}")
+    if first.shards is not None:
+        shares = ", ".join(str(s["stop"] - s["start"]) for s in first.shards)
+        print(f"processes: {world.world_size} (points per rank: {shares}; counts are exact sums)")
     print(f"attack: {describe_attack(first)}")
     print(format_table(curves))
     if len(first.attacks) > 1:

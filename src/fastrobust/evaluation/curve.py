@@ -209,6 +209,7 @@ def robustness_curve(
     limit: int | None = None,
     batch_size: int = 500,
     seed: int = 0,
+    first_chunk: int = 0,
     device: str | torch.device | None = None,
     bn_mode: BNMode = "eval",
     checks: bool = True,
@@ -236,6 +237,10 @@ def robustness_curve(
     only on still-robust samples; see the module docstring for why the result is nonetheless
     the same as the plain loop's. With ``checks`` the gradient-masking checks run on up to
     ``check_size`` samples each and are returned in ``.checks`` / ``.warnings``.
+
+    ``first_chunk`` numbers the chunks from there in the random-start keys: points
+    ``lo..hi`` of a larger set, with ``lo = first_chunk * batch_size``, then get the starts they
+    get in the whole set (:mod:`fastrobust.evaluation.sharding` evaluates a shard so).
     """
     eps_values = validate_eps_list(eps_list)
     attack_names = validate_attacks(attacks)
@@ -256,6 +261,8 @@ def robustness_curve(
     settings = RunSettings(steps, step_size_factor, bn_mode, targets, queries, eot)
     if step_size_factor <= 0 or batch_size < 1 or check_size < 1:
         raise ConfigError("step_size_factor, batch_size and check_size must be positive")
+    if first_chunk < 0:
+        raise ConfigError(f"first_chunk must be >= 0, got {first_chunk}")
     if isinstance(threat_name, ThreatModel):
         random_start = random_start or threat_name.random_start
         threat_name = threat_name.name
@@ -314,7 +321,7 @@ def robustness_curve(
                     settings=settings,
                     restarts=restarts,
                     seed=seed,
-                    chunk=c,
+                    chunk=first_chunk + c,
                     bar=bar,
                 )
             )

@@ -76,6 +76,9 @@ class RobustnessCurve:
     """the AutoAttack version run (``autoattack``, ``autoattack-rand``), None for a custom list"""
     budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
     """per attack: what it may spend per sample and eps (steps, restarts, targets, queries, eot)"""
+    shards: list[dict[str, Any]] | None = None
+    """evaluated by several processes (:mod:`fastrobust.evaluation.sharding`): per rank the
+    points it took (``start``, ``stop``), its chunks and seconds; None in one process"""
 
     @property
     def accuracy(self) -> list[float]:
@@ -96,7 +99,7 @@ class RobustnessCurve:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (without the per-sample mask)."""
-        return {
+        out = {
             "norm": self.norm,
             "eps": self.eps,
             "accuracy": self.accuracy,
@@ -124,3 +127,6 @@ class RobustnessCurve:
             "time_s": round(self.time_s, 3),
             "checks_time_s": round(self.checks_time_s, 3),
         }
+        if self.shards is not None:
+            out["shards"] = self.shards
+        return out

@@ -188,31 +188,9 @@ def stage_train(ctx: StudyContext) -> None:
 
 
 # -- curves -------------------------------------------------------------------------------------
-def _merge_shards(shards: list[dict[str, Any]]) -> dict[str, Any]:
-    """One curve from per-rank curves over disjoint test shards: counts add up; the masking
-    checks are rank 0's (they ran on its shard)."""
-    merged = dict(shards[0])
-    n = sum(s["n"] for s in shards)
-    robust = [sum(s["robust"][j] for s in shards) for j in range(len(merged["eps"]))]
-    clean = sum(s["clean_accuracy"] * s["n"] for s in shards)
-    fooled = [
-        {k: sum(s["fooled_by"][j].get(k, 0) for s in shards) for k in merged["fooled_by"][j]}
-        for j in range(len(merged["eps"]))
-    ]
-    merged.update(
-        n=n,
-        robust=robust,
-        accuracy=[r / n for r in robust],
-        clean_accuracy=clean / n,
-        fooled_by=fooled,
-        subset=f"{n} test points over {len(shards)} processes",
-    )
-    return merged
-
-
 def stage_curves(ctx: StudyContext) -> None:
     """The robustness curve of every model (Figure 2), then the plot and table of all."""
-    from fastrobust.evaluation import robustness_curve
+    from fastrobust.evaluation import sharded_robustness_curve
 
     ev = ctx.config.evaluation
     ctx.folder.curves.mkdir(parents=True, exist_ok=True)
@@ -223,31 +201,24 @@ def stage_curves(ctx: StudyContext) -> None:
 
         def work(ckpt: Path = ckpt, out: Path = out, label: str = spec.label) -> list[Path]:
             model = load_model(ckpt, device=ctx.device)
-            rank, world = ctx.world.rank, ctx.world.world_size
-            data: Any = ctx.data
-            if world > 1:  # each rank evaluates its own shard of the test set
-                n = min(ev.limit or len(data.test_y), len(data.test_y))
-                shard = torch.arange(n)[rank::world]
-                data = (data.test_x[shard], data.test_y[shard])
             # an AutoAttack version brings its own fixed budgets
             fixed = any(name in VERSIONS for name in ev.attacks)
-            curve = robustness_curve(
+            # under torchrun each rank evaluates its own shard of the points; counts are merged
+            curve = sharded_robustness_curve(
                 model,
-                data,
+                ctx.data,
                 ctx.config.norm,
                 ev.eps,
                 steps=None if fixed else ev.steps,
                 restarts=None if fixed else ev.restarts,
                 attacks=ev.attacks,
-                limit=ev.limit if world == 1 else None,
+                limit=ev.limit,
                 seed=ctx.config.seed,
                 device=ctx.device,
                 progress=ctx.progress,
                 label=label,
+                world=ctx.world,
             ).to_dict()
-            if world > 1:
-                shards = distributed.all_gather_object(curve)
-                curve = _merge_shards(shards)  # type: ignore[arg-type]
             if ctx.is_main:
                 out.write_text(json.dumps(curve, indent=2) + "\n")
             return [out]
