@@ -189,7 +189,12 @@ def test_under_two_processes_training_and_curves_use_both(tmp_path):
     out = tmp_path / "ddp"
     distributed.launch_local(_study_worker, 2, str(out), threads=1)
     curve = json.loads((out / "curves" / "fast.json").read_text())
-    assert curve["n"] == TINY["evaluation"]["limit"] and "2 processes" in curve["subset"]
+    assert (
+        curve["n"]
+        == TINY["evaluation"]["limit"]
+        == sum(s["stop"] - s["start"] for s in curve["shards"])
+    )
+    assert len(curve["shards"]) == 2 and "class-stratified sample" in curve["subset"]
     table = json.loads((out / "timing" / "table1.json").read_text())
     assert [row["gpus"] for row in table] == [2, 2]
     assert (out / "report.html").is_file()

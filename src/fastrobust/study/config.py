@@ -55,7 +55,7 @@ class EvaluationSection:
     attacks: list[str] = field(default_factory=lambda: ["pgd"])
     """attacks run as a cascade, e.g. [pgd, apgd-ce]"""
     limit: int | None = None
-    """evaluate the first N test images only (None: all)"""
+    """evaluate a class-stratified sample of N test images, drawn from the seed (None: all)"""
     checkpoint: str = "best"
     """which weights of each run to study: best (the paper's Table I) or last"""
 
