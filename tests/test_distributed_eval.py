@@ -33,6 +33,7 @@ from fastrobust.evaluation.sharding import (
     RankFailed,
     gather_together,
     merge_curves,
+    on_every_rank,
     plan_shards,
     sharded_robustness_curve,
     together,
@@ -93,11 +94,11 @@ def _eval_worker(root: str) -> None:
     try:  # steps=0 is refused inside the curve, which only rank 0 (holding the point) runs
         sharded_robustness_curve(model, data, "linf", EPS, limit=1, steps=0, world=world)
     except Exception as exc:  # noqa: BLE001  recorded for the test
-        errors["steps"] = [type(exc).__name__, str(exc)]
+        errors["steps"] = [type(exc).__name__, str(exc), on_every_rank(exc)]
     try:  # a bug on rank 1 only: every rank must stop, rank 1 with its own error
         gather_together(lambda: 1 / (1 - world.rank), world)
     except Exception as exc:  # noqa: BLE001
-        errors["bug"] = [type(exc).__name__, str(exc)]
+        errors["bug"] = [type(exc).__name__, str(exc), on_every_rank(exc)]
     payload = {
         name: {"dict": c.to_dict(), "mask": c.robust_mask.tolist(), "clean": c.clean_correct}
         for name, c in curves.items()
@@ -210,10 +211,11 @@ def test_an_error_on_one_rank_stops_every_rank(sharded):
     e0, e1 = _rank(root, 0)["errors"], _rank(root, 1)["errors"]
     # rank 0 hit the mistake; rank 1 (no point) learns of it instead of waiting in the merge
     assert e0["steps"][0] == "ConfigError" and "steps >= 1" in e0["steps"][1]
-    assert e1["steps"] == [RankFailed.__name__, f"rank 0: {e0['steps'][1]}"]
+    assert e1["steps"] == [RankFailed.__name__, f"rank 0: {e0['steps'][1]}", True]
+    assert e0["steps"][2]  # every rank raises a user error here: they may meet once more
     # a bug keeps its own exception on its rank; the others are told where it happened
-    assert e1["bug"][0] == "ZeroDivisionError"
-    assert e0["bug"] == [RankFailed.__name__, "rank 1: ZeroDivisionError: division by zero"]
+    assert e1["bug"] == ["ZeroDivisionError", "division by zero", False]
+    assert e0["bug"] == [RankFailed.__name__, "rank 1: ZeroDivisionError: division by zero", False]
 
 
 # -- torchrun and the command line -----------------------------------------------------------
@@ -256,10 +258,17 @@ def test_torchrun_eval_writes_one_report_over_the_whole_test_set(trained_runs, t
 
 
 @pytest.mark.slow
-def test_torchrun_eval_bad_output_is_one_line(trained_runs, tmp_path):
+def test_torchrun_eval_mistakes_are_one_line(trained_runs, tmp_path):
     (tmp_path / "taken").write_text("a file, not a folder")
     run = str(trained_runs["fast"])
-    proc = _torchrun(["eval", run, *EVAL_ARGS, "--out", str(tmp_path / "taken")], tmp_path)
-    assert proc.returncode != 0
-    assert proc.stderr.count("fastrobust: error") == 1, proc.stderr[-3000:]
-    assert "taken" in proc.stderr and not re.search(r'File ".*fastrobust', proc.stderr)
+    for args, message in [
+        (["--out", str(tmp_path / "taken")], "is an existing file, not a folder"),
+        (["--steps", "0", "--out", str(tmp_path / "o")], "--steps must be >= 1, got 0"),
+    ]:
+        proc = _torchrun(["eval", run, *EVAL_ARGS, *args], tmp_path)
+        assert proc.returncode != 0
+        lines = [line for line in proc.stderr.splitlines() if "fastrobust: error" in line]
+        assert lines == [f"fastrobust: error: {lines[0].split(': ', 2)[2]}"], proc.stderr[-3000:]
+        assert message in lines[0]  # said once, by rank 0
+        assert not re.search(r'File ".*fastrobust', proc.stderr)  # no traceback of ours
+    assert not (tmp_path / "o").exists()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastrobust.cli.options import check_numbers
-from fastrobust.errors import ConfigError, DataError
+from fastrobust.errors import ConfigError, DataError, FastRobustError
 
 if TYPE_CHECKING:
     import torch
@@ -180,31 +181,44 @@ def _size_option(data_name: str, info: ModelInfo) -> dict:
 def run(args: argparse.Namespace) -> int:
     """Evaluate; under ``torchrun`` every rank takes a shard of the points, rank 0 reports."""
     from fastrobust.distributed import (
+        barrier,
         init_distributed,
         resolve_device,
         shutdown_distributed,
         world_info_from_env,
     )
     from fastrobust.evaluation.inputs import parse_eps_list, validate_attacks
-    from fastrobust.evaluation.sharding import RankFailed
+    from fastrobust.evaluation.sharding import on_every_rank, together
 
-    attacks = validate_attacks(args.attack)
-    eps_list = parse_eps_list(args.eps) if args.eps is not None else None
-    check_numbers(
-        args,
-        positive=("step_size_factor",),
-        at_least_one=("limit", "steps", "restarts", "batch_size", "targets", "queries", "eot"),
-        non_negative=("seed",),
-    )
+    def check_arguments() -> tuple[list[str], list[float] | None]:
+        attacks = validate_attacks(args.attack)
+        eps_list = parse_eps_list(args.eps) if args.eps is not None else None
+        check_numbers(
+            args,
+            positive=("step_size_factor",),
+            at_least_one=("limit", "steps", "restarts", "batch_size", "targets", "queries", "eot"),
+            non_negative=("seed",),
+        )
+        return attacks, eps_list
+
     world = world_info_from_env()
+    if not world.distributed:
+        attacks, eps_list = check_arguments()
     device = resolve_device(args.device, world.local_rank)
     init_distributed(world, device)
     try:
+        if world.distributed:  # checked on every rank, reported once
+            attacks, eps_list = together(check_arguments, world)
         return _evaluate(args, world, device, attacks, eps_list)
-    except RankFailed:
-        if world.is_main:
+    except FastRobustError as exc:
+        if not (world.distributed and on_every_rank(exc)):
             raise
-        return 2  # rank 0 prints the error, once
+        # every rank stops here together: rank 0 says why, once, and the others wait until it
+        # has, so a launcher that ends the job when one rank exits cannot cut the message short
+        if world.is_main:
+            print(f"fastrobust: error: {exc}", file=sys.stderr, flush=True)
+        barrier()
+        return 2
     finally:
         shutdown_distributed()
 

@@ -153,6 +153,8 @@ def merge_curves(
 class _Outcome:
     value: Any = None
     error: str | None = None
+    user_error: bool = True
+    """the error (if any) is a FastRobustError"""
 
 
 def _settle(
@@ -161,17 +163,29 @@ def _settle(
     """Tell every rank how this one did (and its ``value`` when ``send``); raise if any failed."""
     if own is None:
         outcome = _Outcome(value=value if send else None)
+    elif isinstance(own, FastRobustError):
+        outcome = _Outcome(error=str(own))
     else:
-        text = str(own) if isinstance(own, FastRobustError) else f"{type(own).__name__}: {own}"
-        outcome = _Outcome(error=text)
+        outcome = _Outcome(error=f"{type(own).__name__}: {own}", user_error=False)
     outcomes: list[_Outcome] = distributed.all_gather_object(outcome)  # type: ignore[assignment]
     failed = [(r, o.error) for r, o in enumerate(outcomes) if o.error is not None]
     if not failed:
         return [o.value for o in outcomes]
+    everywhere = all(o.user_error for o in outcomes)
     if own is not None and (world.is_main or not isinstance(own, FastRobustError)):
-        raise own
-    rank, message = failed[0]
-    raise RankFailed(f"rank {rank}: {message}", rank)
+        error: Exception = own
+    else:
+        rank, message = failed[0]
+        error = RankFailed(f"rank {rank}: {message}", rank)
+    error._on_every_rank = everywhere  # type: ignore[attr-defined]
+    raise error
+
+
+def on_every_rank(exc: BaseException) -> bool:
+    """Whether ``exc`` came out of :func:`together` / :func:`gather_together` with every rank
+    raising a user error at the same point (so they may, say, meet at a barrier before exiting;
+    a rank with a bug is on its way out instead)."""
+    return bool(getattr(exc, "_on_every_rank", False))
 
 
 def _attempt(work: Callable[[], T]) -> tuple[T | None, Exception | None]:
