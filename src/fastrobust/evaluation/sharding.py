@@ -307,8 +307,7 @@ def sharded_robustness_curve(
         curve.notes.append(
             f"{idle} of {world.world_size} processes had no points to evaluate ({curve.n} points "
             f"are {sum(s.chunks for s in shards)} chunks of batch_size {batch_size}); a smaller "
-            "batch_size spreads "
-            "them wider (and changes which random starts the points get)"
+            "batch_size spreads them wider (and changes which random starts the points get)"
         )
     if world.is_main:
         log.info(
