@@ -165,6 +165,26 @@ def test_one_process_is_the_plain_curve_and_collectives_need_a_group(mlp, points
         sharded_robustness_curve(mlp, (x, y), "linf", [0.1], world=distributed.WorldInfo(0, 0, 2))
 
 
+def test_shards_need_the_chunk_keys_of_the_whole_set(sharded, digits):
+    """Why ``first_chunk``: numbered from 0 on each shard, the shards draw other starts and
+    windows than the whole set does, and Square's counts change (so the exactness tests below
+    can fail); numbered as in the whole set, every point matches."""
+    _, model = sharded
+    case = CASES["square"]
+    whole = _curve(model, digits, case)
+    x, y, _ = data_tensors(digits, case["limit"], 0)
+    shards = [s for s in plan_shards(len(y), case["batch_size"], WORLD) if s.n]
+    for keyed, same in ((False, False), (True, True)):
+        parts = [
+            _curve(model, (x[s.start : s.stop], y[s.start : s.stop]), case | {"limit": None},
+                   first_chunk=s.first_chunk if keyed else 0)
+            for s in shards
+        ]  # fmt: skip
+        merged = merge_curves(parts)
+        assert torch.equal(merged.robust_mask, whole.robust_mask) is same
+        assert (merged.fooled_by == whole.fooled_by) is same
+
+
 # -- 2 processes -----------------------------------------------------------------------------
 @pytest.mark.parametrize("name", list(CASES))
 def test_two_ranks_give_exact_counts(sharded, digits, name):
