@@ -242,6 +242,10 @@ class Curriculum(TrainingMethod):
         if steps != self.adversary.steps:
             self.adversary = self._adversary(steps)
 
+    @property
+    def needs_overfitting_check(self) -> bool:
+        return self.schedule == "adaptive"
+
     def end_epoch(self, check_acc: float | None, collapsed: bool) -> None:
         if check_acc is None:
             if self.schedule == "adaptive" and not self.switched:
