@@ -178,6 +178,13 @@ def test_lightning_free_replays_each_batch_and_carries_the_perturbation(digits, 
         torch.testing.assert_close(deltas[0], start)  # carried over from the last batch
         previous = batch["carried"]
         assert threat.contains(previous, x).all() and previous.abs().sum() > 0
+    # a Lightning checkpoint carries the perturbation and the check's best reading
+    saved: dict = {}
+    module.on_save_checkpoint(saved)
+    restored = AdversarialTraining(torch.nn.Linear(64, 10), attack)
+    restored.on_load_checkpoint(saved)
+    assert torch.equal(restored.method.state_dict()["delta"], previous)
+    assert restored.monitor.best == module.monitor.best >= 0
 
 
 @pytest.mark.parametrize(

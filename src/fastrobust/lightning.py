@@ -147,9 +147,13 @@ class AdversarialTraining(pl.LightningModule):
             correct.append((logits.detach().argmax(1) == y).float().mean())
         return torch.stack(losses).mean(), torch.stack(correct).mean()
 
+    def _planned_epochs(self) -> int:
+        """The Trainer's ``max_epochs``, or the config's ``epochs`` when it has none (-1)."""
+        epochs = self.trainer.max_epochs
+        return int(epochs) if epochs is not None and epochs > 0 else self.optimisation.epochs
+
     def on_train_epoch_start(self) -> None:
-        total = int(self.trainer.max_epochs or self.current_epoch + 1)
-        self.method.start_epoch(self.current_epoch, max(total, 1))
+        self.method.start_epoch(self.current_epoch, self._planned_epochs())
         self.epoch_attacks.append(self.method.describe())
 
     def on_train_epoch_end(self) -> None:
@@ -202,7 +206,7 @@ class AdversarialTraining(pl.LightningModule):
         self.log("val_adv_acc", adv, on_epoch=True, sync_dist=True, prog_bar=True, batch_size=size)
 
     def configure_optimizers(self):  # noqa: ANN201  Lightning's own return type
-        epochs = max(1, int(self.trainer.max_epochs or self.optimisation.epochs))
+        epochs = max(1, self._planned_epochs())
         batches_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // epochs)
         # the schedule counts passes, as the native engine's: free steps it once per replay
         passes = dataclasses.replace(self.optimisation, epochs=epochs * self.method.replays)
