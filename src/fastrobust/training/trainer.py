@@ -481,8 +481,8 @@ def resume(
     (:func:`~fastrobust.training.optimisation.check_epochs_change`: step and constant
     schedules, never below the epochs done). It is the epoch budget, as ``fit``'s config
     ``epochs``: a free run (``replays`` m) continues to ``ceil(epochs / m)`` epochs, so
-    resuming with ``epochs=N`` equals a run started with N; the change is recorded in ``last.pt`` and
-    ``summary.json`` (``extensions``), never in ``config.yaml``. A run already at its total
+    resuming with ``epochs=N`` equals a run started with N. The change is recorded in
+    ``last.pt`` and ``summary.json`` (``extensions``), never in ``config.yaml``. A run already at its total
     returns at once with ``nothing_to_do`` set, writing nothing. The run folder is locked while
     training (:class:`~fastrobust.training.run_folder.RunLock`), so a second process resuming
     a live run stops with RunFolderLocked. A ``package.module:factory`` model recorded in the
