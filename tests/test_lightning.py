@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 from fastrobust.attacks import L2, pgd  # noqa: E402
 from fastrobust.checkpoint import load_model  # noqa: E402
 from fastrobust.data.base import to_float  # noqa: E402
+from fastrobust.errors import ConfigError  # noqa: E402
 from fastrobust.lightning import AdversarialTraining  # noqa: E402
 from fastrobust.models import ModelSpec, build_model  # noqa: E402
 from fastrobust.training.config import AttackConfig, TrainConfig  # noqa: E402
@@ -107,3 +108,118 @@ def test_the_attack_runs_on_the_unwrapped_module_and_keeps_bn_statistics(digits,
     assert seen == [False, False, False, True] and net.training
     assert net[1].num_batches_tracked.item() == 1
     assert net[0].weight.grad is not None
+
+
+# -- methods that replay batches or change across epochs ------------------------------------------
+def _tiny_lightning_fit(digits, attack: AttackConfig, *, epochs: int, callbacks=(), **module_kw):
+    """Train a small CNN on 96 digits (3 batches of 32, fixed order), no validation."""
+    torch.manual_seed(0)
+    net = build_model(ModelSpec("small_cnn", 10, 1, 8, digits.mean, digits.std))
+    module = AdversarialTraining(net, attack, eval_steps=2, **module_kw)
+    data = TensorDataset(to_float(digits.train_x[:96]), digits.train_y[:96])
+    trainer = lightning.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=list(callbacks),
+    )
+    trainer.fit(module, DataLoader(data, batch_size=32))
+    return module, trainer
+
+
+class _TrainForwards(lightning.Callback):
+    """Per training batch: the inputs of the model's forwards in train and in eval mode."""
+
+    def __init__(self) -> None:
+        self.batches: list[dict] = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self.batches.append(
+            {"epoch": trainer.current_epoch, "x": batch[0], "train": [], "eval": []}
+        )
+        self._hook = module.model.register_forward_hook(self._record)
+
+    def _record(self, model, inputs, output) -> None:
+        self.batches[-1]["train" if model.training else "eval"].append(inputs[0].detach())
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self._hook.remove()
+        self.batches[-1]["carried"] = module.method.state_dict().get("delta")
+
+
+def test_lightning_free_replays_each_batch_and_carries_the_perturbation(digits, one_thread):
+    attack = AttackConfig(method="free", norm="l2", eps=EPS, replays=3)
+    seen = _TrainForwards()
+    module, trainer = _tiny_lightning_fit(
+        digits,
+        attack,
+        epochs=2,
+        callbacks=[seen],
+        check_batch=(to_float(digits.train_x[:16]), digits.train_y[:16]),
+    )
+    assert module.epochs_for(8) == 3  # ceil(8 passes / 3 replays)
+    # 2 epochs x 3 batches x 3 replays: an optimiser step (and a learning-rate step) per replay
+    assert trainer.global_step == 18
+    assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 18
+    assert len(seen.batches) == 6 and "overfit_check_pgd_acc" in trainer.callback_metrics
+    threat = attack.threat()
+    previous = None
+    for batch in seen.batches:
+        x = batch["x"]
+        assert len(batch["train"]) == 3 and not batch["eval"]  # one forward per replay, no attack
+        deltas = [inputs - x for inputs in batch["train"]]
+        assert all(threat.contains(d, x).all() for d in deltas)
+        assert not torch.equal(deltas[0], deltas[1])  # each backward moved the perturbation
+        start = torch.zeros_like(x) if previous is None else threat.project(previous, x)
+        torch.testing.assert_close(deltas[0], start)  # carried over from the last batch
+        previous = batch["carried"]
+        assert threat.contains(previous, x).all() and previous.abs().sum() > 0
+    # a Lightning checkpoint carries the perturbation and the check's best reading
+    saved: dict = {}
+    module.on_save_checkpoint(saved)
+    restored = AdversarialTraining(torch.nn.Linear(64, 10), attack)
+    restored.on_load_checkpoint(saved)
+    assert torch.equal(restored.method.state_dict()["delta"], previous)
+    assert restored.monitor.best == module.monitor.best >= 0
+
+
+@pytest.mark.parametrize(
+    "schedule,settings,expected",
+    [
+        ("linear", {}, [1, 2, 3]),
+        ("switch", {"curriculum_switch": 0.5}, [1, 1, 3]),
+    ],
+)
+def test_lightning_curriculum_follows_its_schedule_per_epoch(
+    digits, one_thread, schedule, settings, expected
+):
+    attack = AttackConfig(method="curriculum", curriculum=schedule, steps=3, eps=EPS, **settings)
+    seen = _TrainForwards()
+    module, _ = _tiny_lightning_fit(digits, attack, epochs=3, callbacks=[seen])
+    # per batch: one eval-mode forward per attack step (BN statistics untouched), one update
+    steps = {b["epoch"]: len(b["eval"]) for b in seen.batches if len(b["train"]) == 1}
+    assert [steps[e] for e in range(3)] == expected
+    assert [a.split(": ")[1].split("-step")[0] for a in module.epoch_attacks] == [
+        str(s) for s in expected
+    ]
+
+
+def test_lightning_adaptive_curriculum_switches_on_the_overfitting_check(
+    digits, one_thread, monkeypatch
+):
+    attack = AttackConfig(
+        method="curriculum", curriculum="adaptive", curriculum_patience=1, steps=3, eps=EPS
+    )
+    with pytest.raises(ConfigError, match="check_batch=.*or use curriculum linear or switch"):
+        AdversarialTraining(torch.nn.Linear(64, 10), attack)
+    readings = iter([0.3, 0.3, 0.3])  # no improvement after epoch 1: K steps from epoch 3 on
+    monkeypatch.setattr(AdversarialTraining, "overfit_check", lambda self: next(readings))
+    seen = _TrainForwards()
+    check = (to_float(digits.train_x[:16]), digits.train_y[:16])
+    _tiny_lightning_fit(digits, attack, epochs=3, callbacks=[seen], check_batch=check)
+    steps = {b["epoch"]: len(b["eval"]) for b in seen.batches}
+    assert [steps[e] for e in range(3)] == [1, 1, 3]

@@ -160,9 +160,11 @@ class Free(SingleEpsStep):
     def loss(
         self, train_model: nn.Module, attack_model: nn.Module, x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        replay = x is self._x  # the same batch again: its update already projected delta
         self._apply_pending_update()
-        delta = carry_perturbation(self.threat, self.delta, x).requires_grad_(True)
-        self.delta, self._x = delta, x
+        if not replay or self.delta is None:  # a new batch: carry delta over, projected for it
+            self.delta = carry_perturbation(self.threat, self.delta, x)
+        delta, self._x = self.delta.requires_grad_(True), x
         logits = train_model(x + delta)  # the weight update's backward also fills delta.grad
         return functional.cross_entropy(logits.float(), y), logits
 
@@ -241,6 +243,10 @@ class Curriculum(TrainingMethod):
         steps = CURRICULUM_SCHEDULES[self.schedule](self, epoch, total)
         if steps != self.adversary.steps:
             self.adversary = self._adversary(steps)
+
+    @property
+    def needs_overfitting_check(self) -> bool:
+        return self.schedule == "adaptive"
 
     def end_epoch(self, check_acc: float | None, collapsed: bool) -> None:
         if check_acc is None:

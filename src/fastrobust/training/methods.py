@@ -96,6 +96,11 @@ class TrainingMethod:
         """Called after each epoch with the fixed-batch PGD accuracy (None: not measured) and
         whether the overfitting monitor saw a collapse; the same values on every rank."""
 
+    @property
+    def needs_overfitting_check(self) -> bool:
+        """Whether :meth:`end_epoch` must get the check's reading for the method to work."""
+        return False
+
     def state_dict(self) -> dict[str, Any]:
         """What the method carries between epochs (saved in ``last.pt``)."""
         return {}

@@ -41,18 +41,30 @@ def build_optimiser(
     return optimizer, scheduler
 
 
-def check_epochs_change(cfg: OptimisationConfig, *, done: int, epochs: int) -> None:
+def check_epochs_change(
+    cfg: OptimisationConfig,
+    *,
+    done: int,
+    epochs: int,
+    epochs_to_run: Callable[[int], int] | None = None,
+) -> None:
     """Raise ConfigError unless a run planned for ``cfg.epochs`` epochs, ``done`` of them
     trained, can continue to ``epochs`` as if it had been planned that way.
+
+    ``epochs`` is the epoch budget, as the config's ``epochs``; ``epochs_to_run`` maps it to
+    the epochs the run lasts (the training method's, e.g. ``ceil(epochs / replays)`` for free
+    adversarial training, whose ``done`` counts epochs of replayed batches).
 
     ``step`` and ``constant`` learning rates depend only on the epoch reached, so the longer
     (or shorter) run is exactly a continuation. ``onecycle`` lays its warm-up and decay out
     over the planned total: a new total would change the learning rate of epochs already
     trained, so it is refused. Fewer epochs than ``done`` are always refused.
     """
-    if epochs < done:
+    runs = epochs if epochs_to_run is None else epochs_to_run(epochs)
+    if runs < done:
+        means = "" if runs == epochs else f" ({runs} epochs of replayed batches)"
         raise ConfigError(
-            f"--epochs {epochs} is below the {done} epochs this run has already trained "
+            f"--epochs {epochs}{means} is below the {done} epochs this run has already trained "
             "(a trained epoch cannot be undone; its best.pt and metrics stay as they are)"
         )
     if epochs != cfg.epochs and cfg.schedule == "onecycle":

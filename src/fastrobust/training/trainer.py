@@ -479,8 +479,10 @@ def resume(
 
     ``epochs`` changes the planned total where the schedule allows it
     (:func:`~fastrobust.training.optimisation.check_epochs_change`: step and constant
-    schedules, never below the epochs done); the change is recorded in ``last.pt`` and
-    ``summary.json`` (``extensions``), never in ``config.yaml``. A run already at its total
+    schedules, never below the epochs done). It is the epoch budget, as ``fit``'s config
+    ``epochs``: a free run (``replays`` m) continues to ``ceil(epochs / m)`` epochs, so
+    resuming with ``epochs=N`` equals a run started with N. The change is recorded in
+    ``last.pt`` and ``summary.json`` (``extensions``), never in ``config.yaml``. A run already at its total
     returns at once with ``nothing_to_do`` set, writing nothing. The run folder is locked while
     training (:class:`~fastrobust.training.run_folder.RunLock`), so a second process resuming
     a live run stops with RunFolderLocked. A ``package.module:factory`` model recorded in the
@@ -515,13 +517,14 @@ def resume(
             cfg.subsets = "legacy"
         if "flip" not in recorded and cfg.dataset == "imagefolder":  # ... and it always flipped
             cfg.flip = True
-        done = int(state["epoch"])
-        if (epochs if epochs is not None else cfg.epochs) == done:
+        done = int(state["epoch"])  # epochs run (free: epochs of replayed batches)
+        runs = build_method(cfg.attack).epochs_to_run  # --epochs is a budget, as in fit
+        if runs(epochs if epochs is not None else cfg.epochs) == done:
             folder.unlock()
             log.info("%s has trained %d epochs: nothing to do", folder.path, done)
             return TrainResult(folder.path, epochs_done=done, nothing_to_do=True)
         if epochs is not None:
-            check_epochs_change(cfg.optimisation, done=done, epochs=epochs)
+            check_epochs_change(cfg.optimisation, done=done, epochs=epochs, epochs_to_run=runs)
         for key, value in overrides.items():
             if value is not None:
                 setattr(cfg, key, value)
