@@ -151,12 +151,14 @@ def test_help_groups_flags_by_config_section(capsys):
 
 
 def test_flag_types_come_from_the_annotations():
-    from fastrobust.cli.train import flag_type
+    from fastrobust.cli.train import flag_type, int_or_word
 
     assert flag_type(int | None) is int and flag_type(float) is float
     assert flag_type(bool) is bool and flag_type(str | None) is str
+    assert flag_type(int | str) is int_or_word  # eval_every: a number or auto
+    assert (int_or_word("3"), int_or_word("auto")) == (3, "auto")
     with pytest.raises(TypeError):
-        flag_type(int | str)
+        flag_type(int | float)
     with pytest.raises(TypeError):
         flag_type(list)
 
