@@ -260,7 +260,7 @@ class EvaluationConfig:
 
     eval_every: int | str = "auto"
     """validate (clean + adversarial) every this many epochs and at the last; auto: the
-    smallest interval at which validation costs at most 5% of the training's attack work
+    smallest interval at which validation costs at most 5 percent of the training's attack work
     (forward-backward passes per image: validation images x (eval_steps + 1) per validation
     against training images x (attack steps + 1) x replays per epoch), recorded resolved in
     config.yaml (digits: every 28 epochs; CIFAR-10, fast: every 3; PGD-7: every epoch)"""
@@ -276,7 +276,7 @@ class EvaluationConfig:
     overfit_check_every: int | str = "auto"
     """run the overfitting check every this many epochs; auto: every epoch when the run acts on
     it (early_stop, curriculum adaptive), else the smallest interval at which it costs at most
-    2% of the training's attack work (check images x (eval_steps + 1) passes, as eval_every),
+    2 percent of the training's attack work (check images x (eval_steps + 1) passes, as eval_every),
     recorded resolved in config.yaml (digits: every 13 epochs; CIFAR-10: every epoch)"""
     early_stop: bool = False
     """stop and restore the last good weights when catastrophic overfitting is detected
