@@ -132,10 +132,22 @@ def _print_table_one(runs: list[Any], baseline: int, out: Path) -> None:
         write_rows_csv(rows, out / "table1.csv")
     print(f"Table I: training time (relative to {runs[baseline].name})")
     headers = ["run", "method", "GPUs", "batch", "epochs", "best ep", "best acc", "best by"]
-    headers += ["h to last", "h to best", "rel last", "rel best"]
+    headers += ["h to last", "h to best", "rel last", "rel best", "test adv", "best test adv"]
     keys = ["run", "method", "gpus", "batch_size", "epochs", "best_epoch", "best_acc", "best_by"]
     keys += ["hours_to_last", "hours_to_best", "rel_last", "rel_best"]
+    keys += ["test_adv_acc", "best_test_adv_acc"]
     print(_table(headers, [[row[k] for k in keys] for row in rows]))
+
+
+def _eval_every(recorded: dict[str, Any], value: Any, n_train: int, n_test: int) -> int:
+    """A run's validation interval; ``auto`` resolved as the trainer resolves it."""
+    from fastrobust.training.config import SECTION_OF, TrainConfig
+    from fastrobust.training.validation import between_epoch_intervals
+
+    if value != "auto":
+        return int(value)
+    cfg = TrainConfig(**{k: v for k, v in recorded.items() if k in SECTION_OF})
+    return between_epoch_intervals(cfg, n_train=n_train, n_test=n_test).eval_every
 
 
 def _pivot(estimates: list[Any], key: str, methods: list[str]) -> list[list[Any]]:
@@ -181,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
         train_size=args.train_size or n_train,
         val_size=args.val_size if args.val_size is not None else val_default,
         epochs=pick("epochs", 30),
-        eval_every=pick("eval_every", 1),
+        eval_every=_eval_every(first, pick("eval_every", 1), n_train, n_test),
         eval_steps=pick("eval_steps", 10),
         check_size=min(first.get("overfit_check_size", defaults.overfit_check_size), n_train),
     )
