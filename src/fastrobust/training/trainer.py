@@ -333,7 +333,8 @@ class Trainer:
     # -- between epochs ---------------------------------------------------------------------------
     def _check_and_validate(self, metrics: dict[str, Any]) -> bool:
         """Overfitting check (rank 0) and validation after the epoch just trained, on their own
-        random stream, so that they do not change training's; returns whether it collapsed."""
+        random stream, so that they do not change training's; returns whether it collapsed.
+        Each records its seconds (``check_time_s``, ``val_time_s``, ``test_time_s``)."""
         cfg, epoch = self.cfg, self.state.epoch + 1
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
@@ -341,7 +342,9 @@ class Trainer:
             collapsed, acc = False, None
             check_due = epoch % self.intervals.overfit_check_every == 0
             if check_due and self.world.is_main and len(self.check_idx) > 0:
+                t0 = time.perf_counter()
                 acc = metrics["overfit_check_pgd_acc"] = self.overfit_check()
+                metrics["check_time_s"] = time.perf_counter() - t0
                 collapsed = self.monitor.update(acc, epoch=epoch)
                 if collapsed:
                     metrics["catastrophic_overfitting"] = True
@@ -354,10 +357,14 @@ class Trainer:
                 self.monitor.restore(good)  # type: ignore[arg-type]
             last = epoch == self.total_epochs
             if epoch % self.intervals.eval_every == 0 or last or stop:
+                t0 = time.perf_counter()
                 metrics["val_clean_acc"], metrics["val_adv_acc"] = self.validate()
+                metrics["val_time_s"] = time.perf_counter() - t0
             if (last or stop) and not self.val_subset.is_whole_split:
                 # the final weights on the whole test set, once (validation used a subset)
+                t0 = time.perf_counter()
                 metrics["test_clean_acc"], metrics["test_adv_acc"] = self.validate(whole_split=True)
+                metrics["test_time_s"] = time.perf_counter() - t0
         return collapsed
 
     def _record(self, metrics: dict[str, Any]) -> None:
