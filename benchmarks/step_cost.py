@@ -15,7 +15,11 @@ schedule's average cost per step.
 
     python benchmarks/step_cost.py [--model preact_resnet18] [--batch 64] [--repeats 7]
         [--image-size 32] [--classes 10]   (224-px Restricted ImageNet: --model resnet50_imagenet
-        --image-size 224 --classes 9)
+        --image-size 224 --classes 9) [--methods standard,fast,pgd7] [--amp none|bf16]
+        [--channels-last] [--compile]
+
+``--amp``, ``--channels-last`` and ``--compile`` are the trainer's speed options (autocast of
+the whole step, NHWC model and inputs, ``torch.compile`` of the model the step runs).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import torch
 from fastrobust.models import ModelSpec, build_model
 from fastrobust.training.config import AttackConfig
 from fastrobust.training.methods import build_method
-from fastrobust.training.step import training_step
+from fastrobust.training.step import autocast_context, training_step
 
 FLOORS = {
     "standard": 1.0,
@@ -51,6 +55,10 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--image-size", type=int, default=32, help="square RGB images (default: 32)")
     p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--methods", help="comma-separated subset (default: all; standard first)")
+    p.add_argument("--amp", default="none", choices=["none", "bf16"])
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
     args = p.parse_args()
 
     device = torch.device(args.device)
@@ -58,8 +66,13 @@ def main() -> None:
     size = args.image_size
     spec = ModelSpec(args.model, args.classes, 3, size, [0.49, 0.48, 0.45], [0.25, 0.24, 0.26])
     model = build_model(spec).to(device).train()
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    step_model = torch.compile(model) if args.compile else model
     x = torch.rand(args.batch, 3, size, size, device=device)
+    if args.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, args.classes, (args.batch,), device=device)
     methods = {  # L2 eps 0.5: fast alpha 1.5 eps, pgd7 alpha 2.5 eps / 7, the others' defaults
         "standard": build_method(AttackConfig(method="standard", eps=0.5)),
@@ -70,6 +83,12 @@ def main() -> None:
         "gradalign": build_method(AttackConfig(method="gradalign", eps=0.5)),
         "curriculum": build_method(AttackConfig(method="curriculum", eps=0.5)),
     }
+    if args.methods:
+        chosen = ["standard", *(m for m in args.methods.split(",") if m != "standard")]
+        unknown = sorted(set(chosen) - set(methods))
+        if unknown:
+            p.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(methods)}")
+        methods = {name: methods[name] for name in chosen}
     schedule_epochs = max(args.repeats, 2)  # curriculum: one epoch of its schedule per repeat
 
     def one(name: str, repeat: int = 0) -> float:
@@ -77,7 +96,8 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        loss, _ = training_step(model, model, methods[name], opt, x, y)
+        autocast = autocast_context(args.amp, device)
+        loss, _ = training_step(step_model, step_model, methods[name], opt, x, y, autocast=autocast)
         float(loss)  # wait for the step to finish
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -90,17 +110,19 @@ def main() -> None:
         for name in methods:
             times[name].append(one(name, repeat))
     med = {name: statistics.median(ts) for name, ts in times.items()}
-    med["curriculum"] = statistics.mean(times["curriculum"])  # the schedule's average
+    if "curriculum" in times:
+        med["curriculum"] = statistics.mean(times["curriculum"])  # the schedule's average
     print(
         f"{args.model}, batch {args.batch}, {size}x{size}x3, device {device}, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}, median of {args.repeats}"
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}, median of {args.repeats}, "
+        f"amp={args.amp}, channels_last={args.channels_last}, compile={args.compile}"
     )
     print(f"{'method':<12}{'s/step':>10}{'img/s':>10}{'ratio':>8}{'floor':>8}{'target':>8}")
     ratios = {name: t / med["standard"] for name, t in med.items()}
     for name, t in med.items():
         target, floor = TARGETS.get(name), FLOORS[name]
         verdict = "" if target is None else ("  ok" if ratios[name] <= target else "  ABOVE TARGET")
-        if name == "curriculum":  # between fast and pgd7, as its schedule says
+        if name == "curriculum" and {"fast", "pgd7"} <= set(ratios):  # between them
             inside = ratios["fast"] <= ratios[name] <= ratios["pgd7"]
             verdict = "  between fast and pgd7" if inside else "  OUTSIDE fast..pgd7"
         print(

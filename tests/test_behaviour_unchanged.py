@@ -12,7 +12,7 @@ own random stream and (without early stopping) never touch training, so the weig
 other metric must still be bitwise the recorded ones.
 
 The default schedule changed on purpose too: ``eval_every`` and ``overfit_check_every`` are
-``auto`` (on digits every 28 and 13 epochs, so an 8-epoch default job validates at epoch 8
+``auto`` (on digits every 35 and 13 epochs, so an 8-epoch default job validates at epoch 8
 only and never checks). The recorded job validated and checked every epoch, so it is rerun
 with both intervals 1 and compared row by row as before; the default job itself must give the
 same weights bitwise, and the same clean validation accuracy at the epoch it validates."""
@@ -85,7 +85,7 @@ def test_default_schedule_leaves_training_bitwise_unchanged(tmp_path, single_thr
     rows, digest = _run(tmp_path, "auto")  # eval_every, overfit_check_every: auto
     assert digest == REFERENCE["weights_sha256"]
     validated = [r["epoch"] for r in rows if "val_clean_acc" in r]
-    assert validated == [len(rows)]  # every 28 epochs and at the last: the last only
+    assert validated == [len(rows)]  # every 35 epochs and at the last: the last only
     assert not any("overfit_check_pgd_acc" in r for r in rows)  # every 13: none in 8 epochs
     trained = {"train_loss", "train_acc", "lr"}
     for got, want in zip(rows, REFERENCE["metrics"], strict=True):

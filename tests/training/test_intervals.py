@@ -41,8 +41,8 @@ def test_bad_intervals_are_one_line_errors(kw, words):
 
 def test_auto_rule_scales_with_the_epochs_cost():
     digits = between_epoch_intervals(TrainConfig(), n_train=1437, n_test=360)
-    # one validation: 360 x 11 passes against 1437 x 2 per epoch: 5% -> every 28 epochs
-    assert (digits.eval_every, digits.overfit_check_every) == (28, 13)
+    # one validation: 360 x 11 passes against 1437 x 2 per epoch: 4% -> every 35 epochs
+    assert (digits.eval_every, digits.overfit_check_every) == (35, 13)
     assert (digits.epoch_work, digits.validation_work, digits.check_work) == (2874, 3960, 704)
     cifar = between_epoch_intervals(TrainConfig(), n_train=50_000, n_test=10_000)
     assert (cifar.eval_every, cifar.overfit_check_every) == (3, 1)  # 1000 of the 10k images
@@ -57,16 +57,17 @@ def test_auto_rule_scales_with_the_epochs_cost():
 
 
 def test_run_follows_and_records_the_resolved_intervals(tmp_path):
-    cfg = tiny_config(tmp_path, epochs=4, name="auto")  # 100 images x 4 passes, check 64 x 4
+    cfg = tiny_config(tmp_path, epochs=5, name="auto")  # 100 images x 4 passes, check 64 x 4
     result = fit(cfg)
     recorded = yaml.safe_load((result.run_dir / "config.yaml").read_text())
     assert recorded["evaluation"]["eval_every"] == "auto"
     want = between_epoch_intervals(cfg, n_train=1437, n_test=360)
-    assert recorded["resolved"]["eval_every"] == want.eval_every == 3
+    assert recorded["resolved"]["eval_every"] == want.eval_every == 4
     assert recorded["resolved"]["overfit_check_every"] == want.overfit_check_every == 5
     rows = result.history
-    assert [r["epoch"] for r in rows if "val_adv_acc" in r] == [3, 4]  # every 3 and the last
-    assert not any("overfit_check_pgd_acc" in r for r in rows)
+    assert [r["epoch"] for r in rows if "val_adv_acc" in r] == [4, 5]  # every 4 and the last
+    assert [r["epoch"] for r in rows if "overfit_check_pgd_acc" in r] == [5]
+    assert all(("val_time_s" in r) == ("val_adv_acc" in r) for r in rows)
 
 
 def test_best_epoch_is_measured_on_the_whole_test_set(tmp_path, monkeypatch):
