@@ -123,3 +123,16 @@ def test_best_epoch_that_is_the_last_is_not_measured_twice(tmp_path):
         result.test_clean_acc,
         result.test_adv_acc,
     )
+
+
+def test_run_recorded_before_the_check_interval_resumes_checking_every_epoch(tmp_path):
+    from fastrobust.checkpoint import load_checkpoint, save_checkpoint
+    from fastrobust.training.trainer import resume
+
+    cfg = tiny_config(tmp_path, epochs=1, schedule="constant", overfit_check_size=16, name="old")
+    run = fit(cfg).run_dir
+    state = load_checkpoint(run / "last.pt")
+    del state["config"]["overfit_check_every"]  # as written before the field existed
+    save_checkpoint(run / "last.pt", state)
+    resumed = resume(run, epochs=3)
+    assert [("overfit_check_pgd_acc" in r) for r in resumed.history] == [False, True, True]

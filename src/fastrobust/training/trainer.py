@@ -445,7 +445,7 @@ class Trainer:
         takes part; the model keeps its final weights afterwards)."""
         weights = None
         if self.world.is_main:
-            weights = load_checkpoint(self.folder.best_pt, map_location=self.device)["model"]
+            weights = load_checkpoint(self.folder.best_pt)["model"]  # on the CPU
         if self.world.distributed:
             weights = distributed.broadcast_object(weights)
         final = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
