@@ -278,8 +278,9 @@ class EvaluationConfig:
     overfit_check_every: int | str = "auto"
     """run the overfitting check every this many epochs; auto: every epoch when the run acts on
     it (early_stop, curriculum adaptive), else the smallest interval at which it costs at most
-    2 percent of the training's attack work (check images x (eval_steps + 1) passes, as eval_every),
-    recorded resolved in config.yaml (digits: every 13 epochs; CIFAR-10: every epoch)"""
+    2 percent of the training's attack work (check images x (eval_steps + 1) passes, counted
+    as for eval_every), recorded resolved in config.yaml (digits: every 13 epochs; CIFAR-10:
+    every epoch)"""
     early_stop: bool = False
     """stop and restore the last good weights when catastrophic overfitting is detected
     (needs overfit_check_size > 0 and an adversarial training method)"""

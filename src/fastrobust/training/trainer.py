@@ -5,11 +5,11 @@ unwrapped model, the weight update goes through the (possibly DDP-wrapped) model
 al. 2020, Algorithm 1). Per epoch: the catastrophic-overfitting check on a fixed training
 batch (:mod:`~fastrobust.training.monitor`) every ``overfit_check_every`` epochs, validation
 (clean + PGD) every ``eval_every`` epochs (both resolved by
-:func:`~fastrobust.training.validation.between_epoch_intervals`), one metrics row, ``last.pt`` (the :class:`~fastrobust.training.state.TrainState`) and
-``best.pt`` (the :class:`~fastrobust.training.state.BestEpoch`), and the wall-clock time, so
-time-to-last and time-to-best epoch are known (the paper's Table I). At the end, the final
-weights and (when they differ) the best epoch's are measured on the whole test set. See
-docs/architecture.md.
+:func:`~fastrobust.training.validation.between_epoch_intervals`), one metrics row,
+``last.pt`` (the :class:`~fastrobust.training.state.TrainState`) and ``best.pt`` (the
+:class:`~fastrobust.training.state.BestEpoch`), and the wall-clock time, so time-to-last and
+time-to-best epoch are known (the paper's Table I). At the end, the final weights and (when
+they differ) the best epoch's are measured on the whole test set. See docs/architecture.md.
 """
 
 from __future__ import annotations
