@@ -46,6 +46,7 @@ SETTING: dict[str, Any] = dict(
     epochs=30,
     seed=0,
     overfit_check_size=128,
+    overfit_check_every=1,  # the collapse epoch is read from the check after every epoch
     eval_steps=10,
 )
 #: per method: fast and gradalign take the large step (2 * eps, Wong et al. 2020's failing

@@ -22,6 +22,10 @@ work done. The wall-clock time is shown next to it. On a GPU the clock is the wa
     python benchmarks/step_cost.py [--model preact_resnet18] [--batch 64] [--repeats 7]
         [--image-size 32] [--classes 10] [--clock auto|cpu|wall]
         (224-px Restricted ImageNet: --model resnet50_imagenet --image-size 224 --classes 9)
+        [--methods standard,fast,pgd7] [--amp none|bf16] [--channels-last] [--compile]
+
+``--amp``, ``--channels-last`` and ``--compile`` are the trainer's speed options (autocast of
+the whole step, NHWC model and inputs, ``torch.compile`` of the model the step runs).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import torch
 from fastrobust.models import ModelSpec, build_model
 from fastrobust.training.config import AttackConfig
 from fastrobust.training.methods import build_method
-from fastrobust.training.step import training_step
+from fastrobust.training.step import autocast_context, training_step
 
 FLOORS = {
     "standard": 1.0,
@@ -63,6 +67,10 @@ def main() -> None:
         default="auto",
         help="what the ratios are measured in (auto: CPU time on a CPU, wall clock on a GPU)",
     )
+    p.add_argument("--methods", help="comma-separated subset (default: all; standard first)")
+    p.add_argument("--amp", default="none", choices=["none", "bf16"])
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
     args = p.parse_args()
 
     device = torch.device(args.device)
@@ -71,8 +79,13 @@ def main() -> None:
     size = args.image_size
     spec = ModelSpec(args.model, args.classes, 3, size, [0.49, 0.48, 0.45], [0.25, 0.24, 0.26])
     model = build_model(spec).to(device).train()
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    step_model = torch.compile(model) if args.compile else model
     x = torch.rand(args.batch, 3, size, size, device=device)
+    if args.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, args.classes, (args.batch,), device=device)
     methods = {  # L2 eps 0.5: fast alpha 1.5 eps, pgd7 alpha 2.5 eps / 7, the others' defaults
         "standard": build_method(AttackConfig(method="standard", eps=0.5)),
@@ -83,6 +96,12 @@ def main() -> None:
         "gradalign": build_method(AttackConfig(method="gradalign", eps=0.5)),
         "curriculum": build_method(AttackConfig(method="curriculum", eps=0.5)),
     }
+    if args.methods:
+        chosen = ["standard", *(m for m in args.methods.split(",") if m != "standard")]
+        unknown = sorted(set(chosen) - set(methods))
+        if unknown:
+            p.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(methods)}")
+        methods = {name: methods[name] for name in chosen}
     schedule_epochs = max(args.repeats, 2)  # curriculum: one epoch of its schedule per repeat
 
     def one(name: str, repeat: int = 0) -> tuple[float, float]:
@@ -91,7 +110,8 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         c0, t0 = time.process_time(), time.perf_counter()
-        loss, _ = training_step(model, model, methods[name], opt, x, y)
+        autocast = autocast_context(args.amp, device)
+        loss, _ = training_step(step_model, step_model, methods[name], opt, x, y, autocast=autocast)
         float(loss)  # wait for the step to finish
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -108,13 +128,16 @@ def main() -> None:
             wall[name].append(w)
     times = cpu if clock == "cpu" else wall
     med = {name: statistics.median(ts) for name, ts in times.items()}
-    med["curriculum"] = statistics.mean(times["curriculum"])  # the schedule's average
+    if "curriculum" in times:
+        med["curriculum"] = statistics.mean(times["curriculum"])  # the schedule's average
     wall_med = {name: statistics.median(ts) for name, ts in wall.items()}
-    wall_med["curriculum"] = statistics.mean(wall["curriculum"])
+    if "curriculum" in wall:
+        wall_med["curriculum"] = statistics.mean(wall["curriculum"])
     print(
         f"{args.model}, batch {args.batch}, {size}x{size}x3, device {device}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, median of {args.repeats}, "
-        f"ratios in {'CPU time' if clock == 'cpu' else 'wall-clock time'}"
+        f"ratios in {'CPU time' if clock == 'cpu' else 'wall-clock time'}, "
+        f"amp={args.amp}, channels_last={args.channels_last}, compile={args.compile}"
     )
     head = "cpu s/step" if clock == "cpu" else "s/step"
     print(f"{'method':<12}{head:>11}{'wall s':>9}{'img/s':>8}{'ratio':>8}{'floor':>8}{'target':>8}")
@@ -122,7 +145,7 @@ def main() -> None:
     for name, t in med.items():
         target, floor = TARGETS.get(name), FLOORS[name]
         verdict = "" if target is None else ("  ok" if ratios[name] <= target else "  ABOVE TARGET")
-        if name == "curriculum":  # between fast and pgd7, as its schedule says
+        if name == "curriculum" and {"fast", "pgd7"} <= set(ratios):  # between them
             inside = ratios["fast"] <= ratios[name] <= ratios["pgd7"]
             verdict = "  between fast and pgd7" if inside else "  OUTSIDE fast..pgd7"
         print(

@@ -9,7 +9,13 @@ overfitting monitor's fixed training batch is now a class-stratified sample
 validation and the check attack in chunks of the per-rank training batch (not of
 ``max(global batch, 256)``), so their random starts are drawn in other chunks. Both run on their
 own random stream and (without early stopping) never touch training, so the weights and every
-other metric must still be bitwise the recorded ones."""
+other metric must still be bitwise the recorded ones.
+
+The default schedule changed on purpose too: ``eval_every`` and ``overfit_check_every`` are
+``auto`` (on digits every 35 and 13 epochs, so an 8-epoch default job validates at epoch 8
+only and never checks). The recorded job validated and checked every epoch, so it is rerun
+with both intervals 1 and compared row by row as before; the default job itself must give the
+same weights bitwise, and the same clean validation accuracy at the epoch it validates."""
 
 from __future__ import annotations
 
@@ -58,16 +64,34 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
-def test_default_job_is_bitwise_unchanged(tmp_path, single_thread):
-    cfg = fr.TrainConfig(**REFERENCE["train_config"], out_dir=str(tmp_path), name="ref")
+def _run(tmp_path: Path, name: str, **settings) -> tuple[list[dict], str]:
+    """Metrics rows and the final weights' digest of the reference job with ``settings``."""
+    cfg = fr.TrainConfig(**REFERENCE["train_config"], out_dir=str(tmp_path), name=name, **settings)
     result = fr.fit(cfg)
     state = load_checkpoint(result.run_dir / "last.pt")
-    rows = [
-        json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
-    ]
+    lines = (result.run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines], _weights_sha256(state["model"])
+
+
+def test_default_job_is_bitwise_unchanged(tmp_path, single_thread):
+    # the schedule the reference was recorded with: validation and check after every epoch
+    rows, digest = _run(tmp_path, "ref", eval_every=1, overfit_check_every=1)
     assert [_without_times(r) for r in rows] == [_without_times(r) for r in REFERENCE["metrics"]]
     assert all(0 <= r["val_adv_acc"] <= 1 and 0 <= r["overfit_check_pgd_acc"] <= 1 for r in rows)
-    assert _weights_sha256(state["model"]) == REFERENCE["weights_sha256"]
+    assert digest == REFERENCE["weights_sha256"]
+
+
+def test_default_schedule_leaves_training_bitwise_unchanged(tmp_path, single_thread):
+    rows, digest = _run(tmp_path, "auto")  # eval_every, overfit_check_every: auto
+    assert digest == REFERENCE["weights_sha256"]
+    validated = [r["epoch"] for r in rows if "val_clean_acc" in r]
+    assert validated == [len(rows)]  # every 35 epochs and at the last: the last only
+    assert not any("overfit_check_pgd_acc" in r for r in rows)  # every 13: none in 8 epochs
+    trained = {"train_loss", "train_acc", "lr"}
+    for got, want in zip(rows, REFERENCE["metrics"], strict=True):
+        assert {k: got[k] for k in trained} == {k: want[k] for k in trained}
+        if "val_clean_acc" in got:
+            assert got["val_clean_acc"] == want["val_clean_acc"]
 
 
 def test_pre_redesign_checkpoint_evaluates_the_same(single_thread):

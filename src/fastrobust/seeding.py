@@ -19,6 +19,8 @@ stream                    decides
                           in runs recorded before, resumed with ``subsets: legacy``)
 ``between_epochs(epoch)`` overfitting check and validation (forked, so they leave training's
                           streams untouched)
+``best_epoch_test(e)``    the random starts of the best epoch's weights measured on the whole
+                          test set at the end of a run (forked likewise)
 ========================  =====================================================================
 
 Derivation: ``random_starts`` comes from :func:`derive_seed`, a
@@ -40,6 +42,8 @@ import torch
 
 #: stream id in the ``derive_seed`` key of the per-rank random starts
 RANDOM_STARTS_STREAM = 0x52414E4B
+#: stream id of the best epoch's test-set measurement at the end of a run
+BEST_EPOCH_TEST_STREAM = 0x42455354
 
 
 def derive_seed(*key: int) -> int:
@@ -83,3 +87,6 @@ class RunSeeds:
 
     def between_epochs(self, epoch: int) -> int:
         return self.seed * 7919 + epoch
+
+    def best_epoch_test(self, epoch: int) -> int:
+        return derive_seed(self.seed, BEST_EPOCH_TEST_STREAM, epoch, 0)

@@ -20,7 +20,22 @@ def test_train_prints_accuracies_and_run_folder(tmp_path, capsys):
     code, out, err = _run(["-q", "train", "--out-dir", str(tmp_path), "--name", "a", *FAST], capsys)
     assert code == 0, err
     assert "validation accuracy: clean" in out and "adversarial" in out
+    assert "test set (360 images), final weights: clean" in out
+    assert "best epoch 1 (best.pt)" not in out  # the best epoch is the last: one line
     assert f"run folder: {tmp_path / 'a'}" in out
+
+
+def test_train_prints_the_best_epoch_on_the_test_set_when_it_is_not_the_last(capsys):
+    from fastrobust.cli.train import _report
+    from fastrobust.training.run_folder import TrainResult
+
+    result = TrainResult("r", epochs_done=3, best_epoch=1, best_value=0.5, time_to_best_s=1.0)
+    result.test_images, result.test_clean_acc, result.test_adv_acc = 360, 0.9, 0.2
+    result.best_test_clean_acc, result.best_test_adv_acc = 0.8, 0.3
+    _report(result)
+    out = capsys.readouterr().out
+    assert "test set (360 images), final weights: clean 0.9000, adversarial 0.2000" in out
+    assert "test set, best epoch 1 (best.pt): clean 0.8000, adversarial 0.3000" in out
 
 
 def test_train_from_yaml_with_flag_override(tmp_path, capsys):
@@ -151,12 +166,14 @@ def test_help_groups_flags_by_config_section(capsys):
 
 
 def test_flag_types_come_from_the_annotations():
-    from fastrobust.cli.train import flag_type
+    from fastrobust.cli.train import flag_type, int_or_word
 
     assert flag_type(int | None) is int and flag_type(float) is float
     assert flag_type(bool) is bool and flag_type(str | None) is str
+    assert flag_type(int | str) is int_or_word  # eval_every: a number or auto
+    assert (int_or_word("3"), int_or_word("auto")) == (3, "auto")
     with pytest.raises(TypeError):
-        flag_type(int | str)
+        flag_type(int | float)
     with pytest.raises(TypeError):
         flag_type(list)
 

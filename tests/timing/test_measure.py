@@ -148,6 +148,8 @@ def test_validation_cost_scales_with_its_schedule():
     assert val(eval_every=1) > val(eval_every=5) > val(eval_every=20) > val(val_size=0)
     assert val(eval_steps=20) > val(eval_steps=10)
     assert val(val_size=0, check_size=0) == 0.0
+    every, fifth = val(val_size=0), val(val_size=0, check_every=5)  # the check alone
+    assert fifth == pytest.approx(every / 5)
 
 
 def test_estimate_rejects_a_batch_that_does_not_divide():

@@ -23,6 +23,7 @@ def test_table_one_hours_and_ratios(tmp_path):
         7200,
     )
     assert (fast.best_epoch, fast.best_value, fast.best_metric) == (3, 0.45, "val_adv_acc")
+    assert pgd.test_adv_acc is None  # summary.json without test-set accuracies
     rows = table_one([pgd, fast], baseline=0)
     assert rows[0]["hours_to_last"] == 3.0 and rows[0]["rel_last"] == 1.0
     assert rows[1]["hours_to_last"] == 0.75 and rows[1]["hours_to_best"] == 0.75
@@ -50,6 +51,10 @@ def test_read_run_of_a_real_training_run(tmp_path, digits):
     assert r.time_to_last_s == pytest.approx(result.time_to_last_s)
     assert (r.best_epoch, r.time_to_best_s) == (result.best_epoch, result.time_to_best_s)
     assert r.best_value == pytest.approx(result.best_value)
+    assert r.test_adv_acc == result.test_adv_acc is not None  # from summary.json
+    assert r.best_test_adv_acc == result.best_test_adv_acc is not None
+    row = table_one([r])[0]
+    assert (row["test_adv_acc"], row["best_test_adv_acc"]) == (r.test_adv_acc, r.best_test_adv_acc)
 
 
 def test_read_run_refuses_what_is_not_a_run(tmp_path):

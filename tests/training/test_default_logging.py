@@ -39,7 +39,7 @@ def test_plain_script_sees_progress_and_summary_until_silenced(tmp_path):
     assert done.stdout == ""  # library code does not print
     shown, silenced = done.stderr.split("SILENCED BELOW\n")
     assert "epoch 1/1 | loss" in shown and "val adv" in shown
-    assert "validation on a class-stratified sample of 20 of 360 test points" in shown
+    assert "validation every 1 epoch(s) on a class-stratified sample of 20 of 360 test" in shown
     assert "it/s" in shown  # the progress bar
     assert silenced == ""
     assert (tmp_path / "silenced" / "summary.json").is_file()

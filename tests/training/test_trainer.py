@@ -144,7 +144,7 @@ def test_early_stop_restores_last_good_weights(tmp_path, monkeypatch):
 def test_collapse_is_only_warned_without_early_stop(tmp_path, monkeypatch, caplog):
     checks = iter([0.5, 0.6, 0.05])
     monkeypatch.setattr(Trainer, "overfit_check", lambda self: next(checks))
-    result = fit(tiny_config(tmp_path, name="w", epochs=3))
+    result = fit(tiny_config(tmp_path, name="w", epochs=3, overfit_check_every=1))
     assert result.collapsed_at is None and result.epochs_done == 3
     assert "catastrophic overfitting" in caplog.text
 

@@ -132,10 +132,27 @@ def _print_table_one(runs: list[Any], baseline: int, out: Path) -> None:
         write_rows_csv(rows, out / "table1.csv")
     print(f"Table I: training time (relative to {runs[baseline].name})")
     headers = ["run", "method", "GPUs", "batch", "epochs", "best ep", "best acc", "best by"]
-    headers += ["h to last", "h to best", "rel last", "rel best"]
+    headers += ["h to last", "h to best", "rel last", "rel best", "test adv", "best test adv"]
     keys = ["run", "method", "gpus", "batch_size", "epochs", "best_epoch", "best_acc", "best_by"]
     keys += ["hours_to_last", "hours_to_best", "rel_last", "rel_best"]
+    keys += ["test_adv_acc", "best_test_adv_acc"]
     print(_table(headers, [[row[k] for k in keys] for row in rows]))
+
+
+def _intervals(
+    recorded: dict[str, Any], eval_every: Any, n_train: int, n_test: int
+) -> tuple[int, int]:
+    """Validation and check intervals of the first run's config (``auto`` resolved as the
+    trainer resolves it), with ``eval_every`` as given; every epoch without a run."""
+    from fastrobust.training.config import SECTION_OF, TrainConfig
+    from fastrobust.training.validation import between_epoch_intervals
+
+    if not recorded:
+        return int(eval_every), 1
+    settings = {k: v for k, v in recorded.items() if k in SECTION_OF}
+    cfg = TrainConfig(**{**settings, "eval_every": eval_every})
+    resolved = between_epoch_intervals(cfg, n_train=n_train, n_test=n_test)
+    return resolved.eval_every, resolved.overfit_check_every
 
 
 def _pivot(estimates: list[Any], key: str, methods: list[str]) -> list[list[Any]]:
@@ -177,13 +194,15 @@ def run(args: argparse.Namespace) -> int:
     defaults = EvaluationConfig()
     eval_limit = first.get("eval_limit", defaults.eval_limit)
     val_default = min(eval_limit, n_test) if eval_limit else n_test
+    eval_every, check_every = _intervals(first, pick("eval_every", 1), n_train, n_test)
     schedule = measure.Schedule(
         train_size=args.train_size or n_train,
         val_size=args.val_size if args.val_size is not None else val_default,
         epochs=pick("epochs", 30),
-        eval_every=pick("eval_every", 1),
+        eval_every=eval_every,
         eval_steps=pick("eval_steps", 10),
         check_size=min(first.get("overfit_check_size", defaults.overfit_check_size), n_train),
+        check_every=check_every,
     )
     for name in ("repeats", "procs", "global_batch"):
         if getattr(args, name) is not None and getattr(args, name) < 1:

@@ -14,10 +14,21 @@ from fastrobust.errors import ConfigError
 from fastrobust.training.config import SECTION_OF, SECTIONS, TrainConfig, field_docs
 
 
-def flag_type(annotation: Any) -> type:
-    """The flag type of a field annotation: ``int | None`` -> int, ``bool`` -> bool."""
+def int_or_word(text: str) -> int | str:
+    """A flag value of an ``int | str`` field: a whole number, or a word such as ``auto``."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def flag_type(annotation: Any) -> Any:
+    """The flag type of a field annotation: ``int | None`` -> int, ``bool`` -> bool,
+    ``int | str`` -> :func:`int_or_word` (the field checks the word)."""
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if set(kinds) == {int, str}:
+            return int_or_word
         if len(kinds) != 1:
             raise TypeError(f"config field type {annotation} has no single flag type")
         annotation = kinds[0]
@@ -106,6 +117,16 @@ def _report(result: Any) -> None:
             f"best {result.best_metric.replace('val_', '').replace('_acc', '')} accuracy "
             f"{result.best_value:.4f} at epoch {result.best_epoch} "
             f"({result.time_to_best_s:.1f}s); {result.epochs_done} epochs in {result.time_to_last_s:.1f}s"
+        )
+    if result.test_adv_acc is not None:
+        print(
+            f"test set ({result.test_images} images), final weights: clean "
+            f"{result.test_clean_acc:.4f}, adversarial {result.test_adv_acc:.4f}"
+        )
+    if result.best_test_adv_acc is not None and result.best_epoch != result.epochs_done:
+        print(
+            f"test set, best epoch {result.best_epoch} (best.pt): clean "
+            f"{result.best_test_clean_acc:.4f}, adversarial {result.best_test_adv_acc:.4f}"
         )
     print(f"run folder: {result.run_dir}")
 

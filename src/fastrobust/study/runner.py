@@ -67,9 +67,12 @@ def _setup_lines(ctx: StudyContext) -> list[tuple[str, str]]:
     import fastrobust
     from fastrobust.models import count_parameters
     from fastrobust.timing.measure import describe_device
+    from fastrobust.training.validation import between_epoch_intervals
 
     cfg, data = ctx.config, ctx.data
     first = cfg.train_config(cfg.methods[0], out_dir=".")
+    n_train, n_test = len(data.train_y), len(data.test_y)
+    every = between_epoch_intervals(first, n_train=n_train, n_test=n_test).eval_every
     params = ""
     ckpt = ctx.checkpoint(cfg.methods[0].label)
     if ckpt.is_file():
@@ -91,7 +94,7 @@ def _setup_lines(ctx: StudyContext) -> list[tuple[str, str]]:
         ("methods", "; ".join(methods)),
         ("training", f"{first.epochs} epochs, batch {first.batch_size}, SGD lr {first.lr:g} "
                      f"({first.schedule}), momentum {first.momentum:g}, weight decay "
-                     f"{first.weight_decay:g}, validation every {first.eval_every} epoch(s)"),
+                     f"{first.weight_decay:g}, validation every {every} epoch(s)"),
         ("evaluation", f"{', '.join(ev.attacks)}: {ev.steps} steps x {ev.restarts} restarts "
                        f"over eps {', '.join(f'{e:g}' for e in ev.eps)}; weights: "
                        f"{ev.checkpoint}.pt of each run"),

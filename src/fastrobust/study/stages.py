@@ -38,6 +38,7 @@ from fastrobust.study.judges import (
 )
 from fastrobust.training.config import TrainConfig
 from fastrobust.training.run_folder import RunFolder
+from fastrobust.training.validation import between_epoch_intervals
 
 log = logging.getLogger(__name__)
 
@@ -324,13 +325,17 @@ def stage_figure1(ctx: StudyContext) -> None:
             channels_last=first.channels_last,
             name=cfg.model,
         )
+        intervals = between_epoch_intervals(
+            first, n_train=len(data.train_y), n_test=len(data.test_y)
+        )
         schedule = measure.Schedule(
             train_size=len(data.train_y),
             val_size=min(first.eval_limit or len(data.test_y), len(data.test_y)),
             epochs=first.epochs,
-            eval_every=first.eval_every,
+            eval_every=intervals.eval_every,
             eval_steps=first.eval_steps,
             check_size=min(first.overfit_check_size, len(data.train_y)),
+            check_every=intervals.overfit_check_every,
         )
         runs = [read_run(ctx.folder.run(s.label)) for s in cfg.methods]
         methods = sorted({0, *tm.steps, *(r.attack_steps for r in runs)})

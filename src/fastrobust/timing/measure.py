@@ -315,13 +315,17 @@ class Schedule:
     eval_steps: int = 10
     """PGD steps of the validation attack"""
     check_size: int = 256
-    """training images of the per-epoch catastrophic-overfitting check (rank 0; 0: none)"""
+    """training images of the catastrophic-overfitting check (rank 0; 0: none)"""
+    check_every: int = 1
+    """run the check every this many epochs (the run's resolved ``overfit_check_every``)"""
     eval_batch_min: int = 256
     """validation batch per process: max(global batch, this), as in the engine"""
 
     def __post_init__(self) -> None:
-        if min(self.train_size, self.epochs, self.eval_every) < 1 or self.val_size < 0:
-            raise ConfigError("need train_size, epochs, eval_every >= 1 and val_size >= 0")
+        if min(self.train_size, self.epochs, self.eval_every, self.check_every) < 1:
+            raise ConfigError("need train_size, epochs, eval_every, check_every >= 1")
+        if self.val_size < 0:
+            raise ConfigError("need val_size >= 0")
 
     @property
     def validations(self) -> int:
@@ -372,7 +376,8 @@ def estimate_training_time(
     Per epoch and process: ``ceil(N/G)`` images in batches of ``global_batch/G``, each costing
     one attack plus one training step; every ``eval_every`` epochs (and at the last) the
     process's share of the test set in batches of ``max(global_batch, 256)``, each costing two
-    forward passes and one ``eval_steps``-step PGD; every epoch the overfitting check.
+    forward passes and one ``eval_steps``-step PGD; every ``check_every`` epochs the overfitting
+    check.
     """
     if gpus < 1 or global_batch < 1 or global_batch % gpus:
         raise ConfigError(f"global batch {global_batch} does not divide over {gpus} GPUs")
@@ -396,7 +401,7 @@ def estimate_training_time(
         global_batch=global_batch,
         gpus=gpus,
         train_s=schedule.epochs * epoch,
-        val_s=schedule.validations * val_once + schedule.epochs * check,
+        val_s=schedule.validations * val_once + schedule.epochs // schedule.check_every * check,
     )
 
 

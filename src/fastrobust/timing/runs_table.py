@@ -39,6 +39,13 @@ class RunRecord:
     best_metric: str
     """what picked the best epoch: val_adv_acc (val_clean_acc for standard training)"""
     best_value: float | None
+    test_adv_acc: float | None = None
+    """the final weights' PGD accuracy on the whole test set (``summary.json``; None for runs
+    recorded before it, or unfinished)"""
+    best_test_adv_acc: float | None = None
+    """the best epoch's weights (best.pt) on the whole test set (``summary.json``)"""
+    test_clean_acc: float | None = None
+    best_test_clean_acc: float | None = None
     config: dict[str, Any] = field(repr=False, default_factory=dict)
     """the run's config by flat field name (``eps``, ``batch_size``, ...)"""
 
@@ -48,6 +55,7 @@ def read_run(path: str | Path) -> RunRecord:
 
     Times come from the per-epoch ``elapsed_s`` in ``metrics.jsonl``, so an interrupted run
     counts too; the best epoch is the trainer's (:class:`~fastrobust.training.state.BestEpoch`).
+    The test-set accuracies of the final and the best weights come from ``summary.json``.
     """
     folder = RunFolder(path, writer=False)
     if not folder.path.is_dir():
@@ -74,13 +82,23 @@ def read_run(path: str | Path) -> RunRecord:
         best_epoch=best.epoch,
         best_metric=metric,
         best_value=best.value,
+        **{key: _optional_float(summary.get(key)) for key in TEST_SET_KEYS},
         config=cfg.to_flat_dict(),
     )
 
 
+#: the test-set accuracies a finished run records in ``summary.json`` (RunRecord fields)
+TEST_SET_KEYS = ("test_clean_acc", "test_adv_acc", "best_test_clean_acc", "best_test_adv_acc")
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def table_one(runs: Sequence[RunRecord], baseline: int = 0) -> list[dict[str, Any]]:
     """The paper's Table I: hours to the last and to the best epoch per run, and each as a
-    ratio to the same quantity of ``runs[baseline]``."""
+    ratio to the same quantity of ``runs[baseline]``; with the PGD accuracy of the last and of
+    the best epoch's weights on the whole test set (None where the run did not record it)."""
     if not runs:
         raise ConfigError("no runs given")
     if not 0 <= baseline < len(runs):
@@ -104,6 +122,8 @@ def table_one(runs: Sequence[RunRecord], baseline: int = 0) -> list[dict[str, An
             "hours_to_best": None if r.time_to_best_s is None else r.time_to_best_s / 3600,
             "rel_last": ratio(r.time_to_last_s, base.time_to_last_s),
             "rel_best": ratio(r.time_to_best_s, base.time_to_best_s),
+            "test_adv_acc": r.test_adv_acc,
+            "best_test_adv_acc": r.best_test_adv_acc,
         }
         for r in runs
     ]

@@ -31,6 +31,12 @@ from fastrobust.training.methods import method_class, method_names
 
 SCHEDULES = ("step", "onecycle", "constant")
 SUBSET_CHOICES = ("stratified", "legacy")
+AUTO = "auto"
+#: eval_every auto: validation's attack work at most this share of an epoch's training work
+VALIDATION_SHARE = 0.04
+#: overfit_check_every auto: the check's attack work at most this share of it (with the
+#: validation at the last epoch and the checkpoints, the goal is <= 10% outside training)
+CHECK_SHARE = 0.02
 
 
 def _positive(name: str, value: Any) -> None:
@@ -46,6 +52,11 @@ def _non_negative(name: str, value: Any) -> None:
 def _at_least(name: str, value: Any, low: int) -> None:
     if value < low:
         raise ConfigError(f"{name} must be >= {low}, got {value}")
+
+
+def _interval(name: str, value: Any) -> None:
+    if value != AUTO and (isinstance(value, str) or value < 1):
+        raise ConfigError(f"{name} must be a whole number of epochs >= 1 or auto, got {value!r}")
 
 
 def _one_of(name: str, value: Any, choices: tuple[str, ...] | list[str]) -> None:
@@ -248,8 +259,13 @@ class OptimisationConfig:
 class EvaluationConfig:
     """Validation during training and the catastrophic-overfitting monitor."""
 
-    eval_every: int = 1
-    """validate (clean + adversarial) every this many epochs, and at the last epoch"""
+    eval_every: int | str = "auto"
+    """validate (clean + adversarial) every this many epochs and at the last; auto: the
+    smallest interval at which validation costs at most 4 percent of the training's attack work
+    (forward-backward passes per image: validation images x (eval_steps + 1) per validation
+    against training images x (attack steps + 1) x replays per epoch), recorded resolved in
+    config.yaml (digits: every 35 epochs, so a 30-epoch run validates at the last only;
+    CIFAR-10, fast: every 3; PGD-7: every epoch)"""
     eval_steps: int = 10
     """PGD steps of the validation attack"""
     eval_limit: int | None = 1000
@@ -258,7 +274,13 @@ class EvaluationConfig:
     (BENCHMARKS.md); ``fastrobust eval`` measures the whole test set afterwards"""
     overfit_check_size: int = 64
     """training images (a class-stratified sample drawn from the seed) in the fixed batch
-    checked for catastrophic overfitting (0: off); attacked every epoch, so kept small"""
+    checked for catastrophic overfitting (0: off); attacked at every check, so kept small"""
+    overfit_check_every: int | str = "auto"
+    """run the overfitting check every this many epochs; auto: every epoch when the run acts on
+    it (early_stop, curriculum adaptive), else the smallest interval at which it costs at most
+    2 percent of the training's attack work (check images x (eval_steps + 1) passes, counted
+    as for eval_every), recorded resolved in config.yaml (digits: every 13 epochs; CIFAR-10:
+    every epoch)"""
     early_stop: bool = False
     """stop and restore the last good weights when catastrophic overfitting is detected
     (needs overfit_check_size > 0 and an adversarial training method)"""
@@ -270,7 +292,8 @@ class EvaluationConfig:
     def __post_init__(self) -> None:
         check_field_types(self)
         _one_of("subsets", self.subsets, SUBSET_CHOICES)
-        _at_least("eval_every", self.eval_every, 1)
+        _interval("eval_every", self.eval_every)
+        _interval("overfit_check_every", self.overfit_check_every)
         _at_least("eval_steps", self.eval_steps, 1)
         if self.eval_limit is not None:
             _at_least("eval_limit", self.eval_limit, 1)
@@ -404,6 +427,13 @@ class TrainConfig:
 
     def _check_combinations(self) -> None:
         """Refuse settings of different sections that contradict each other."""
+        every = self.evaluation.overfit_check_every
+        if self.attack.method == "curriculum" and self.attack.curriculum == "adaptive":
+            if every not in (AUTO, 1):
+                raise ConfigError(
+                    f"curriculum adaptive reads the overfitting check after every epoch; "
+                    f"overfit_check_every must be 1 or auto, got {every}"
+                )
         if self.evaluation.early_stop:
             if self.evaluation.overfit_check_size == 0:
                 raise ConfigError(
@@ -459,8 +489,12 @@ class TrainConfig:
         flat.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**flat)
 
-    def write_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+    def write_yaml(self, path: str | Path, *, resolved: dict[str, Any] | None = None) -> None:
+        """Write :meth:`to_dict` as YAML; ``resolved`` (what a run derived, e.g. the
+        ``auto`` intervals) is added to its ``resolved`` section."""
+        d = self.to_dict()
+        d["resolved"].update(resolved or {})
+        Path(path).write_text(yaml.safe_dump(d, sort_keys=False))
 
 
 class _YamlLoader(yaml.SafeLoader):

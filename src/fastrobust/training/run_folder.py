@@ -38,6 +38,20 @@ class TrainResult:
     epochs_done: int
     val_clean_acc: float | None = None
     val_adv_acc: float | None = None
+    test_clean_acc: float | None = None
+    """the final weights' clean accuracy on the whole test set (measured in the last epoch)"""
+    test_adv_acc: float | None = None
+    """... and their PGD accuracy (eval_steps, the validation attack)"""
+    best_test_clean_acc: float | None = None
+    """the best epoch's weights (best.pt) on the whole test set: clean accuracy (the final
+    weights' when the best epoch is the last)"""
+    best_test_adv_acc: float | None = None
+    """... and PGD accuracy"""
+    test_images: int | None = None
+    """images in the test set these were measured on"""
+    best_test_s: float | None = None
+    """seconds spent measuring best.pt on the test set after the last epoch (None: not needed,
+    the best epoch was the last or was validated on the whole test set)"""
     best_epoch: int | None = None
     best_metric: str = "val_adv_acc"
     """what picks the best epoch: val_adv_acc (val_clean_acc for standard training)"""
@@ -153,8 +167,15 @@ class RunFolder:
     subsets_json = property(lambda self: self.path / "subsets.json")
 
     @classmethod
-    def create(cls, cfg: TrainConfig, world: distributed.WorldInfo) -> RunFolder:
-        """A new, empty, locked run folder under ``out_dir`` with the resolved ``config.yaml``.
+    def create(
+        cls,
+        cfg: TrainConfig,
+        world: distributed.WorldInfo,
+        *,
+        resolved: dict[str, Any] | None = None,
+    ) -> RunFolder:
+        """A new, empty, locked run folder under ``out_dir`` with the resolved ``config.yaml``
+        (``resolved``: values the run derived beyond the config's own, e.g. the intervals).
 
         Rank 0 creates it (:func:`make_run_dir`) and every rank gets its path; if that fails
         (the named folder holds another run, or is in use), every rank stops with the same
@@ -173,7 +194,7 @@ class RunFolder:
                     raise ConfigError(
                         f"run folder {path} already exists; pick another --name or use --resume"
                     )
-                folder.write_config(cfg)
+                folder.write_config(cfg, resolved=resolved)
             except FastRobustError as exc:
                 problem = exc
         problem, path = distributed.broadcast_object((problem, path))  # type: ignore[misc]
@@ -201,11 +222,12 @@ class RunFolder:
             self._lock = None
 
     # -- writing (rank 0 only; a no-op elsewhere) ----------------------------------------------
-    def write_config(self, cfg: TrainConfig) -> None:
-        """Write ``config.yaml`` (once, when the run is created: a resume never rewrites it)."""
+    def write_config(self, cfg: TrainConfig, *, resolved: dict[str, Any] | None = None) -> None:
+        """Write ``config.yaml`` (once, when the run is created: a resume never rewrites it);
+        ``resolved`` joins its ``resolved`` section."""
         if self.writer:
             with writing("config.yaml", self.path):
-                cfg.write_yaml(self.config_yaml)
+                cfg.write_yaml(self.config_yaml, resolved=resolved)
 
     def save(self, checkpoint: Path, state: dict[str, Any]) -> None:
         """Write ``last.pt`` / ``best.pt`` atomically (a failed write keeps the old file)."""

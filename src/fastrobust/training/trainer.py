@@ -3,10 +3,13 @@
 Per batch (:mod:`~fastrobust.training.step`): the training method perturbs the batch on the
 unwrapped model, the weight update goes through the (possibly DDP-wrapped) model (Goodwin et
 al. 2020, Algorithm 1). Per epoch: the catastrophic-overfitting check on a fixed training
-batch (:mod:`~fastrobust.training.monitor`), validation (clean + PGD) every ``eval_every``
-epochs, one metrics row, ``last.pt`` (the :class:`~fastrobust.training.state.TrainState`) and
-``best.pt`` (the :class:`~fastrobust.training.state.BestEpoch`), and the wall-clock time, so
-time-to-last and time-to-best epoch are known (the paper's Table I). See docs/architecture.md.
+batch (:mod:`~fastrobust.training.monitor`) every ``overfit_check_every`` epochs, validation
+(clean + PGD) every ``eval_every`` epochs (both resolved by
+:func:`~fastrobust.training.validation.between_epoch_intervals`), one metrics row,
+``last.pt`` (the :class:`~fastrobust.training.state.TrainState`) and ``best.pt`` (the
+:class:`~fastrobust.training.state.BestEpoch`), and the wall-clock time, so time-to-last and
+time-to-best epoch are known (the paper's Table I). At the end, the final weights and (when
+they differ) the best epoch's are measured on the whole test set. See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -46,7 +49,11 @@ from fastrobust.training.setup import (
 )
 from fastrobust.training.state import BestEpoch, TrainState, weights_record
 from fastrobust.training.step import autocast_context, training_step
-from fastrobust.training.validation import evaluate_split, fixed_batch_pgd_accuracy
+from fastrobust.training.validation import (
+    between_epoch_intervals,
+    evaluate_split,
+    fixed_batch_pgd_accuracy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +171,10 @@ class Trainer:
             rule="first" if legacy else "stratified",
         )
         check_evaluation_images(self.data, self.val_subset.index_tensor(), seed=runtime.seed)
-        self.folder = folder or RunFolder.create(cfg, self.world)
+        self.intervals = between_epoch_intervals(
+            cfg, n_train=len(self.data.train_y), n_test=len(self.data.test_y)
+        )
+        self.folder = folder or RunFolder.create(cfg, self.world, resolved=self.intervals.to_dict())
         self.folder.write_subsets(validation=self.val_subset, overfit_check=self.check_subset)
 
     # -- the loop -------------------------------------------------------------------------------
@@ -196,8 +206,10 @@ class Trainer:
             self.folder.path,
         )
         log.info(
-            "validation on %s; overfitting check on %s",
+            "validation every %d epoch(s) on %s; overfitting check every %d epoch(s) on %s",
+            self.intervals.eval_every,
             self.val_subset.describe(),
+            self.intervals.overfit_check_every,
             self.check_subset.describe(),
         )
         result = TrainResult(self.folder.path, epochs_done=state.epoch, history=state.history)
@@ -321,14 +333,18 @@ class Trainer:
     # -- between epochs ---------------------------------------------------------------------------
     def _check_and_validate(self, metrics: dict[str, Any]) -> bool:
         """Overfitting check (rank 0) and validation after the epoch just trained, on their own
-        random stream, so that they do not change training's; returns whether it collapsed."""
+        random stream, so that they do not change training's; returns whether it collapsed.
+        Each records its seconds (``check_time_s``, ``val_time_s``, ``test_time_s``)."""
         cfg, epoch = self.cfg, self.state.epoch + 1
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seeds.between_epochs(epoch))
             collapsed, acc = False, None
-            if self.world.is_main and len(self.check_idx) > 0:
+            check_due = epoch % self.intervals.overfit_check_every == 0
+            if check_due and self.world.is_main and len(self.check_idx) > 0:
+                t0 = time.perf_counter()
                 acc = metrics["overfit_check_pgd_acc"] = self.overfit_check()
+                metrics["check_time_s"] = time.perf_counter() - t0
                 collapsed = self.monitor.update(acc, epoch=epoch)
                 if collapsed:
                     metrics["catastrophic_overfitting"] = True
@@ -340,11 +356,15 @@ class Trainer:
                 good = distributed.broadcast_object(good) if self.world.distributed else good
                 self.monitor.restore(good)  # type: ignore[arg-type]
             last = epoch == self.total_epochs
-            if epoch % cfg.evaluation.eval_every == 0 or last or stop:
+            if epoch % self.intervals.eval_every == 0 or last or stop:
+                t0 = time.perf_counter()
                 metrics["val_clean_acc"], metrics["val_adv_acc"] = self.validate()
+                metrics["val_time_s"] = time.perf_counter() - t0
             if (last or stop) and not self.val_subset.is_whole_split:
                 # the final weights on the whole test set, once (validation used a subset)
+                t0 = time.perf_counter()
                 metrics["test_clean_acc"], metrics["test_adv_acc"] = self.validate(whole_split=True)
+                metrics["test_time_s"] = time.perf_counter() - t0
         return collapsed
 
     def _record(self, metrics: dict[str, Any]) -> None:
@@ -384,9 +404,67 @@ class Trainer:
         if validated:
             result.val_clean_acc = validated[-1]["val_clean_acc"]
             result.val_adv_acc = validated[-1]["val_adv_acc"]
+        if not result.interrupted and state.history:
+            self._test_set_results(result)
         self.folder.write_summary(result)
         distributed.barrier()  # on every rank, fit() returns once the run folder is complete
         return result
+
+    def _test_set_results(self, result: TrainResult) -> None:
+        """The final and the best epoch's weights on the whole test set (``summary.json``).
+
+        The final weights were measured in the last epoch (``test_*`` of its row, or its
+        validation when that used the whole split); the best epoch's are measured here from
+        ``best.pt`` unless they are the final ones or were validated on the whole split."""
+        rows = {int(r["epoch"]): r for r in self.state.history}
+        whole = self.val_subset.is_whole_split
+        result.test_images = len(self.data.test_y)
+
+        def on_test_set(row: dict[str, Any]) -> tuple[float, float] | None:
+            if "test_adv_acc" in row:
+                return row["test_clean_acc"], row["test_adv_acc"]
+            if whole and "val_adv_acc" in row:
+                return row["val_clean_acc"], row["val_adv_acc"]
+            return None
+
+        final = on_test_set(self.state.history[-1])
+        if final is not None:
+            result.test_clean_acc, result.test_adv_acc = final
+        best = self.state.best.epoch
+        if best is None:
+            return
+        measured = on_test_set(rows[best]) if best in rows else None
+        if measured is None:
+            t0 = time.perf_counter()
+            measured = self._measure_best_on_test_set(best)
+            result.best_test_s = time.perf_counter() - t0
+        result.best_test_clean_acc, result.best_test_adv_acc = measured
+
+    def _measure_best_on_test_set(self, epoch: int) -> tuple[float, float]:
+        """Clean and PGD accuracy of ``best.pt``'s weights on the whole test set (every rank
+        takes part; the model keeps its final weights afterwards)."""
+        weights = None
+        if self.world.is_main:
+            weights = load_checkpoint(self.folder.best_pt)["model"]  # on the CPU
+        if self.world.distributed:
+            weights = distributed.broadcast_object(weights)
+        final = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        try:
+            self.model.load_state_dict(weights)  # type: ignore[arg-type]
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(self.seeds.best_epoch_test(epoch))
+                clean, adv = self.validate(whole_split=True)
+        finally:
+            self.model.load_state_dict(final)
+        log.info(
+            "best epoch %d on the whole test set (%d images): clean %.3f, adversarial %.3f",
+            epoch,
+            len(self.data.test_y),
+            clean,
+            adv,
+        )
+        return clean, adv
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _weights(self, metrics: dict[str, Any] | None) -> dict[str, Any]:
@@ -515,6 +593,8 @@ def resume(
         recorded = flatten(state["config"])
         if "subsets" not in recorded:  # recorded before subsets were class-stratified
             cfg.subsets = "legacy"
+        if "overfit_check_every" not in recorded:  # ... and before the check had an interval
+            cfg.overfit_check_every = 1
         if "flip" not in recorded and cfg.dataset == "imagefolder":  # ... and it always flipped
             cfg.flip = True
         done = int(state["epoch"])  # epochs run (free: epochs of replayed batches)

@@ -3,9 +3,15 @@ and PGD accuracy on the fixed training batch the overfitting monitor watches.
 
 Both attack with ``steps`` PGD steps of :func:`~fastrobust.attacks.contract.pgd_step_size`
 (Madry et al. 2018) from a random start, in BatchNorm eval mode; the model's own mode is restored afterwards.
+How often they run: :func:`between_epoch_intervals` (the ``auto`` rule of ``eval_every`` and
+``overfit_check_every``).
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,6 +21,58 @@ from fastrobust.attacks.contract import pgd_step_size
 from fastrobust.attacks.projected_gradient import pgd
 from fastrobust.attacks.threat import ThreatModel
 from fastrobust.data.base import to_float
+from fastrobust.training.config import AUTO, CHECK_SHARE, VALIDATION_SHARE, TrainConfig
+
+
+@dataclass(frozen=True)
+class Intervals:
+    """Epochs between validations and between overfitting checks, resolved (config.yaml's
+    ``resolved``), with the attack work (forward-backward passes) the ``auto`` rule compared."""
+
+    eval_every: int
+    overfit_check_every: int
+    epoch_work: int
+    """training images x (attack steps + 1) x replays: one epoch's passes"""
+    validation_work: int
+    """validation images x (eval_steps + 1): one validation's passes"""
+    check_work: int
+    """overfitting-check images x (eval_steps + 1): one check's passes"""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _auto_interval(work: int, epoch_work: int, share: float) -> int:
+    """The smallest interval k with ``work / k <= share * epoch_work`` (at least 1)."""
+    if work <= 0:
+        return 1
+    return max(1, math.ceil(work / (share * max(epoch_work, 1)) - 1e-9))
+
+
+def between_epoch_intervals(cfg: TrainConfig, *, n_train: int, n_test: int) -> Intervals:
+    """Resolve ``eval_every`` and ``overfit_check_every`` for a run on ``n_train`` training and
+    ``n_test`` test images (an integer stays as given).
+
+    ``auto``: the smallest interval at which validation costs at most
+    :data:`~fastrobust.training.config.VALIDATION_SHARE` (the check:
+    :data:`~fastrobust.training.config.CHECK_SHARE`) of an epoch's training, counted in
+    forward-backward passes per image, the same rule on every machine (so a run resumes with
+    the schedule it started with). The check runs every epoch when the run acts on it
+    (``early_stop``, the adaptive curriculum)."""
+    ev = cfg.evaluation
+    replays = cfg.attack.replays if cfg.attack.method == "free" else 1
+    epoch_work = n_train * (cfg.attack_steps + 1) * replays
+    n_val = n_test if ev.eval_limit is None else min(ev.eval_limit, n_test)
+    validation_work = n_val * (ev.eval_steps + 1)
+    check_work = min(ev.overfit_check_size, n_train) * (ev.eval_steps + 1)
+    eval_every = ev.eval_every
+    if eval_every == AUTO:
+        eval_every = _auto_interval(validation_work, epoch_work, VALIDATION_SHARE)
+    check_every = ev.overfit_check_every
+    if check_every == AUTO:
+        acts = ev.early_stop or (cfg.attack.method == "curriculum" and cfg.curriculum == "adaptive")
+        check_every = 1 if acts else _auto_interval(check_work, epoch_work, CHECK_SHARE)
+    return Intervals(int(eval_every), int(check_every), epoch_work, validation_work, check_work)
 
 
 def _correct(
