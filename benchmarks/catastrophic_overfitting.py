@@ -14,7 +14,7 @@ metrics.jsonl, finds the collapse epochs (the first epoch at which the check acc
 <= 0.05 after having been above it, and the first from which it stays <= 0.05 to the end), and
 evaluates the final weights on all 360 test digits: clean, and 20-step L-inf PGD with 5
 restarts (worst case per sample) at the training eps. It writes the figure (check PGD accuracy
-per epoch, one line per method, the stays-collapsed epochs marked) and prints a markdown table.
+per epoch, one line per method, both collapse epochs marked) and prints a markdown table.
 
     python benchmarks/catastrophic_overfitting.py [--setting eps0.15|eps0.2] [--methods fast,pgd]
         [--epochs 40] [--seed 0] [--out-dir /tmp/co-study] [--figure docs/figures/...png]
@@ -146,15 +146,20 @@ def plot(curves: dict[str, dict[str, Any]], path: Path, setting: dict[str, Any])
         epochs = range(1, len(c["pgd"]) + 1)
         (line,) = left.plot(epochs, c["pgd"], marker=".", label=name)
         right.plot(epochs, c["train"], marker=".", color=line.get_color(), label=name)
-        if c["collapse"] is not None:
-            e = c["collapse"]
+        first, stays = c.get("first_collapse"), c["collapse"]
+        if stays is not None:
             for ax in (left, right):
-                ax.axvline(e, color=line.get_color(), linestyle=":", linewidth=1)
+                if first is not None and first != stays:
+                    ax.axvline(first, color=line.get_color(), linestyle="--", linewidth=1)
+                ax.axvline(stays, color=line.get_color(), linestyle=":", linewidth=1)
+            e = first or stays
+            text = f"{name} collapses: <= {COLLAPSED:g} from epoch {e}"
+            if first is not None and first != stays:
+                text += f",\nfor good from epoch {stays}"
             left.annotate(
-                f"{name} collapses (epoch {e})",
+                text,
                 (e, c["pgd"][e - 1]),
-                textcoords="offset points",
-                xytext=(4, 40),
+                xytext=(max(e - 12, 1), 0.85),  # above the curves, which stay below 0.7 here
                 color=line.get_color(),
                 fontsize=8,
                 arrowprops={"arrowstyle": "->", "color": line.get_color()},
