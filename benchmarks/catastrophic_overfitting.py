@@ -40,35 +40,20 @@ from fastrobust.training.config import TrainConfig
 #: settings in :func:`methods`. ``eps0.15`` (the default) is where `fast` collapses while
 #: `pgd` learns a robust model; ``eps0.2`` is the first study's setting, where `fast` collapses
 #: too but `pgd`, `n-fgsm` and `gradalign` never leave chance level (docs/catastrophic_overfitting.md).
+_COMMON: dict[str, Any] = dict(
+    dataset="digits",
+    image_size=16,
+    norm="linf",
+    schedule="constant",
+    lr=0.1,
+    seed=0,
+    overfit_check_size=128,
+    overfit_check_every=1,  # the collapse epoch is read from the check after every epoch
+    eval_steps=10,
+)
 SETTINGS: dict[str, dict[str, Any]] = {
-    "eps0.15": dict(
-        dataset="digits",
-        image_size=16,
-        norm="linf",
-        eps=0.15,
-        schedule="constant",
-        lr=0.1,
-        batch_size=32,
-        epochs=40,
-        seed=0,
-        overfit_check_size=128,
-        overfit_check_every=1,  # the collapse epoch is read from the check after every epoch
-        eval_steps=10,
-    ),
-    "eps0.2": dict(
-        dataset="digits",
-        image_size=16,
-        norm="linf",
-        eps=0.2,
-        schedule="constant",
-        lr=0.1,
-        batch_size=64,
-        epochs=30,
-        seed=0,
-        overfit_check_size=128,
-        overfit_check_every=1,  # the collapse epoch is read from the check after every epoch
-        eval_steps=10,
-    ),
+    "eps0.15": {**_COMMON, "eps": 0.15, "batch_size": 32, "epochs": 40},
+    "eps0.2": {**_COMMON, "eps": 0.2, "batch_size": 64, "epochs": 30},
 }
 DEFAULT_SETTING = "eps0.15"
 
