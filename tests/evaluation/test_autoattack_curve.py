@@ -109,3 +109,41 @@ def test_targets_clipped_to_the_classes_with_a_note(points):
     assert any("9 target classes asked for, the model has 5 classes" in n for n in curve.notes)
     assert curve.budgets["apgd-t"]["targets"] == 4
     assert not math.isnan(curve.accuracy[0])
+
+
+def test_square_attacks_every_pair_still_robust_in_one_run(mlp, points, monkeypatch):
+    # Square ends the cascade, so it runs once over the (point, eps) pairs of the whole grid;
+    # every pair the earlier attacks left robust (at its eps and every smaller one) must be in
+    # it, with the whole query budget and its own radius, and nothing else
+    from fastrobust.attacks import registry
+
+    x, y = points
+    kw = dict(SMALL, steps=1, queries=200, random_start="none")  # a weak APGD leaves Square work
+    before = robustness_curve(mlp, (x, y), "l2", [0.0, *EPS], attacks="apgd-ce", **kw)
+    calls, square = [], registry.ATTACKS["square"]
+
+    def spy(model, xs, ys, threat, start, settings, generator):
+        x_adv = square(model, xs, ys, threat, start, settings, generator)
+        calls.append((xs, threat.eps.clone(), settings.queries, model(x_adv).argmax(1) != ys))
+        return x_adv
+
+    monkeypatch.setitem(registry.ATTACKS, "square", spy)
+    curve = robustness_curve(mlp, (x, y), "l2", [0.0, *EPS], attacks="apgd-ce,square", **kw)
+    assert len(calls) == 1  # one run for the whole grid
+    xs, radii, queries, fooled = calls[0]
+    assert queries == 200
+    expected = [(e, i) for j, e in enumerate(EPS, 1) for i in before.robust_mask[j].nonzero()]
+    pairs = sorted(
+        (float(r), int((x == p).flatten(1).all(1).nonzero()[0])) for r, p in zip(radii, xs)
+    )
+    assert pairs == sorted((e, int(i)) for e, i in expected)
+    # robust at eps: apgd-ce missed it and Square fooled it at no eps <= this one
+    hit = torch.zeros_like(before.robust_mask)
+    for (e, i), f in zip(sorted(expected, key=lambda p: p[0]), fooled[radii.argsort(stable=True)]):
+        hit[EPS.index(e) + 1, int(i)] = f
+    assert fooled.any() and (~fooled).any()  # the comparison has teeth
+    expected_mask = before.robust_mask & ~hit.int().cummax(0).values.bool()
+    assert torch.equal(curve.robust_mask, expected_mask)
+    for j in range(1, len(EPS) + 1):
+        counts = curve.fooled_by[j]
+        assert sum(counts.values()) + curve.robust[j] == len(y)

@@ -58,6 +58,7 @@ from fastrobust.attacks.contract import (
     looks_like_probabilities,
 )
 from fastrobust.attacks.registry import (
+    GRID_ATTACKS,
     MINIMAL_ATTACKS,
     RESTARTABLE,
     VERSIONS,
@@ -112,12 +113,13 @@ def _curve_chunk(
 ) -> _Chunk:
     n = len(y)
     robust_code = len(attacks)
+    joint = _joint_suffix(attacks) if len(eps_list) > 1 else 0
+    per_eps = attacks[: len(attacks) - joint]  # the rest run once over the whole grid
     with torch.no_grad():
         clean_correct = model(x).argmax(1) == y
     fooled = ~clean_correct
     delta = torch.zeros_like(x)  # the adversarial perturbation of every fooled sample
     how = torch.full((len(eps_list), n), robust_code, dtype=torch.long, device=x.device)
-    robust = torch.zeros(len(eps_list), n, dtype=torch.bool, device=x.device)
     gradients = unstable = 0
     minimal: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (delta, norm) per sample
     for j, eps in enumerate(eps_list):
@@ -131,7 +133,7 @@ def _curve_chunk(
             unstable += int((~ok).sum())
             how[j, carried[ok]] = _CARRIED
         if eps > 0:
-            for a, name in enumerate(attacks):
+            for a, name in enumerate(per_eps):
                 if name in MINIMAL_ATTACKS:
                     bar.set_postfix_str(f"eps {eps:g} {name}", refresh=True)
                     found, spent = _minimal_norms(
@@ -154,9 +156,67 @@ def _curve_chunk(
                     delta[hit] = worst.delta[hit]
                 fooled = fooled | hit
                 how[j, hit] = a
-        robust[j] = ~fooled
-        bar.update(n)
-    return _Chunk(robust, how, clean_correct, gradients, unstable)
+        if not joint:
+            bar.update(n)
+    for a in range(len(per_eps), len(attacks)):
+        found, spent = _over_the_grid(
+            model, x, y, threat, eps_list, how == robust_code, attacks[a],
+            settings=settings, key=(seed, chunk, len(eps_list), a), bar=bar,
+        )  # fmt: skip
+        gradients += spent
+        first = found.int().cummax(0).values.bool()  # fooled here or at a smaller eps
+        how[first & ~found & (how == robust_code)] = _CARRIED
+        how[found & (first.int().cumsum(0) == 1)] = a  # where it was first fooled
+        how[found & (how == robust_code)] = _CARRIED
+    if joint:
+        bar.update(n * len(eps_list))
+    return _Chunk(how == robust_code, how, clean_correct, gradients, unstable)
+
+
+def _joint_suffix(attacks: list[str]) -> int:
+    """How many attacks at the end of the cascade take one radius per row
+    (:data:`~fastrobust.attacks.registry.GRID_ATTACKS`) and so run once over the whole grid."""
+    count = 0
+    while count < len(attacks) and attacks[len(attacks) - 1 - count] in GRID_ATTACKS:
+        count += 1
+    return count
+
+
+def _over_the_grid(
+    model: Model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    threat: ThreatModel,
+    eps_list: list[float],
+    robust: torch.Tensor,
+    name: str,
+    *,
+    settings: RunSettings,
+    key: tuple[int, ...],
+    bar: Any,
+) -> tuple[torch.Tensor, int]:
+    """One run of ``name`` over every ``(point, eps)`` pair still robust (``robust``: E x B).
+
+    The pairs form one batch with one radius per row (``ThreatModel.per_row``), so each query
+    or step is one forward for every eps instead of one per eps; each pair gets the attack's
+    whole budget inside its own ball, as a run at that eps alone would. Returns the pairs it
+    fooled (E x B, each confirmed by a forward pass of its projected perturbation) and the
+    input gradients spent.
+    """
+    eps = torch.tensor(eps_list, dtype=x.dtype, device=x.device)
+    robust = robust & (eps > 0)[:, None]
+    at, point = robust.nonzero(as_tuple=True)
+    found = torch.zeros_like(robust)
+    if point.numel() == 0:
+        return found, 0
+    bar.set_postfix_str(f"{name} over {len(eps_list)} eps ({point.numel()} pairs)", refresh=True)
+    run_once = SeededRuns(
+        name, model, x[point], y[point], threat.per_row(eps[at]), key=key, settings=settings
+    )
+    runs = 1  # the attacks of GRID_ATTACKS run once (AutoAttack's budget)
+    worst = worst_case_over_restarts(run_once, x[point], runs)
+    found[at, point] = worst.fooled
+    return found, run_once.gradients
 
 
 def _minimal_norms(
