@@ -111,8 +111,8 @@ def test_targets_clipped_to_the_classes_with_a_note(points):
     assert not math.isnan(curve.accuracy[0])
 
 
-def test_square_attacks_every_pair_still_robust_in_one_run(mlp, points, monkeypatch):
-    # Square ends the cascade, so it runs once over the (point, eps) pairs of the whole grid;
+def test_square_attacks_every_pair_still_robust_over_the_grid(mlp, points, monkeypatch):
+    # Square ends the cascade, so it runs over the (point, eps) pairs of the whole grid at once;
     # every pair the earlier attacks left robust (at its eps and every smaller one) must be in
     # it, with the whole query budget and its own radius, and nothing else
     from fastrobust.attacks import registry
@@ -129,21 +129,28 @@ def test_square_attacks_every_pair_still_robust_in_one_run(mlp, points, monkeypa
 
     monkeypatch.setitem(registry.ATTACKS, "square", spy)
     curve = robustness_curve(mlp, (x, y), "l2", [0.0, *EPS], attacks="apgd-ce,square", **kw)
-    assert len(calls) == 1  # one run for the whole grid
-    xs, radii, queries, fooled = calls[0]
-    assert queries == 200
+    assert 1 <= len(calls) <= len(EPS) and {c[2] for c in calls} == {200}  # the whole budget
+    xs, radii, fooled = (torch.cat([c[k] for c in calls]) for k in (0, 1, 3))
     expected = [(e, i) for j, e in enumerate(EPS, 1) for i in before.robust_mask[j].nonzero()]
-    pairs = sorted(
-        (float(r), int((x == p).flatten(1).all(1).nonzero()[0])) for r, p in zip(radii, xs)
-    )
-    assert pairs == sorted((e, int(i)) for e, i in expected)
+    index = [int((x == p).flatten(1).all(1).nonzero()[0]) for p in xs]
+    pairs = sorted(zip(radii.tolist(), index))
+    assert pairs == sorted((e, int(i)) for e, i in expected)  # every robust pair, nothing else
     # robust at eps: apgd-ce missed it and Square fooled it at no eps <= this one
     hit = torch.zeros_like(before.robust_mask)
-    for (e, i), f in zip(sorted(expected, key=lambda p: p[0]), fooled[radii.argsort(stable=True)]):
-        hit[EPS.index(e) + 1, int(i)] = f
+    for r, i, f in zip(radii.tolist(), index, fooled):
+        hit[EPS.index(r) + 1, i] = f
     assert fooled.any() and (~fooled).any()  # the comparison has teeth
     expected_mask = before.robust_mask & ~hit.int().cummax(0).values.bool()
     assert torch.equal(curve.robust_mask, expected_mask)
     for j in range(1, len(EPS) + 1):
         counts = curve.fooled_by[j]
         assert sum(counts.values()) + curve.robust[j] == len(y)
+
+
+def test_grid_batches_pack_small_eps_together():
+    from fastrobust.evaluation.curve import _pack
+
+    assert _pack([84, 62, 7, 0, 0]) == [[0], [1, 2]]  # the benchmark's grid: 2 runs, not 3
+    assert _pack([5, 5, 5]) == [[0], [1], [2]]  # never a batch larger than one eps's
+    assert _pack([10, 3, 4, 6]) == [[0], [2, 3], [1]]
+    assert _pack([0, 0]) == []

@@ -133,9 +133,9 @@ ATTACKS: dict[str, NamedAttack] = {
 
 #: attacks that take a threat model with one radius per row
 #: (:meth:`~fastrobust.attacks.threat.ThreatModel.per_row`): the robustness curve runs one of
-#: these, when it ends the cascade, once over every ``(point, eps)`` pair of its grid still
-#: robust, instead of once per eps (one forward per query for every eps, Square's cost being
-#: its per-query forwards; Andriushchenko et al. 2020)
+#: these, when it ends the cascade, over the ``(point, eps)`` pairs of its whole grid still
+#: robust, several eps sharing a batch (one forward per query for them all, Square's cost
+#: being its per-query forwards; Andriushchenko et al. 2020)
 GRID_ATTACKS = ("square",)
 
 #: attacks whose restarts are the curve's ``restarts`` (the others have their own per-target

@@ -195,28 +195,55 @@ def _over_the_grid(
     key: tuple[int, ...],
     bar: Any,
 ) -> tuple[torch.Tensor, int]:
-    """One run of ``name`` over every ``(point, eps)`` pair still robust (``robust``: E x B).
+    """Runs of ``name`` over every ``(point, eps)`` pair still robust (``robust``: E x B).
 
-    The pairs form one batch with one radius per row (``ThreatModel.per_row``), so each query
-    or step is one forward for every eps instead of one per eps; each pair gets the attack's
-    whole budget inside its own ball, as a run at that eps alone would. Returns the pairs it
+    The pairs of several eps share a batch with one radius per row (``ThreatModel.per_row``),
+    so each query or step is one forward pass for them all; each pair gets the attack's whole
+    budget inside its own ball, as a run at that eps alone would. The eps are packed into
+    batches no larger than the largest single eps's (:func:`_pack`). Returns the pairs it
     fooled (E x B, each confirmed by a forward pass of its projected perturbation) and the
-    input gradients spent.
+    input gradients spent. ``key`` is ``(seed, chunk, eps slot, attack index)``; batch ``b``
+    draws from the eps slot ``key[2] + b``.
     """
     eps = torch.tensor(eps_list, dtype=x.dtype, device=x.device)
     robust = robust & (eps > 0)[:, None]
-    at, point = robust.nonzero(as_tuple=True)
     found = torch.zeros_like(robust)
-    if point.numel() == 0:
-        return found, 0
-    bar.set_postfix_str(f"{name} over {len(eps_list)} eps ({point.numel()} pairs)", refresh=True)
-    run_once = SeededRuns(
-        name, model, x[point], y[point], threat.per_row(eps[at]), key=key, settings=settings
-    )
-    runs = 1  # the attacks of GRID_ATTACKS run once (AutoAttack's budget)
-    worst = worst_case_over_restarts(run_once, x[point], runs)
-    found[at, point] = worst.fooled
-    return found, run_once.gradients
+    spent = 0
+    for b, group in enumerate(_pack([int(c) for c in robust.sum(1)])):
+        at, point = robust[group].nonzero(as_tuple=True)
+        at = torch.tensor(group, device=x.device)[at]
+        bar.set_postfix_str(
+            f"{name} at eps {', '.join(f'{eps_list[j]:g}' for j in group)} ({point.numel()} pairs)",
+            refresh=True,
+        )
+        seeds = (key[0], key[1], key[2] + b, *key[3:])
+        run_once = SeededRuns(
+            name, model, x[point], y[point], threat.per_row(eps[at]), key=seeds, settings=settings
+        )
+        worst = worst_case_over_restarts(run_once, x[point], 1)  # GRID_ATTACKS run once
+        found[at, point] = worst.fooled
+        spent += run_once.gradients
+    return found, spent
+
+
+def _pack(sizes: list[int]) -> list[list[int]]:
+    """Eps indices grouped into batches of at most ``max(sizes)`` pairs (first fit, largest
+    first; empty eps left out). Never larger than the largest single-eps run: measured on a
+    2-core CPU (small_cnn, digits), one batch of every pair was up to 1.1x slower per row than
+    separate runs (the activations outgrow the cache), while packing the small eps into one
+    batch saved their per-query overhead (0.95x of separate runs)."""
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for j in sorted((j for j, c in enumerate(sizes) if c), key=lambda j: -sizes[j]):
+        for b, left in enumerate(room):
+            if sizes[j] <= left:
+                bins[b].append(j)
+                room[b] -= sizes[j]
+                break
+        else:
+            bins.append([j])
+            room.append(max(sizes) - sizes[j])
+    return [sorted(group) for group in bins]
 
 
 def _minimal_norms(
