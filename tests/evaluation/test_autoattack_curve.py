@@ -142,9 +142,11 @@ def test_square_attacks_every_pair_still_robust_over_the_grid(mlp, points, monke
     assert fooled.any() and (~fooled).any()  # the comparison has teeth
     expected_mask = before.robust_mask & ~hit.int().cummax(0).values.bool()
     assert torch.equal(curve.robust_mask, expected_mask)
-    for j in range(1, len(EPS) + 1):
+    for j in range(1, len(EPS) + 1):  # credited as a cascade run eps by eps would credit it
         counts = curve.fooled_by[j]
         assert sum(counts.values()) + curve.robust[j] == len(y)
+        assert counts["square"] == int((hit[j] & ~hit[:j].any(0)).sum())
+        assert counts["smaller_eps"] == int((expected_mask[0] & ~expected_mask[j - 1]).sum())
 
 
 def test_grid_batches_pack_small_eps_together():

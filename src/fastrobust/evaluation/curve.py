@@ -164,10 +164,12 @@ def _curve_chunk(
             settings=settings, key=(seed, chunk, len(eps_list), a), bar=bar,
         )  # fmt: skip
         gradients += spent
-        first = found.int().cummax(0).values.bool()  # fooled here or at a smaller eps
-        how[first & ~found & (how == robust_code)] = _CARRIED
-        how[found & (first.int().cumsum(0) == 1)] = a  # where it was first fooled
-        how[found & (how == robust_code)] = _CARRIED
+        first = found.int().cummax(0).values.bool()  # fooled by it here or at a smaller eps
+        at_first = found & (first.int().cumsum(0) == 1)
+        how[at_first] = a
+        # at every larger eps the point counts as fooled at a smaller eps, as in a cascade run
+        # eps by eps (where it would not have been attacked there at all)
+        how[first & ~at_first & (how >= 0)] = _CARRIED
     if joint:
         bar.update(n * len(eps_list))
     return _Chunk(how == robust_code, how, clean_correct, gradients, unstable)
