@@ -23,7 +23,10 @@ their budgets) runs as the same cascade over the whole grid: each attack sees on
 still robust at this eps, a point fooled at a smaller eps is not attacked again, and FAB-T,
 which returns minimal perturbations, runs once per chunk (at the first eps where the cascade
 reaches it, on the points then still robust) and settles every larger eps from the norms it
-found: a point is fooled by FAB-T at ``eps`` when its perturbation is ``<= eps``.
+found: a point is fooled by FAB-T at ``eps`` when its perturbation is ``<= eps``. Square, when
+it ends the cascade, runs after the other attacks have gone through the grid, on every
+``(point, eps)`` pair still robust with its whole query budget, several eps sharing a batch
+with one radius per row (``ThreatModel.per_row``; docs/evaluation.md, "AutoAttack").
 
 Every curve comes with gradient-masking checks (Athalye et al. 2018; Carlini et al. 2019,
 "On evaluating adversarial robustness"; the AutoAttack sanity checks): the model outputs
