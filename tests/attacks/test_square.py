@@ -103,3 +103,24 @@ def test_bad_arguments(bn_mlp, batch):
             square(bn_mlp, x[:2], y[:2], L2(0.5), **kw)
     with pytest.raises(ConfigError, match="N x C x H x W"):
         square(bn_mlp, x[:2].flatten(1), y[:2], L2(0.5))
+
+
+@pytest.mark.parametrize("threat", THREATS, ids=["l2", "linf"])
+def test_one_run_over_several_eps(bn_mlp, batch, threat):
+    # per-row eps with one value is the one-eps run, query for query (same seed; up to float
+    # rounding of eps as a tensor)
+    x, y = batch[0][:20], batch[1][:20]
+    g = torch.Generator
+    alone = square(bn_mlp, x, y, threat, queries=40, generator=g().manual_seed(1))
+    same = threat.per_row(torch.full((20,), threat.eps))
+    rows = square(bn_mlp, x, y, same, queries=40, generator=g().manual_seed(1))
+    assert torch.allclose(rows, alone, atol=1e-5)
+    # (point, eps) pairs for three eps in one batch: each row inside its own ball and the box
+    radii = torch.tensor([0.25, 0.5, 1.0]).repeat_interleave(20) * threat.eps
+    pairs = threat.per_row(radii)
+    xs, ys = x.repeat(3, 1, 1, 1), y.repeat(3)
+    x_adv = square(bn_mlp, xs, ys, pairs, queries=40, generator=g().manual_seed(1))
+    delta = x_adv - xs
+    assert (threat.norm(delta) <= radii * (1 + 1e-5) + 1e-7).all()
+    assert ((x_adv >= 0) & (x_adv <= 1)).all()
+    assert (threat.norm(delta[40:]) > 0.5 * threat.eps * 1.01).any()  # the largest eps is used

@@ -99,3 +99,38 @@ def test_threat_model_by_name():
     assert isinstance(threat_model("L2", 0.5), L2)
     assert isinstance(threat_model("linf", 0.5).with_eps(0.1), Linf)
     assert threat_model("linf", 0.5).with_eps(0.1).eps == 0.1
+
+
+@pytest.mark.parametrize("threat", THREATS, ids=repr)
+def test_per_row_eps_each_row_obeys_its_own_radius(threat):
+    # one batch of (point, eps) pairs: every operation equals the one-eps model's, row by row
+    x = _images(n=24)
+    eps = torch.tensor([0.0, 0.05, 0.3, 1.0] * 6)
+    rows = threat.per_row(eps)
+    start = rows.sample(x, generator=torch.Generator().manual_seed(3))
+    big = rows.step(start, torch.randn_like(x), alpha=3.0)
+    proj = rows.project(big, x)
+    for i, e in enumerate(eps.tolist()):
+        one = threat.with_eps(e)
+        alone = one.sample(x, generator=torch.Generator().manual_seed(3))
+        if e > 0:  # eps 0 draws nothing alone
+            assert torch.allclose(start[i], alone[i], atol=1e-6), (threat, e)
+        assert torch.allclose(proj[i], one.project(big[i : i + 1], x[i : i + 1])[0], atol=1e-6)
+    norms = threat.norm(proj)
+    assert (norms <= eps * (1 + 1e-5) + 1e-7).all() and ((x + proj) >= 0).all()
+    assert ((x + proj) <= 1).all() and rows.contains(proj, x).all()
+    assert not rows.contains(big, x).all()  # the unprojected step leaves some rows' balls
+    # a larger row's perturbation is outside a smaller row's ball
+    swapped = rows.project(proj.flip(0), x)
+    assert (threat.norm(swapped) <= eps * (1 + 1e-5) + 1e-7).all()
+    assert not rows.contains(proj.flip(0), x).all()
+
+
+def test_rows_keep_their_radii_and_bad_per_row_eps_raise():
+    rows = L2(1.0).per_row(torch.tensor([0.1, 0.2, 0.3]))
+    assert torch.equal(rows.rows(torch.tensor([2, 0])).eps, torch.tensor([0.3, 0.1]))
+    one = Linf(0.1)
+    assert one.rows(torch.tensor([0, 1])) is one  # one number: every row has it
+    for bad in (torch.tensor([0.1, -0.1]), torch.tensor([float("nan")]), torch.ones(2, 2)):
+        with pytest.raises(ConfigError):
+            L2(1.0).per_row(bad) if bad.dim() == 1 else L2(bad)

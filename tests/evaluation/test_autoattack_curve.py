@@ -109,3 +109,50 @@ def test_targets_clipped_to_the_classes_with_a_note(points):
     assert any("9 target classes asked for, the model has 5 classes" in n for n in curve.notes)
     assert curve.budgets["apgd-t"]["targets"] == 4
     assert not math.isnan(curve.accuracy[0])
+
+
+def test_square_attacks_every_pair_still_robust_over_the_grid(mlp, points, monkeypatch):
+    # Square ends the cascade, so it runs over the (point, eps) pairs of the whole grid at once;
+    # every pair the earlier attacks left robust (at its eps and every smaller one) must be in
+    # it, with the whole query budget and its own radius, and nothing else
+    from fastrobust.attacks import registry
+
+    x, y = points
+    kw = dict(SMALL, steps=1, queries=200, random_start="none")  # a weak APGD leaves Square work
+    before = robustness_curve(mlp, (x, y), "l2", [0.0, *EPS], attacks="apgd-ce", **kw)
+    calls, square = [], registry.ATTACKS["square"]
+
+    def spy(model, xs, ys, threat, start, settings, generator):
+        x_adv = square(model, xs, ys, threat, start, settings, generator)
+        calls.append((xs, threat.eps.clone(), settings.queries, model(x_adv).argmax(1) != ys))
+        return x_adv
+
+    monkeypatch.setitem(registry.ATTACKS, "square", spy)
+    curve = robustness_curve(mlp, (x, y), "l2", [0.0, *EPS], attacks="apgd-ce,square", **kw)
+    assert 1 <= len(calls) <= len(EPS) and {c[2] for c in calls} == {200}  # the whole budget
+    xs, radii, fooled = (torch.cat([c[k] for c in calls]) for k in (0, 1, 3))
+    expected = [(e, i) for j, e in enumerate(EPS, 1) for i in before.robust_mask[j].nonzero()]
+    index = [int((x == p).flatten(1).all(1).nonzero()[0]) for p in xs]
+    pairs = sorted(zip(radii.tolist(), index))
+    assert pairs == sorted((e, int(i)) for e, i in expected)  # every robust pair, nothing else
+    # robust at eps: apgd-ce missed it and Square fooled it at no eps <= this one
+    hit = torch.zeros_like(before.robust_mask)
+    for r, i, f in zip(radii.tolist(), index, fooled):
+        hit[EPS.index(r) + 1, i] = f
+    assert fooled.any() and (~fooled).any()  # the comparison has teeth
+    expected_mask = before.robust_mask & ~hit.int().cummax(0).values.bool()
+    assert torch.equal(curve.robust_mask, expected_mask)
+    for j in range(1, len(EPS) + 1):  # credited as a cascade run eps by eps would credit it
+        counts = curve.fooled_by[j]
+        assert sum(counts.values()) + curve.robust[j] == len(y)
+        assert counts["square"] == int((hit[j] & ~hit[:j].any(0)).sum())
+        assert counts["smaller_eps"] == int((expected_mask[0] & ~expected_mask[j - 1]).sum())
+
+
+def test_grid_batches_pack_small_eps_together():
+    from fastrobust.evaluation.curve import _pack
+
+    assert _pack([84, 62, 7, 0, 0]) == [[0], [1, 2]]  # the benchmark's grid: 2 runs, not 3
+    assert _pack([5, 5, 5]) == [[0], [1], [2]]  # never a batch larger than one eps's
+    assert _pack([10, 3, 4, 6]) == [[0], [2, 3], [1]]
+    assert _pack([0, 0]) == []

@@ -20,9 +20,12 @@ answers every eps at once: a sample is fooled at ``eps`` exactly when the norm F
 
 Defaults are AutoAttack's (100 iterations, ``alpha_max = 0.1``, ``eta = 1.05``, ``beta = 0.9``,
 one run per target from ``x_0`` itself, targets the 9 classes with the highest clean logits
-after the true one). A misclassified point is checked by the forward pass that also gives the
-next gradient, so an iteration costs one input gradient, plus one for the points that were
-just misclassified (the reference implementation spends an extra forward pass on every point).
+after the true one). Each iteration checks its new point with one forward pass, moves a
+misclassified one back towards ``x0``, then takes one input gradient there, as the reference
+implementation does: on points still robust after APGD (FAB-T's place in AutoAttack) almost
+every iterate is misclassified, so taking the gradient before the check would need a second
+one at the moved point (about two gradients per iteration, measured on the AutoAttack
+benchmark of BENCHMARKS.md, against one forward pass and one gradient now).
 """
 
 from __future__ import annotations
@@ -133,32 +136,26 @@ def _fab_run(
         xk = ((1 - alpha) * (xk + overshoot * d_cur) + alpha * (xs + overshoot * d_orig)).clamp(
             0, 1
         )
-        last = step == steps - 1
-        if last:
-            with torch.no_grad():
-                logits = model(xk)
-        else:
-            f, grad, logits = _boundary(model, xk, ys, ts, threat)
+        # check the new point with a forward pass first: a misclassified one moves back
+        # towards x0 before its gradient is taken, so every iteration takes one forward pass
+        # and one input gradient (a gradient at the point before moving back would be wasted)
+        with torch.no_grad():
+            logits = model(xk)
         adv = is_fooled(logits, ys)
         size = threat.norm(xk - xs)
         better = adv & (size < best_norm[idx])
         best[idx[better]] = (xk - xs)[better]
         best_norm[idx[better]] = size[better]
-        if last:
+        if step == steps - 1:
             break
         keep = best_norm[idx] > enough[idx]
         if not bool(keep.all()):  # settled samples leave the batch
-            idx, xs, ys, xk, f, grad, adv = (t[keep] for t in (idx, xs, ys, xk, f, grad, adv))
+            idx, xs, ys, xk, adv = (t[keep] for t in (idx, xs, ys, xk, adv))
             ts = None if ts is None else ts[keep]
             if idx.numel() == 0:
                 break
-        if bool(adv.any()):  # back towards x0, and the gradient there
-            xk = torch.where(per_sample(adv, xk), xs + backtrack * (xk - xs), xk)
-            sub = adv.nonzero().squeeze(1)
-            f_sub, g_sub, _ = _boundary(
-                model, xk[sub], ys[sub], None if ts is None else ts[sub], threat
-            )
-            f[sub], grad[sub] = f_sub, g_sub
+        xk = torch.where(per_sample(adv, xk), xs + backtrack * (xk - xs), xk)  # back towards x0
+        f, grad, _ = _boundary(model, xk, ys, ts, threat)
     return best, best_norm
 
 

@@ -131,6 +131,13 @@ ATTACKS: dict[str, NamedAttack] = {
     **{name: _within_eps(name) for name in MINIMAL_ATTACKS},
 }  # fmt: skip
 
+#: attacks that take a threat model with one radius per row
+#: (:meth:`~fastrobust.attacks.threat.ThreatModel.per_row`): the robustness curve runs one of
+#: these, when it ends the cascade, over the ``(point, eps)`` pairs of its whole grid still
+#: robust, several eps sharing a batch (one forward per query for them all, Square's cost
+#: being its per-query forwards; Andriushchenko et al. 2020)
+GRID_ATTACKS = ("square",)
+
 #: attacks whose restarts are the curve's ``restarts`` (the others have their own per-target
 #: runs, or, like Square, AutoAttack runs them once)
 RESTARTABLE = ("pgd", "apgd-ce", "apgd-dlr")
@@ -192,7 +199,8 @@ class SeededRuns:
 
     Counts the input gradients it spends in ``gradients``; ``on_restart(restart)``, when given,
     is told before each run (a progress bar). The loss it reports is the cross-entropy at the
-    result, whatever the attack's own loss.
+    result, whatever the attack's own loss. ``threat`` may have one radius per row of ``x``
+    (for an attack of :data:`GRID_ATTACKS`); each run then gets the radii of its rows.
     """
 
     def __init__(
@@ -216,10 +224,10 @@ class SeededRuns:
             self.on_restart(restart)
         generator = seeded_generator(self.x.device, *self.key, restart)
         start = self.threat.sample(self.x, generator=generator)[active]
-        xa, ya = self.x[active], self.y[active]
+        xa, ya, threat = self.x[active], self.y[active], self.threat.rows(active)
         run = self.settings
-        x_adv = ATTACKS[self.name](self.model, xa, ya, self.threat, start, run, generator)
-        delta = self.threat.project(x_adv - xa, xa)  # a buggy attack cannot leave the ball
+        x_adv = ATTACKS[self.name](self.model, xa, ya, threat, start, run, generator)
+        delta = threat.project(x_adv - xa, xa)  # a buggy attack cannot leave the ball
         self.gradients += gradients_per_sample(self.name, run) * active.numel()
         with attack_mode(self.model, self.settings.bn_mode), torch.no_grad():
             out = self.model(xa + delta)

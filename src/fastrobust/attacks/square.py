@@ -25,6 +25,7 @@ reproducible. Fooled samples are not queried again.
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 
@@ -100,23 +101,36 @@ def two_mountains(side: int, *, device: torch.device | None = None) -> torch.Ten
     return both / both.norm()
 
 
-class _Proposals(ABC):
-    """What Square needs from a norm: a start, a window side, and a proposal."""
+@functools.lru_cache(maxsize=64)
+def _cached_two_mountains(side: int, device: torch.device) -> torch.Tensor:
+    """:func:`two_mountains`, computed once per window side (Square asks every query)."""
+    return two_mountains(side, device=device)
 
-    def __init__(self, threat: ThreatModel) -> None:
-        self.threat = threat
+
+class _Proposals(ABC):
+    """What Square needs from a norm: a start, a window side, and a proposal.
+
+    ``threat`` is passed per call, so its radius may be one per row (one run over several eps).
+    """
 
     @abstractmethod
     def side(self, fraction: float, height: int, width: int) -> int:
         """Window side for a window covering ``fraction`` of the image."""
 
     @abstractmethod
-    def start(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+    def start(
+        self, threat: ThreatModel, x: torch.Tensor, g: torch.Generator | None
+    ) -> torch.Tensor:
         """The initial perturbation (in the ball and the box)."""
 
     @abstractmethod
     def propose(
-        self, x: torch.Tensor, delta: torch.Tensor, side: int, g: torch.Generator | None
+        self,
+        threat: ThreatModel,
+        x: torch.Tensor,
+        delta: torch.Tensor,
+        side: int,
+        g: torch.Generator | None,
     ) -> torch.Tensor:
         """A new perturbation differing from ``delta`` around one random window."""
 
@@ -125,18 +139,25 @@ class _LinfSquares(_Proposals):
     def side(self, fraction: float, height: int, width: int) -> int:
         return min(max(round(math.sqrt(fraction * height * width)), 1), height, width)
 
-    def start(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+    def start(
+        self, threat: ThreatModel, x: torch.Tensor, g: torch.Generator | None
+    ) -> torch.Tensor:
         n, c, _, w = x.shape
-        stripes = self.threat.eps * _signs((n, c, 1, w), g, x)
-        return self.threat.project(stripes.expand_as(x), x)
+        stripes = threat.radius(x) * _signs((n, c, 1, w), g, x)
+        return threat.project(stripes.expand_as(x), x)
 
     def propose(
-        self, x: torch.Tensor, delta: torch.Tensor, side: int, g: torch.Generator | None
+        self,
+        threat: ThreatModel,
+        x: torch.Tensor,
+        delta: torch.Tensor,
+        side: int,
+        g: torch.Generator | None,
     ) -> torch.Tensor:
         n, c, h, w = x.shape
         mask = _window_mask(_corners(n, side, h, w, g, x.device), side, h, w)
-        vertex = self.threat.eps * _signs((n, c, 1, 1), g, x)
-        return self.threat.project(torch.where(mask, vertex, delta), x)
+        vertex = threat.radius(x) * _signs((n, c, 1, 1), g, x)
+        return threat.project(torch.where(mask, vertex, delta), x)
 
 
 class _L2Squares(_Proposals):
@@ -145,11 +166,14 @@ class _L2Squares(_Proposals):
         side += 1 - side % 2  # odd, so the mountains have a centre pixel
         return min(side, height, width)
 
-    def _to_eps(self, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        size = per_sample(self.threat.norm(delta).clamp_min(1e-12), delta)
-        return self.threat.project(self.threat.eps * delta / size, x)
+    @staticmethod
+    def _to_eps(threat: ThreatModel, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        size = per_sample(threat.norm(delta).clamp_min(1e-12), delta)
+        return threat.project(threat.radius(delta) * delta / size, x)
 
-    def start(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+    def start(
+        self, threat: ThreatModel, x: torch.Tensor, g: torch.Generator | None
+    ) -> torch.Tensor:
         n, c, h, w = x.shape
         tile = max(h // 5, 1)
         count_h, count_w = h // tile, w // tile
@@ -160,10 +184,15 @@ class _L2Squares(_Proposals):
         delta = torch.zeros_like(x)
         top, left = (h - count_h * tile) // 2, (w - count_w * tile) // 2
         delta[:, :, top : top + count_h * tile, left : left + count_w * tile] = grid
-        return self._to_eps(delta, x)
+        return self._to_eps(threat, delta, x)
 
     def propose(
-        self, x: torch.Tensor, delta: torch.Tensor, side: int, g: torch.Generator | None
+        self,
+        threat: ThreatModel,
+        x: torch.Tensor,
+        delta: torch.Tensor,
+        side: int,
+        g: torch.Generator | None,
     ) -> torch.Tensor:
         n, c, h, w = x.shape
         first = _corners(n, side, h, w, g, x.device)
@@ -173,14 +202,15 @@ class _L2Squares(_Proposals):
         both = in_first | in_second
         # per channel: the mass in both windows, plus an equal share of the unused budget
         mass = (delta * both).square().sum((2, 3))
-        spare = (self.threat.eps**2 - self.threat.norm(delta).square()).clamp_min(0)
+        norm = threat.norm(delta)
+        spare = (threat.radius(norm) ** 2 - norm.square()).clamp_min(0)
         budget = (mass + spare[:, None] / c).sqrt()  # B x C
         rows = first[0][:, None] + torch.arange(side, device=x.device)  # B x s
         cols = first[1][:, None] + torch.arange(side, device=x.device)
         batch = torch.arange(n, device=x.device)[:, None, None]
         old = delta[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # B C s s
         old = old / old.square().sum((2, 3), keepdim=True).sqrt().clamp_min(1e-12)
-        pattern = two_mountains(side, device=x.device).to(x.dtype)
+        pattern = _cached_two_mountains(side, x.device).to(x.dtype)
         flip = torch.randint(0, 2, (n, 1, 1, 1), generator=g, device=x.device).bool()
         pattern = torch.where(flip, pattern.T, pattern)  # B x 1 x s x s
         new = pattern * _signs((n, c, 1, 1), g, x) + old
@@ -188,7 +218,7 @@ class _L2Squares(_Proposals):
         new = new * budget[:, :, None, None]
         out = torch.where(in_second, 0.0, delta)
         out[batch, :, rows[:, :, None], cols[:, None, :]] = new.permute(0, 2, 3, 1)
-        return self._to_eps(out, x)
+        return self._to_eps(threat, out, x)
 
 
 _PROPOSALS: dict[type[ThreatModel], type[_Proposals]] = {Linf: _LinfSquares, L2: _L2Squares}
@@ -198,6 +228,7 @@ def _square_run(
     model: Model,
     x: torch.Tensor,
     y: torch.Tensor,
+    threat: ThreatModel,
     proposals: _Proposals,
     delta: torch.Tensor,
     *,
@@ -207,26 +238,36 @@ def _square_run(
     generator: torch.Generator | None,
 ) -> AttackRun:
     """One run from ``delta``: per sample the first fooling point, else the lowest-margin one
-    (its loss is minus the margin, so higher is worse for the model)."""
+    (its loss is minus the margin, so higher is worse for the model).
+
+    The rows still attacked are kept gathered (inputs, labels, radii, perturbations, margins)
+    and are gathered again only when a query fools some of them, not at every query.
+    """
     _, _, h, w = x.shape
     logits = model(x + delta)
     best = margin(logits, y)
     fooled = is_fooled(logits, y)
+    active = (~fooled).nonzero().squeeze(1)
+    xa, ya, ta, da, ba = x[active], y[active], threat.rows(active), delta[active], best[active]
     for query in range(queries):
-        active = (~fooled).nonzero().squeeze(1)
         if active.numel() == 0:
             break
         fraction = window_fraction(query, p_init, queries=queries, rescale=rescale_schedule)
         side = proposals.side(fraction, h, w)
-        xa, da = x[active], delta[active]
-        candidate = proposals.propose(xa, da, side, generator)
+        candidate = proposals.propose(ta, xa, da, side, generator)
         logits = model(xa + candidate)
-        value = margin(logits, y[active])
-        hit = is_fooled(logits, y[active])
-        take = hit | (value < best[active])
-        delta[active[take]] = candidate[take]
-        best[active[take]] = value[take]
-        fooled[active[hit]] = True
+        value = margin(logits, ya)
+        hit = is_fooled(logits, ya)
+        take = hit | (value < ba)
+        da = torch.where(per_sample(take, da), candidate, da)
+        ba = torch.where(take, value, ba)
+        if bool(hit.any()):  # write the attacked rows back, then keep only the unfooled ones
+            delta[active], best[active] = da, ba
+            fooled[active[hit]] = True
+            keep = (~hit).nonzero().squeeze(1)
+            active = active[keep]
+            xa, ya, ta, da, ba = xa[keep], ya[keep], ta.rows(keep), da[keep], ba[keep]
+    delta[active], best[active] = da, ba
     return AttackRun(delta, fooled, -best)
 
 
@@ -251,7 +292,9 @@ def square(
     ``start`` is the first perturbation; None draws the norm's own start (stripes for L-inf,
     tiles for L2) from ``generator``. Restarts keep the worst case per sample through
     :func:`fastrobust.attacks.restarts.worst_case_over_restarts` (a restart runs only on the
-    samples no earlier one fooled). The result is inside the ball and the box.
+    samples no earlier one fooled). The result is inside the ball and the box. ``threat`` may
+    have one radius per row (:meth:`~fastrobust.attacks.threat.ThreatModel.per_row`): one run
+    then attacks every ``(point, eps)`` pair of the batch at once, each inside its own ball.
     """
     if queries < 1 or restarts < 1:
         raise ConfigError(
@@ -265,16 +308,16 @@ def square(
     if kind is None:
         raise ConfigError(f"Square is defined for {', '.join(t.name for t in _PROPOSALS)} only")
     check_start(start, x, restarts)
-    proposals = kind(threat)
+    proposals = kind()
     x, y = x.detach(), y.detach()
-    if threat.eps == 0:
+    if isinstance(threat.eps, float) and threat.eps == 0:
         return x.clone()
 
     def run_once(active: torch.Tensor, _restart: int) -> AttackRun:
-        xa = x[active]
-        first = proposals.start(xa, generator) if start is None else start[active].clone()
+        xa, ta = x[active], threat.rows(active)
+        first = proposals.start(ta, xa, generator) if start is None else start[active].clone()
         return _square_run(
-            model, xa, y[active], proposals, threat.project(first, xa), queries=queries,
+            model, xa, y[active], ta, proposals, ta.project(first, xa), queries=queries,
             p_init=p_init, rescale_schedule=rescale_schedule, generator=generator,
         )  # fmt: skip
 

@@ -13,6 +13,10 @@ decision boundary is ``|f| / ||grad||_dual``) and ``to_hyperplane(z, w, b)``: th
 perturbation, in this norm and inside the box, that puts ``z`` on the hyperplane ``w.z = b``.
 
 All norms and normalisations are per sample: every dimension but the batch one is flattened.
+``eps`` is one number, or a tensor with one radius per row (:meth:`ThreatModel.per_row`), so one
+attack run can cover several eps at once, a batch of ``(point, eps)`` pairs (the robustness
+curve runs Square over its whole eps grid this way); :meth:`ThreatModel.rows` keeps the radii
+of a subset of rows, and every operation uses each row's own radius.
 Projecting into the box after the ball never increases the norm (each coordinate only shrinks
 towards zero), so the result of ``project`` satisfies both constraints at once.
 """
@@ -49,21 +53,41 @@ class ThreatModel(ABC):
     #: default single-step size as a multiple of eps (fast adversarial training)
     fast_alpha_factor: ClassVar[float]
 
-    def __init__(self, eps: float, *, random_start: str | None = None) -> None:
-        eps = float(eps)
-        if not math.isfinite(eps) or eps < 0:
-            raise ConfigError(f"eps must be a finite number >= 0, got {eps}")
+    def __init__(self, eps: float | torch.Tensor, *, random_start: str | None = None) -> None:
+        if isinstance(eps, torch.Tensor) and eps.dim() > 0:
+            if eps.dim() != 1 or not bool(torch.isfinite(eps).all() & (eps >= 0).all()):
+                raise ConfigError("per-row eps must be a vector of finite numbers >= 0")
+            eps = eps.detach()
+        else:
+            eps = float(eps)
+            if not math.isfinite(eps) or eps < 0:
+                raise ConfigError(f"eps must be a finite number >= 0, got {eps}")
         start = self.random_starts[0] if random_start is None else random_start
         if start not in self.random_starts:
             raise ConfigError(
                 f"random start {start!r} is not defined for {self.name}; "
                 f"choose one of {', '.join(self.random_starts)}"
             )
-        self.eps = eps
+        self.eps: float | torch.Tensor = eps
         self.random_start = start
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(eps={self.eps:g}, random_start={self.random_start!r})"
+        eps = f"{self.eps:g}" if isinstance(self.eps, float) else f"<{len(self.eps)} per row>"
+        return f"{type(self).__name__}(eps={eps}, random_start={self.random_start!r})"
+
+    def radius(self, like: torch.Tensor) -> float | torch.Tensor:
+        """``eps`` shaped to broadcast against ``like`` (B x ...): the number, or one per row."""
+        return self.eps if isinstance(self.eps, float) else per_sample(self.eps, like).to(like)
+
+    def rows(self, index: torch.Tensor) -> ThreatModel:
+        """The threat model of the rows ``index`` of a batch (itself when eps is one number)."""
+        if isinstance(self.eps, float):
+            return self
+        return type(self)(self.eps[index], random_start=self.random_start)
+
+    def per_row(self, eps: torch.Tensor) -> ThreatModel:
+        """The same norm and random start with radius ``eps[i]`` for row ``i`` of a batch."""
+        return type(self)(torch.as_tensor(eps).reshape(-1), random_start=self.random_start)
 
     def box_diameter(self, image_shape: tuple[int, ...] | torch.Size) -> float:
         """The norm of the longest perturbation inside the ``[0,1]`` box (corner to opposite
@@ -142,7 +166,7 @@ class ThreatModel(ABC):
 
     def sample(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Random start delta inside the ball and with ``x + delta`` in ``[0,1]``."""
-        if self.random_start == "none" or self.eps == 0:
+        if self.random_start == "none" or (isinstance(self.eps, float) and self.eps == 0):
             return torch.zeros_like(x)
         return project_box(self._sample_ball(x, generator), x)
 
@@ -156,7 +180,8 @@ class ThreatModel(ABC):
 
     def contains(self, delta: torch.Tensor, x: torch.Tensor, *, rtol: float = 1e-5) -> torch.Tensor:
         """Per-sample boolean: is ``delta`` a valid perturbation of ``x`` under this model?"""
-        inside = self.norm(delta) <= self.eps * (1 + rtol) + 1e-7
+        eps = self.eps if isinstance(self.eps, float) else self.eps.to(delta)
+        inside = self.norm(delta) <= eps * (1 + rtol) + 1e-7
         adv = (x + delta).flatten(1)
         in_box = (adv >= -1e-6).all(1) & (adv <= 1 + 1e-6).all(1)
         return inside & in_box
@@ -195,7 +220,8 @@ class L2(ThreatModel):
         return torch.minimum(lam * w_abs, room)
 
     def project_ball(self, delta: torch.Tensor) -> torch.Tensor:
-        factor = (self.eps / self.norm(delta).clamp_min(_TINY)).clamp(max=1.0)
+        eps = self.eps if isinstance(self.eps, float) else self.eps.to(delta)
+        factor = (eps / self.norm(delta).clamp_min(_TINY)).clamp(max=1.0)
         return delta * per_sample(factor, delta)
 
     def _sample_ball(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -203,10 +229,10 @@ class L2(ThreatModel):
         g = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
         unit = self.direction(g)
         if self.random_start == "sphere":
-            return self.eps * unit
+            return self.radius(x) * unit
         u = torch.rand(batch, device=x.device, dtype=x.dtype, generator=generator)
         radius = u.pow(1.0 / dim) if self.random_start == "ball" else u
-        return per_sample(self.eps * radius, x) * unit
+        return self.radius(x) * per_sample(radius, x) * unit
 
 
 class Linf(ThreatModel):
@@ -238,13 +264,14 @@ class Linf(ThreatModel):
         return torch.minimum(lam.expand_as(room), room)
 
     def project_ball(self, delta: torch.Tensor) -> torch.Tensor:
-        return delta.clamp(-self.eps, self.eps)
+        eps = self.radius(delta)
+        return delta.clamp(-eps, eps)
 
     def _sample_ball(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         u = torch.rand(x.shape, device=x.device, dtype=x.dtype, generator=generator)
         if self.random_start == "sphere":
-            return self.eps * torch.where(u < 0.5, -1.0, 1.0).to(x.dtype)
-        return self.eps * (2 * u - 1)
+            return self.radius(x) * torch.where(u < 0.5, -1.0, 1.0).to(x.dtype)
+        return self.radius(x) * (2 * u - 1)
 
 
 THREAT_MODELS: dict[str, type[ThreatModel]] = {cls.name: cls for cls in (L2, Linf)}
