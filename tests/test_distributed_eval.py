@@ -182,7 +182,8 @@ def test_shards_need_the_chunk_keys_of_the_whole_set(sharded, digits):
         ]  # fmt: skip
         merged = merge_curves(parts)
         assert torch.equal(merged.robust_mask, whole.robust_mask) is same
-        assert (merged.fooled_by == whole.fooled_by) is same
+        if same:  # totals may coincide by chance when the points differ, so only check equality
+            assert merged.fooled_by == whole.fooled_by
 
 
 # -- 2 processes -----------------------------------------------------------------------------
