@@ -79,6 +79,10 @@ class ThreatModel(ABC):
         """``eps`` shaped to broadcast against ``like`` (B x ...): the number, or one per row."""
         return self.eps if isinstance(self.eps, float) else per_sample(self.eps, like).to(like)
 
+    def _eps_per_sample(self, like: torch.Tensor) -> float | torch.Tensor:
+        """``eps`` to compare with a per-sample norm (shape B): the number, or one per row."""
+        return self.eps if isinstance(self.eps, float) else self.eps.to(like)
+
     def rows(self, index: torch.Tensor) -> ThreatModel:
         """The threat model of the rows ``index`` of a batch (itself when eps is one number)."""
         if isinstance(self.eps, float):
@@ -180,7 +184,7 @@ class ThreatModel(ABC):
 
     def contains(self, delta: torch.Tensor, x: torch.Tensor, *, rtol: float = 1e-5) -> torch.Tensor:
         """Per-sample boolean: is ``delta`` a valid perturbation of ``x`` under this model?"""
-        eps = self.eps if isinstance(self.eps, float) else self.eps.to(delta)
+        eps = self._eps_per_sample(delta)
         inside = self.norm(delta) <= eps * (1 + rtol) + 1e-7
         adv = (x + delta).flatten(1)
         in_box = (adv >= -1e-6).all(1) & (adv <= 1 + 1e-6).all(1)
@@ -220,7 +224,7 @@ class L2(ThreatModel):
         return torch.minimum(lam * w_abs, room)
 
     def project_ball(self, delta: torch.Tensor) -> torch.Tensor:
-        eps = self.eps if isinstance(self.eps, float) else self.eps.to(delta)
+        eps = self._eps_per_sample(delta)
         factor = (eps / self.norm(delta).clamp_min(_TINY)).clamp(max=1.0)
         return delta * per_sample(factor, delta)
 
