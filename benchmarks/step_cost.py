@@ -3,9 +3,12 @@
 Pass-counting floors (docs/architecture.md): a standard step is ~3 forward-equivalents, an
 attack step adds ~2 (forward + input-only backward), so fast/standard and n-fgsm/standard >=
 ~1.67 and pgd7/standard >= ~5.67; a free replay is one training step whose backward also
-yields the input gradient (~1.0); gradalign adds two input gradients, one of them
-differentiated again (double backpropagation), to a fast step; curriculum costs what its
-current number of steps costs. Goodwin et al. (2020) measured ~2.4 and ~7.6 on V100s.
+yields the input gradient (~1.0); gradalign is a clean input gradient (~2), the noisy input
+gradient kept differentiable (~2; it is also the fast step's direction), the training step
+(~3) and the penalty's second-order pass (~4: a forward-like and a weight-gradient-like
+convolution per layer for the differentiated input gradient, then a full backward through the
+noisy forward), so gradalign/standard >= ~11/3; curriculum costs what its current number of
+steps costs. Goodwin et al. (2020) measured ~2.4 and ~7.6 on V100s.
 
 Steps are timed interleaved (standard, fast, pgd7, n-fgsm, ...) after warm-up and the median
 per method is reported, so machine noise hits all methods alike. ``free`` is timed per replay
@@ -47,7 +50,7 @@ FLOORS = {
     "pgd7": 17 / 3,
     "n-fgsm": 5 / 3,
     "free": 1.0,
-    "gradalign": None,
+    "gradalign": 11 / 3,
     "curriculum": (3 + 2 * 4) / 3,  # the linear 1..7 schedule averages 4 steps
 }
 TARGETS = {"fast": 1.7, "pgd7": 6.0, "n-fgsm": 1.7, "free": 1.1, "gradalign": 3.5}

@@ -37,6 +37,7 @@ from fastrobust.attacks.contract import (
 )
 from fastrobust.attacks.threat import ThreatModel, project_box
 from fastrobust.errors import ConfigError
+from fastrobust.training.double_backprop import cheap_conv_double_backward
 
 #: N-FGSM's default noise radius as a multiple of eps, per norm. L-inf: 2 (de Jorge et al.
 #: 2022). The paper has no L2 version; in L2 the noise and the step add up in norm, and on the
@@ -150,14 +151,17 @@ def gradalign_terms(
     Returns ``mean_i (1 - cos(grad_x L(x_i), grad_x L(x_i + eta_i)))``, differentiable in the
     weights through the gradient at ``x + eta`` (double backpropagation), and that gradient
     detached: when ``eta`` is also the fast step's random start, it is the fast step's
-    gradient too, so a GradAlign training step needs no separate attack gradient.
+    gradient too, so a GradAlign training step needs no separate attack gradient. The
+    convolutions' second derivatives take ordinary kernels
+    (:mod:`fastrobust.training.double_backprop`).
     """
     loss_fn = cross_entropy_per_sample if loss_fn is None else loss_fn
     x = x.detach()
     with attack_mode(model, bn_mode):
         grad_clean, _, _ = input_gradient(model, x, y, loss_fn)
         x_noisy = (x + eta.detach()).requires_grad_(True)
-        with torch.enable_grad():
+        compiled = hasattr(model, "_orig_mod")  # torch.compile: leave its graph alone
+        with torch.enable_grad(), cheap_conv_double_backward(enabled=not compiled):
             loss = loss_fn(model(x_noisy), y).sum()
             (grad_noisy,) = torch.autograd.grad(loss, x_noisy, create_graph=True)
     penalty = (1.0 - cosine_per_sample(grad_clean, grad_noisy)).mean()
