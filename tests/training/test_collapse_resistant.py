@@ -99,6 +99,32 @@ def test_gradalign_adds_its_penalty_to_the_fast_loss():
     )
 
 
+class _CompiledLike(torch.nn.Module):
+    """Stands in for a ``torch.compile`` result (which cannot double-backward): it keeps the
+    model as ``_orig_mod`` and refuses a second derivative through its own forward."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self._orig_mod = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            raise RuntimeError("does not currently support double backward")
+        return self._orig_mod(x)
+
+
+def test_gradalign_takes_its_penalty_through_the_uncompiled_model():
+    model, x, y = _model_and_batch()
+    compiled = _CompiledLike(model)
+    torch.manual_seed(1)
+    method = build_method(AttackConfig(method="gradalign", eps=1.0, gradalign_lambda=5.0))
+    loss, _ = method.loss(compiled, compiled, x, y)
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+    torch.manual_seed(1)
+    assert float(loss) == pytest.approx(float(method.loss(model, model, x, y)[0]), rel=1e-6)
+
+
 def test_curriculum_schedules():
     def steps_over(schedule, total=5, **kw):
         method = build_method(AttackConfig(method="curriculum", curriculum=schedule, **kw))

@@ -131,7 +131,9 @@ class GradAlign(TrainingMethod):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.detach()
         eta = self.threat.sample(x)
-        penalty, grad = gradalign_terms(attack_model, x, y, eta, bn_mode=self.bn_mode)  # type: ignore[arg-type]
+        # torch.compile cannot differentiate a gradient twice: the penalty runs uncompiled
+        penalty_model = getattr(attack_model, "_orig_mod", attack_model)
+        penalty, grad = gradalign_terms(penalty_model, x, y, eta, bn_mode=self.bn_mode)  # type: ignore[arg-type]
         delta = self.threat.project(self.threat.step(eta, grad, self.step_size), x)
         logits = train_model(x + delta)
         return functional.cross_entropy(logits.float(), y) + self.weight * penalty, logits

@@ -16,8 +16,8 @@ input gradient is bitwise the same); second derivatives agree up to float roundi
 (tests/training/test_double_backprop.py checks both against PyTorch's own in float64).
 
 Scope: inside it, a gradient taken with ``create_graph=True`` yields the *input* gradient of
-each convolution only (the first-order weight gradient is not built, since GradAlign asks
-``torch.autograd.grad`` for the input gradient alone); a later ordinary backward through the
+each convolution only: the first-order weight gradient is not built (it comes back as None), so
+use it only, as GradAlign does, to ask ``torch.autograd.grad`` for an input gradient; a later ordinary backward through the
 same graph computes the weight and input gradients as usual. Autocast, string padding and
 non-4-D inputs fall through to ``F.conv2d`` unchanged.
 """
@@ -25,7 +25,7 @@ non-4-D inputs fall through to ``F.conv2d`` unchanged.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -173,8 +173,5 @@ class _CheapConvMode(TorchFunctionMode):
 def cheap_conv_double_backward(enabled: bool = True) -> Iterator[None]:
     """Run ``F.conv2d`` so that differentiating its input gradient takes ordinary kernels
     (see the module docstring); ``enabled=False`` does nothing."""
-    if not enabled:
-        yield
-        return
-    with _CheapConvMode():
+    with _CheapConvMode() if enabled else nullcontext():
         yield

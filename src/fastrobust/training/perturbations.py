@@ -160,8 +160,7 @@ def gradalign_terms(
     with attack_mode(model, bn_mode):
         grad_clean, _, _ = input_gradient(model, x, y, loss_fn)
         x_noisy = (x + eta.detach()).requires_grad_(True)
-        compiled = hasattr(model, "_orig_mod")  # torch.compile: leave its graph alone
-        with torch.enable_grad(), cheap_conv_double_backward(enabled=not compiled):
+        with torch.enable_grad(), cheap_conv_double_backward():
             loss = loss_fn(model(x_noisy), y).sum()
             (grad_noisy,) = torch.autograd.grad(loss, x_noisy, create_graph=True)
     penalty = (1.0 - cosine_per_sample(grad_clean, grad_noisy)).mean()
