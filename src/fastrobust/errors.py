@@ -4,7 +4,15 @@ from __future__ import annotations
 
 
 class FastRobustError(Exception):
-    """A problem the user can fix (bad flag, missing file, foreign checkpoint, ...)."""
+    """A problem the user can fix (bad setting, missing file, foreign checkpoint, ...).
+
+    Messages speak the library's terms: a setting is named as its field (``attack.steps``),
+    and ``field`` carries that name so the CLI can say the flag instead
+    (:func:`fastrobust.settings.render_error`)."""
+
+    def __init__(self, *args: object, field: str | None = None) -> None:
+        super().__init__(*args)
+        self.field = field
 
 
 class ConfigError(FastRobustError, ValueError):

@@ -166,7 +166,7 @@ def test_help_groups_flags_by_config_section(capsys):
 
 
 def test_flag_types_come_from_the_annotations():
-    from fastrobust.cli.train import flag_type, int_or_word
+    from fastrobust.settings import flag_type, int_or_word
 
     assert flag_type(int | None) is int and flag_type(float) is float
     assert flag_type(bool) is bool and flag_type(str | None) is str

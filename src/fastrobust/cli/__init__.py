@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from fastrobust.errors import FastRobustError
+from fastrobust.settings import render_error
 
 #: subcommand modules in this package; each has add_parser(subparsers) and run(args) -> int
 COMMANDS = ["train", "eval", "visualize", "timing", "study"]
@@ -102,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(args) or 0)
     except FastRobustError as exc:
         where = f" (rank {world.rank})" if not world.is_main else ""
-        print(f"fastrobust: error{where}: {exc}", file=sys.stderr)
+        message = render_error(exc, getattr(args, "flag_of", {}))
+        print(f"fastrobust: error{where}: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM where stops.stop_on_signals is on
         print("fastrobust: interrupted", file=sys.stderr)

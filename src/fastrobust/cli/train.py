@@ -4,37 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import signal
-import types
-import typing
 from typing import Any
 
 from fastrobust.errors import ConfigError
-from fastrobust.training.config import SECTION_OF, SECTIONS, TrainConfig, field_docs
-
-
-def int_or_word(text: str) -> int | str:
-    """A flag value of an ``int | str`` field: a whole number, or a word such as ``auto``."""
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
-def flag_type(annotation: Any) -> Any:
-    """The flag type of a field annotation: ``int | None`` -> int, ``bool`` -> bool,
-    ``int | str`` -> :func:`int_or_word` (the field checks the word)."""
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if set(kinds) == {int, str}:
-            return int_or_word
-        if len(kinds) != 1:
-            raise TypeError(f"config field type {annotation} has no single flag type")
-        annotation = kinds[0]
-    if annotation not in (bool, int, float, str):
-        raise TypeError(f"config field type {annotation} cannot be a flag")
-    return annotation
+from fastrobust.settings import add_settings_flags
+from fastrobust.training.config import SECTION_OF, SECTIONS, TrainConfig
 
 
 def add_parser(subparsers: Any) -> None:
@@ -57,23 +32,11 @@ def add_parser(subparsers: Any) -> None:
         help="with --resume: import and run the package.module:factory model the checkpoint "
         "names (only for checkpoints you trust)",
     )
+    flags: dict[str, str] = {}
     for section, cls in SECTIONS.items():
         group = p.add_argument_group(section, (cls.__doc__ or "").strip())
-        docs = field_docs(cls)
-        types_ = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            flag = "--" + f.name.replace("_", "-")
-            kind = flag_type(types_[f.name])
-            text = docs.get(f.name, "")
-            if kind is bool:
-                group.add_argument(
-                    flag, action=argparse.BooleanOptionalAction, default=None, help=text
-                )
-            else:
-                group.add_argument(
-                    flag, type=kind, default=None, help=f"{text} (default: {f.default})"
-                )
-    p.set_defaults(func=run)
+        flags.update(add_settings_flags(group, cls, section=section))
+    p.set_defaults(func=run, flag_of=flags)
 
 
 def _flag_values(args: argparse.Namespace) -> dict[str, Any]:

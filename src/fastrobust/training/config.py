@@ -11,9 +11,7 @@ epochs=3)``, ``cfg.eps`` and flat YAML files (the format before sections, still 
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
 import math
 import os
 import re
@@ -25,8 +23,8 @@ import yaml
 
 from fastrobust.attacks.threat import THREAT_MODELS, ThreatModel, threat_model
 from fastrobust.errors import ConfigError
+from fastrobust.settings_types import check_field_types
 from fastrobust.training.collapse_resistant import CURRICULUM_SCHEDULES
-from fastrobust.training.field_types import check_field_types
 from fastrobust.training.methods import method_class, method_names
 
 SCHEDULES = ("step", "onecycle", "constant")
@@ -95,7 +93,7 @@ class DataConfig:
     """disk images of 64 px and more: std of AlexNet's PCA lighting noise (robustness: 0.05)"""
 
     def __post_init__(self) -> None:
-        check_field_types(self)
+        check_field_types(self, "data")
         if not 0 <= self.color_jitter < 1 or self.lighting < 0:
             raise ConfigError(
                 f"color_jitter must be in [0,1) and lighting >= 0, got {self.color_jitter} "
@@ -154,7 +152,7 @@ class AttackConfig:
     """curriculum adaptive: epochs without a gain in fixed-batch PGD accuracy before K steps"""
 
     def __post_init__(self) -> None:
-        check_field_types(self)
+        check_field_types(self, "attack")
         _one_of("method", self.method, method_names())
         _one_of("norm", self.norm, list(THREAT_MODELS))
         _positive("eps", self.eps)
@@ -241,7 +239,7 @@ class OptimisationConfig:
     """onecycle: fraction of training spent rising to the peak"""
 
     def __post_init__(self) -> None:
-        check_field_types(self)
+        check_field_types(self, "optimisation")
         _one_of("schedule", self.schedule, SCHEDULES)
         _positive("lr", self.lr)
         for key in ("epochs", "batch_size", "lr_step_epochs"):
@@ -290,7 +288,7 @@ class EvaluationConfig:
     batch: what runs recorded before stratified subsets used, so they resume exactly)"""
 
     def __post_init__(self) -> None:
-        check_field_types(self)
+        check_field_types(self, "evaluation")
         _one_of("subsets", self.subsets, SUBSET_CHOICES)
         _interval("eval_every", self.eval_every)
         _interval("overfit_check_every", self.overfit_check_every)
@@ -324,7 +322,7 @@ class RuntimeConfig:
     """show a progress bar on stderr (while the fastrobust logger shows INFO lines)"""
 
     def __post_init__(self) -> None:
-        check_field_types(self)
+        check_field_types(self, "runtime")
         _at_least("seed", self.seed, 0)
         if self.amp not in ("none", "bf16", "fp16"):
             raise ConfigError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
@@ -560,14 +558,3 @@ def flatten(d: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
     return flat
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Field name -> its attribute docstring in the source of dataclass ``cls`` (CLI help)."""
-    body = ast.parse(inspect.getsource(cls)).body[0].body  # type: ignore[attr-defined]
-    out: dict[str, str] = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr):
-            if isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
-                out[node.target.id] = " ".join(nxt.value.value.split())  # type: ignore[attr-defined]
-    return out

@@ -97,15 +97,16 @@ def describe_value(value: Any) -> str:
     return f"{value!r} ({kind})"
 
 
-def check_field_types(section: Any) -> None:
-    """Raise :class:`ConfigError` for the first field of dataclass ``section`` whose value
-    does not match its annotation (``key (--flag): expected ..., got ...``)."""
-    hints = typing.get_type_hints(type(section))
-    for f in dataclasses.fields(section):
-        value = getattr(section, f.name)
+def check_field_types(obj: Any, section: str | None = None) -> None:
+    """Raise :class:`ConfigError` for the first field of dataclass ``obj`` whose value does
+    not match its annotation (``attack.eps: expected ..., got ...``; ``section`` qualifies
+    the field's name, and the error carries it as ``field``)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
         if not matches(value, hints[f.name]):
-            flag = "--" + f.name.replace("_", "-")
+            name = f"{section}.{f.name}" if section else f.name
             raise ConfigError(
-                f"{f.name} ({flag}): expected {describe_type(hints[f.name])}, "
-                f"got {describe_value(value)}"
+                f"{name}: expected {describe_type(hints[f.name])}, got {describe_value(value)}",
+                field=name,
             )

@@ -1,0 +1,82 @@
+"""The settings foundation: flags, checks and error wording all come from one dataclass."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Literal
+
+import pytest
+
+from fastrobust.errors import ConfigError
+from fastrobust.settings import (
+    add_settings_flags,
+    at_least,
+    check_settings,
+    given_values,
+    in_range,
+    positive,
+    render_error,
+    setting,
+)
+
+
+@dataclass
+class Toy:
+    """A toy settings section."""
+
+    steps: int = setting(20, rule=at_least(1))
+    """attack steps"""
+    factor: float = setting(2.5, rule=positive())
+    """step size factor"""
+    share: float = setting(0.5, rule=in_range(0, 1, low_open=True))
+    """a share in (0, 1]"""
+    norm: Literal["l2", "linf"] | None = None
+    """threat model"""
+    eps: list[float] = setting(factory=lambda: [0.0, 1.0], rule=in_range(0, 1))
+    """radii"""
+    checks: bool = True
+    """run the checks"""
+
+    def __post_init__(self) -> None:
+        check_settings(self, "toy")
+
+
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
+    parser = argparse.ArgumentParser()
+    flags = add_settings_flags(parser, Toy, section="toy")
+    return parser.parse_args(argv), flags
+
+
+def test_flags_types_choices_and_defaults_come_from_the_fields():
+    args, flags = _parse(["--steps", "3", "--eps", "0,8/255", "--no-checks", "--norm", "linf"])
+    assert given_values(args, Toy) == {
+        "steps": 3,
+        "eps": [0.0, 8 / 255],
+        "checks": False,
+        "norm": "linf",
+    }
+    assert flags["toy.steps"] == "--steps" and flags["toy.share"] == "--share"
+    assert Toy(**given_values(args, Toy)).factor == 2.5  # not given: the field's default
+    with pytest.raises(SystemExit):
+        _parse(["--norm", "l3"])  # a Literal is a choice
+
+
+@pytest.mark.parametrize(
+    ("keywords", "library", "cli"),
+    [
+        ({"steps": 0}, "toy.steps must be >= 1, got 0", "--steps must be >= 1, got 0"),
+        ({"factor": float("nan")}, "toy.factor: expected a finite number", "--factor: expected"),
+        ({"share": 0.0}, "toy.share must be in (0, 1], got 0", "--share must be in (0, 1]"),
+        ({"eps": [0.5, 2.0]}, "toy.eps must be in [0, 1], got 2", "--eps must be in [0, 1], got 2"),
+        ({"steps": 1.5}, "toy.steps: expected an integer", "--steps: expected an integer"),
+    ],
+)
+def test_errors_name_the_field_and_the_cli_renders_the_flag(keywords, library, cli):
+    with pytest.raises(ConfigError) as caught:
+        Toy(**keywords)
+    assert library in str(caught.value)
+    assert caught.value.field == library.split(":")[0].split(" ")[0]
+    _, flags = _parse([])
+    assert cli in render_error(caught.value, flags)
+    assert "toy." not in render_error(caught.value, flags)
