@@ -25,19 +25,12 @@ from conftest import train_mlp
 from fastrobust import distributed
 from fastrobust.cli import main
 from fastrobust.data import load_dataset
+from fastrobust.distributed import RankFailed, gather_together, on_every_rank, together
 from fastrobust.errors import ConfigError
 from fastrobust.evaluation.curve import robustness_curve
 from fastrobust.evaluation.inputs import data_tensors
 from fastrobust.evaluation.results import RobustnessCurve
-from fastrobust.evaluation.sharding import (
-    RankFailed,
-    gather_together,
-    merge_curves,
-    on_every_rank,
-    plan_shards,
-    sharded_robustness_curve,
-    together,
-)
+from fastrobust.evaluation.sharding import merge_curves, plan_shards, sharded_robustness_curve
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PY = sys.executable

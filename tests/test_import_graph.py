@@ -7,6 +7,7 @@ the design. Importing a package's ``__init__`` counts as importing that package 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "src" / "fastrobust"
@@ -80,3 +81,80 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_the_graph_sees_real_imports():
     graph = import_graph()
     assert "fastrobust.errors" in graph["fastrobust.checkpoint"]
+
+
+# -- layers: which top-level module may import which (docs/architecture.md, "Layers") ------------
+ARCHITECTURE = PACKAGE_ROOT.parents[1] / "docs" / "architecture.md"
+
+
+def top_level(module: str) -> str:
+    """``fastrobust.training.trainer`` -> ``training``; the package itself -> ``fastrobust``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "fastrobust"
+
+
+def documented_layers(text: str) -> dict[str, set[str]]:
+    """The Layers table of docs/architecture.md: top-level module -> the top-level modules it may
+    import. A row names its modules in backticks in the first column and what they may import in
+    the second: backticked modules, ``foundations`` (every module of the foundations row) and
+    ``everything``."""
+    section = text.split("## Layers", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    names = [re.findall(r"`([\w.]+)`", row.split("|")[1]) for row in rows]
+    foundations = names[0]
+    every = {n for row in names for n in row}
+    allowed: dict[str, set[str]] = {}
+    for modules, row in zip(names, rows):
+        cell = row.split("|")[2]
+        may = set(re.findall(r"`([\w.]+)`", cell))
+        if "foundations" in cell:
+            may |= set(foundations)
+        if "everything" in cell:
+            may |= every
+        for module in modules:
+            allowed[module] = may - {module}
+    return allowed
+
+
+def layer_violations(graph: dict[str, set[str]], allowed: dict[str, set[str]]) -> list[str]:
+    """Every import between top-level modules that the table does not allow (or of a module the
+    table does not list)."""
+    problems = []
+    for module, imports in sorted(graph.items()):
+        here = top_level(module)
+        if here not in allowed:
+            problems.append(f"{module}: top-level module {here!r} is not in the Layers table")
+            continue
+        for target in sorted(imports):
+            there = top_level(target)
+            if there != here and there not in allowed[here]:
+                problems.append(f"{module} imports {target} ({here} may not import {there})")
+    return problems
+
+
+def test_imports_follow_the_documented_layers():
+    allowed = documented_layers(ARCHITECTURE.read_text())
+    problems = layer_violations(import_graph(), allowed)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_layer_check_catches_an_upward_import():
+    allowed = {"data": {"errors"}, "training": {"data", "errors"}, "errors": set()}
+    graph = {"fastrobust.data.cifar": {"fastrobust.training.trainer"}, "fastrobust.errors": set()}
+    assert layer_violations(graph, allowed) == [
+        "fastrobust.data.cifar imports fastrobust.training.trainer (data may not import training)"
+    ]
+    assert layer_violations({"fastrobust.new": set()}, allowed)  # an unlisted module fails too
+
+
+def test_the_layers_table_is_read_as_written():
+    text = (
+        "## Layers\n| modules | may import |\n|---|---|\n| `errors`, `seeding` | each other |\n"
+        "| `data` | foundations |\n| `cli` | everything |\n## Next\n"
+    )
+    assert documented_layers(text) == {
+        "errors": set(),
+        "seeding": set(),
+        "data": {"errors", "seeding"},
+        "cli": {"errors", "seeding", "data"},
+    }

@@ -13,10 +13,10 @@ from fastrobust.represent import (
     visualize_features,
 )
 from fastrobust.training import TrainConfig, TrainResult, fit, resume
-
-__version__ = "0.1.0"
+from fastrobust.version import __version__
 
 __all__ = [
+    "__version__",
     "L2",
     "Linf",
     "RobustnessCurve",

@@ -18,12 +18,12 @@ import socket
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
-from fastrobust.errors import ConfigError
+from fastrobust.errors import ConfigError, FastRobustError
 
 log = logging.getLogger(__name__)
 
@@ -233,3 +233,87 @@ def launch_local(
         join=True,
         start_method="spawn",
     )
+
+
+# -- failing together: an error on any rank is raised on every rank ---------------------
+T = TypeVar("T")
+
+
+class RankFailed(FastRobustError):
+    """Another rank failed (its rank and message are in the text).
+
+    Raised on every rank that did not fail itself, and on the non-zero ranks whose own failure
+    was a user error, which rank 0 then reports: so the job stops on every rank, and a command
+    line prints the error once (rank 0) instead of once per rank.
+    """
+
+    def __init__(self, message: str, rank: int = -1) -> None:
+        super().__init__(message)
+        self.rank = rank
+
+
+@dataclass
+class _Outcome:
+    value: Any = None
+    error: str | None = None
+    user_error: bool = True
+    """the error (if any) is a FastRobustError"""
+
+
+def _settle(value: Any, own: Exception | None, world: WorldInfo, *, send: bool) -> list[Any]:
+    """Tell every rank how this one did (and its ``value`` when ``send``); raise if any failed."""
+    if own is None:
+        outcome = _Outcome(value=value if send else None)
+    elif isinstance(own, FastRobustError):
+        outcome = _Outcome(error=str(own))
+    else:
+        outcome = _Outcome(error=f"{type(own).__name__}: {own}", user_error=False)
+    outcomes: list[_Outcome] = all_gather_object(outcome)  # type: ignore[assignment]
+    failed = [(r, o.error) for r, o in enumerate(outcomes) if o.error is not None]
+    if not failed:
+        return [o.value for o in outcomes]
+    everywhere = all(o.user_error for o in outcomes)
+    if own is not None and (world.is_main or not isinstance(own, FastRobustError)):
+        error: Exception = own
+    else:
+        rank, message = failed[0]
+        error = RankFailed(f"rank {rank}: {message}", rank)
+    error._on_every_rank = everywhere  # type: ignore[attr-defined]
+    raise error
+
+
+def on_every_rank(exc: BaseException) -> bool:
+    """Whether ``exc`` came out of :func:`together` / :func:`gather_together` with every rank
+    raising a user error at the same point (so they may, say, meet at a barrier before exiting;
+    a rank with a bug is on its way out instead)."""
+    return bool(getattr(exc, "_on_every_rank", False))
+
+
+def _attempt(work: Callable[[], T]) -> tuple[T | None, Exception | None]:
+    try:
+        return work(), None
+    except Exception as exc:  # every rank must learn of it, or the others wait forever
+        return None, exc
+
+
+def together(work: Callable[[], T], world: WorldInfo) -> T:
+    """``work()`` on every rank, returning this rank's result; a failure on any rank is raised
+    on every rank, so none waits for a rank that stopped.
+
+    A rank raises its own error if it is rank 0 or the error is not a user error (a bug keeps
+    its traceback), and :class:`RankFailed` naming the first failed rank otherwise. In one
+    process this is ``work()``.
+    """
+    if not world.distributed:
+        return work()
+    value, own = _attempt(work)
+    _settle(value, own, world, send=False)
+    return value  # type: ignore[return-value]
+
+
+def gather_together(work: Callable[[], T], world: WorldInfo) -> list[T]:
+    """:func:`together`, and every rank gets every rank's result (picklable), in rank order."""
+    if not world.distributed:
+        return [work()]
+    value, own = _attempt(work)
+    return _settle(value, own, world, send=True)

@@ -183,12 +183,13 @@ def run(args: argparse.Namespace) -> int:
     from fastrobust.distributed import (
         barrier,
         init_distributed,
+        on_every_rank,
         resolve_device,
         shutdown_distributed,
+        together,
         world_info_from_env,
     )
     from fastrobust.evaluation.inputs import parse_eps_list, validate_attacks
-    from fastrobust.evaluation.sharding import on_every_rank, together
 
     def check_arguments() -> tuple[list[str], list[float] | None]:
         attacks = validate_attacks(args.attack)
@@ -232,13 +233,14 @@ def _evaluate(
 ) -> int:
     from fastrobust.checkpoint import load_model
     from fastrobust.data import load_dataset
+    from fastrobust.distributed import together
     from fastrobust.evaluation.report import (
         describe_attack,
         format_fooled_by,
         format_table,
         write_report,
     )
-    from fastrobust.evaluation.sharding import sharded_robustness_curve, together
+    from fastrobust.evaluation.sharding import sharded_robustness_curve
     from fastrobust.model_info import check_model_fits, data_dir_for, model_info
     from fastrobust.outputs import check_output_dir, writing
 

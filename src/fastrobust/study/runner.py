@@ -20,6 +20,7 @@ from fastrobust.study.folder import STATE, StageCache, StudyFolder, fingerprint
 from fastrobust.study.report import write_report
 from fastrobust.study.results import JudgeSummary, RunSummary, StudyResults
 from fastrobust.study.stages import STAGE_FUNCTIONS, StudyContext, load_scores
+from fastrobust.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,6 @@ def _pieces(config: StudyConfig, stages: Sequence[str]) -> int:
 
 
 def _setup_lines(ctx: StudyContext) -> list[tuple[str, str]]:
-    import fastrobust
     from fastrobust.models import count_parameters
     from fastrobust.timing.measure import describe_device
     from fastrobust.training.validation import between_epoch_intervals
@@ -99,7 +99,7 @@ def _setup_lines(ctx: StudyContext) -> list[tuple[str, str]]:
                        f"over eps {', '.join(f'{e:g}' for e in ev.eps)}; weights: "
                        f"{ev.checkpoint}.pt of each run"),
         ("hardware", f"{describe_device(ctx.device)}, {ctx.world.world_size} process(es)"),
-        ("versions", f"fastrobust {fastrobust.__version__}, torch {torch.__version__}, "
+        ("versions", f"fastrobust {__version__}, torch {torch.__version__}, "
                      f"Python {platform.python_version()}, {platform.system()}"),
         ("seed", f"{cfg.seed} (every run, curve, figure and score)"),
         ("written", time.strftime("%Y-%m-%d %H:%M:%S")),

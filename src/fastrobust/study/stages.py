@@ -100,19 +100,9 @@ class StudyContext:
             return False
         self.on_piece(stage, item)
         started = time.perf_counter()
-        outputs: list[Path] = []
-        problem = None
-        if all_ranks or self.is_main:
-            try:
-                outputs = work()
-            except Exception as exc:  # every rank must learn of a failure, or the others hang
-                problem = exc
-        if self.world.distributed:
-            failed = distributed.all_gather_object(problem is not None)
-            if any(failed) and problem is None:
-                raise RuntimeError(f"{item} failed on another rank")
-        if problem is not None:
-            raise problem
+        runs_here = all_ranks or self.is_main
+        # a failure on any rank is raised on every rank, so none waits for one that stopped
+        outputs = distributed.together(lambda: work() if runs_here else [], self.world)
         self.ran.append(item)
         if self.is_main:
             self.cache.record(item, key, outputs, time.perf_counter() - started)
