@@ -72,6 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging(*, quiet: bool, verbose: bool, is_main: bool) -> None:
+    """INFO lines on stderr (WARNING with -q and on ranks other than 0); -v: fastrobust's own
+    debug lines (not every library's), set on each call (NOTSET: as the root logger), as tests
+    call main() repeatedly in one process."""
+    logging.basicConfig(
+        level=logging.WARNING if quiet or not is_main else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    level = logging.DEBUG if verbose and is_main else logging.NOTSET
+    logging.getLogger("fastrobust").setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -87,15 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fastrobust.distributed import world_info_from_env
 
     world = world_info_from_env()  # under torchrun/srun only rank 0 logs below warnings
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet or not world.is_main else logging.INFO,
-        format="%(message)s",
-        stream=sys.stderr,
-    )
-    # -v: fastrobust's own debug lines (not every library's); set on each call (NOTSET: as
-    # the root logger), as tests call main() repeatedly in one process
-    verbose = args.verbose and world.is_main
-    logging.getLogger("fastrobust").setLevel(logging.DEBUG if verbose else logging.NOTSET)
+    _configure_logging(quiet=args.quiet, verbose=args.verbose, is_main=world.is_main)
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     try:
