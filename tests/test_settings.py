@@ -80,3 +80,15 @@ def test_errors_name_the_field_and_the_cli_renders_the_flag(keywords, library, c
     _, flags = _parse([])
     assert cli in render_error(caught.value, flags)
     assert "toy." not in render_error(caught.value, flags)
+
+
+def test_a_library_error_names_the_keyword_and_the_cli_the_flag(tmp_path, capsys):
+    from fastrobust.cli import main
+    from fastrobust.data import load_dataset
+
+    with pytest.raises(ConfigError) as caught:
+        load_dataset("cifar10", None)
+    assert "needs data_dir" in str(caught.value) and caught.value.field == "data_dir"
+    assert main(["train", "--dataset", "cifar10", "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "needs --data-dir" in err and "data_dir" not in err

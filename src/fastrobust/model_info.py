@@ -110,7 +110,8 @@ def data_dir_for(info: ModelInfo, dataset: str | None, given: str | None) -> str
     if not Path(info.data_dir).is_dir():
         raise DataError(
             f"the data folder the model was trained from, {info.data_dir}, no longer exists; "
-            "give --data-dir"
+            "give data_dir",
+            field="data_dir",
         )
     return info.data_dir
 

@@ -14,6 +14,8 @@ from fastrobust.settings import render_error
 
 #: subcommand modules in this package; each has add_parser(subparsers) and run(args) -> int
 COMMANDS = ["train", "eval", "visualize", "timing", "study"]
+#: library keywords whose flag is not ``--`` + the keyword (errors name the keyword)
+FLAGS_OF_KEYWORDS = {"import_factory": "--import-model-factory"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(args) or 0)
     except FastRobustError as exc:
         where = f" (rank {world.rank})" if not world.is_main else ""
-        message = render_error(exc, getattr(args, "flag_of", {}))
+        message = render_error(exc, {**FLAGS_OF_KEYWORDS, **getattr(args, "flag_of", {})})
         print(f"fastrobust: error{where}: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM where stops.stop_on_signals is on

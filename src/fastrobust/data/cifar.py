@@ -90,7 +90,10 @@ def _load(
     std: list[float],
 ) -> ImageDataset:
     if folder is None:
-        raise ConfigError(f"dataset {name} needs --data-dir pointing at its python-version folder")
+        raise ConfigError(
+            f"dataset {name} needs data_dir pointing at its python-version folder",
+            field="data_dir",
+        )
     existing_folder(folder, name)
     if (folder / subdir).is_dir():
         folder = folder / subdir

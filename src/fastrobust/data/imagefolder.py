@@ -163,7 +163,7 @@ class LazyImages:
 
 def _root(data_dir: Path | None, name: str) -> Path:
     if data_dir is None:
-        raise ConfigError(f"dataset {name} needs --data-dir pointing at its folder")
+        raise ConfigError(f"dataset {name} needs data_dir pointing at its folder", field="data_dir")
     return existing_folder(data_dir, name)
 
 

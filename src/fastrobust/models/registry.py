@@ -101,13 +101,6 @@ def _accepted_kwargs(factory: ModelFactory, offered: dict[str, int]) -> dict[str
     return {k: v for k, v in offered.items() if k in names}
 
 
-#: how a caller opts in to importing a ``package.module:factory`` named by a checkpoint
-IMPORT_FACTORY_HOW = (
-    "pass --import-model-factory (Python: import_factory=True) only if you trust the file, "
-    "or give the architecture (load_model(path, net=...))"
-)
-
-
 def build_model(spec: ModelSpec, *, import_factory: bool = False) -> NormalizedModel:
     """Construct the architecture named in ``spec`` wrapped with its normalisation.
 
@@ -130,7 +123,8 @@ def build_model(spec: ModelSpec, *, import_factory: bool = False) -> NormalizedM
         if not import_factory:
             raise ConfigError(
                 f"the model {spec.name!r} is a Python factory, which is not imported by "
-                f"default; {IMPORT_FACTORY_HOW}"
+                "default; set import_factory only if you trust the file, or give the architecture",
+                field="import_factory",
             )
         factory = _import_factory(spec.name)
         net = factory(**_accepted_kwargs(factory, offered))

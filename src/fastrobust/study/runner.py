@@ -160,7 +160,9 @@ def _check_folder(out: Path, config: StudyConfig) -> None:
     check_output_dir(out, what="study folder")
     if out.is_dir() and any(out.iterdir()) and not (out / STATE).is_file():
         if not (out / CONFIG_COPY).is_file():
-            raise ConfigError(f"{out} is not empty and holds no study; choose another --out folder")
+            raise ConfigError(
+                f"{out} is not empty and holds no study; choose another out folder", field="out"
+            )
 
 
 def run_study(
