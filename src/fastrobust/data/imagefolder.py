@@ -272,7 +272,7 @@ def load_imagefolder(data_dir: Path | None, *, image_size: int | None = None) ->
     train_x = LazyImages(train_files, size, channels, resize_ratio=ratio)
     test_x = LazyImages(test_files, size, channels, resize_ratio=ratio)
     pick = torch.linspace(0, len(train_x) - 1, min(STATS_IMAGES, len(train_x))).round().long()
-    mean, std = channel_stats(train_x[pick.unique()])
+    mean, std = channel_stats(train_x[torch.unique(pick)])
     log.info(
         "imagefolder %s: %d classes, %d train / %d test images at %dx%d",
         root,
