@@ -78,7 +78,7 @@ class ShardedLoader:
         self.drop_last = drop_last
         self.epoch = 0
         self.sampler: DistributedSampler[int] = DistributedSampler(
-            range(n),  # type: ignore[arg-type]  # torch types it Dataset; the sampler only takes len()
+            range(n),  # type: ignore[arg-type]  # torch says Dataset; only len() is used
             num_replicas=world_size,
             rank=rank,
             shuffle=shuffle,
