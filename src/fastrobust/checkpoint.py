@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import nn
@@ -72,7 +72,7 @@ def load_checkpoint(
     return state
 
 
-def is_fastrobust_checkpoint(state: Any) -> bool:
+def is_fastrobust_checkpoint(state: Any) -> TypeGuard[dict[str, Any]]:
     """Whether a loaded ``.pt`` object carries fastrobust's format marker."""
     return isinstance(state, dict) and state.get(FORMAT_KEY) == FORMAT_VERSION
 

@@ -18,7 +18,7 @@ import socket
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -195,7 +195,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _local_worker(
-    rank: int, fn: Callable[..., Any], nprocs: int, port: int, threads: int, args: tuple
+    rank: int, fn: Callable[..., Any], nprocs: int, port: int, threads: int, args: tuple[Any, ...]
 ) -> None:
     os.environ.update(
         RANK=str(rank),
@@ -223,10 +223,10 @@ def launch_local(
     level). If one process fails, the others are stopped and the failure is re-raised here
     (``torch.multiprocessing.ProcessRaisedException`` with the child's traceback).
     """
-    import torch.multiprocessing as mp
+    from torch.multiprocessing.spawn import start_processes
 
     port = free_port() if port is None else port
-    mp.start_processes(
+    start_processes(  # type: ignore[no-untyped-call]  # torch leaves start_processes unannotated
         _local_worker,
         args=(fn, nprocs, port, threads, args),
         nprocs=nprocs,
@@ -252,6 +252,10 @@ class RankFailed(FastRobustError):
         self.rank = rank
 
 
+_EVERY_RANK = "_on_every_rank"
+"""attribute :func:`_settle` sets on the error it raises (read by :func:`on_every_rank`)"""
+
+
 @dataclass
 class _Outcome:
     value: Any = None
@@ -268,7 +272,7 @@ def _settle(value: Any, own: Exception | None, world: WorldInfo, *, send: bool) 
         outcome = _Outcome(error=str(own))
     else:
         outcome = _Outcome(error=f"{type(own).__name__}: {own}", user_error=False)
-    outcomes: list[_Outcome] = all_gather_object(outcome)  # type: ignore[assignment]
+    outcomes = cast(list[_Outcome], all_gather_object(outcome))  # every rank sends an _Outcome
     failed = [(r, o.error) for r, o in enumerate(outcomes) if o.error is not None]
     if not failed:
         return [o.value for o in outcomes]
@@ -278,7 +282,7 @@ def _settle(value: Any, own: Exception | None, world: WorldInfo, *, send: bool) 
     else:
         rank, message = failed[0]
         error = RankFailed(f"rank {rank}: {message}", rank)
-    error._on_every_rank = everywhere  # type: ignore[attr-defined]
+    setattr(error, _EVERY_RANK, everywhere)
     raise error
 
 
@@ -286,7 +290,7 @@ def on_every_rank(exc: BaseException) -> bool:
     """Whether ``exc`` came out of :func:`together` / :func:`gather_together` with every rank
     raising a user error at the same point (so they may, say, meet at a barrier before exiting;
     a rank with a bug is on its way out instead)."""
-    return bool(getattr(exc, "_on_every_rank", False))
+    return bool(getattr(exc, _EVERY_RANK, False))
 
 
 def _attempt(work: Callable[[], T]) -> tuple[T | None, Exception | None]:
@@ -308,7 +312,7 @@ def together(work: Callable[[], T], world: WorldInfo) -> T:
         return work()
     value, own = _attempt(work)
     _settle(value, own, world, send=False)
-    return value  # type: ignore[return-value]
+    return cast(T, value)  # _settle raised unless work() returned value
 
 
 def gather_together(work: Callable[[], T], world: WorldInfo) -> list[T]:

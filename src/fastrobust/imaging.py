@@ -143,7 +143,7 @@ def save_tensors(path: str | Path, **arrays: torch.Tensor) -> Path:
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **out)
+    np.savez_compressed(path, **out)  # type: ignore[arg-type]  # numpy stub: **kwds vs allow_pickle
     return path
 
 

@@ -8,6 +8,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from fastrobust.errors import FastRobustError
 from fastrobust.settings import render_error
@@ -22,18 +23,18 @@ class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error (exit status 2) instead of usage + error, and no
     abbreviated flags (``--epoch 3`` is an error, not a silent ``--epochs 3``)."""
 
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002,ANN003
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _add_verbosity(parser: argparse.ArgumentParser, *, top: bool) -> None:
     """``-q`` / ``-v`` on ``parser``; below the top level they default to "not given", so
     ``fastrobust -q train`` and ``fastrobust train -q`` mean the same."""
-    default = {} if top else {"default": argparse.SUPPRESS}
+    default: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="only warnings and results", **default
     )

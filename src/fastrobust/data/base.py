@@ -39,7 +39,7 @@ class ImageDataset:
     """training crop: ``pad`` (random crop of the zero-padded image, small images) or
     ``resized`` (random-resized crop of the original photo, disk images of 64 px and more:
     :mod:`fastrobust.data.imagenet_augment`)"""
-    notes: dict = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -55,7 +55,8 @@ class ImageDataset:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+        channels, height, width = self.train_x.shape[1:]
+        return (channels, height, width)
 
     def split(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x uint8, y)`` of the ``train`` or ``test`` split."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,13 +34,13 @@ CIFAR100_STD = [0.2673, 0.2564, 0.2762]
 
 
 class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):  # noqa: ANN201
+    def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
-def read_batch(path: Path) -> dict:
+def read_batch(path: Path) -> dict[str, Any]:
     """Read one CIFAR python batch file with the restricted unpickler; keys become str."""
     try:
         raw = path.read_bytes()
@@ -53,7 +54,9 @@ def read_batch(path: Path) -> dict:
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
-def _images_labels(batch: dict, path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+def _images_labels(
+    batch: dict[str, Any], path: Path, label_key: str
+) -> tuple[np.ndarray, np.ndarray]:
     if "data" not in batch or label_key not in batch:
         raise DataError(f"{path} lacks the 'data' or '{label_key}' entry of a CIFAR batch")
     data = np.asarray(batch["data"])

@@ -25,7 +25,7 @@ from fastrobust.data.imagenet_augment import ResizedCropOptions, augment_file, s
 from fastrobust.data.loader import InMemoryLoader, ShardedLoader, crop_and_flip
 
 
-class AugmentedImages(Dataset):
+class AugmentedImages(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Map-style dataset: ``i -> (uint8 image i, augmented for the current epoch, label i)``;
     ``augmentation`` (pad-crop offsets and flips) or ``sample_seeds`` (random-resized crop) is
     the epoch's draw, set before the workers start."""

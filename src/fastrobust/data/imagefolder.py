@@ -272,7 +272,7 @@ def load_imagefolder(data_dir: Path | None, *, image_size: int | None = None) ->
     train_x = LazyImages(train_files, size, channels, resize_ratio=ratio)
     test_x = LazyImages(test_files, size, channels, resize_ratio=ratio)
     pick = torch.linspace(0, len(train_x) - 1, min(STATS_IMAGES, len(train_x))).round().long()
-    mean, std = channel_stats(train_x[pick.unique()])
+    mean, std = channel_stats(train_x[torch.unique(pick)])
     log.info(
         "imagefolder %s: %d classes, %d train / %d test images at %dx%d",
         root,
@@ -284,9 +284,9 @@ def load_imagefolder(data_dir: Path | None, *, image_size: int | None = None) ->
     )
     return ImageDataset(
         name="imagefolder",
-        train_x=train_x,  # type: ignore[arg-type]
+        train_x=train_x,  # type: ignore[arg-type]  # LazyImages stands in for the uint8 tensor
         train_y=train_y,
-        test_x=test_x,  # type: ignore[arg-type]
+        test_x=test_x,  # type: ignore[arg-type]  # LazyImages stands in for the uint8 tensor
         test_y=test_y,
         classes=classes,
         mean=mean,
@@ -348,11 +348,13 @@ def load_restricted_imagenet(
     test_files, test_y = _scan(test_dir, label_of)
     size = image_size or 224
     ratio = EVAL_RESIZE_RATIO if size >= MIN_SIZE else 1.0
+    train_x = LazyImages(train_files, size, 3, resize_ratio=ratio)
+    test_x = LazyImages(test_files, size, 3, resize_ratio=ratio)
     return ImageDataset(
         name="restricted_imagenet",
-        train_x=LazyImages(train_files, size, 3, resize_ratio=ratio),  # type: ignore[arg-type]
+        train_x=train_x,  # type: ignore[arg-type]  # LazyImages stands in for the uint8 tensor
         train_y=train_y,
-        test_x=LazyImages(test_files, size, 3, resize_ratio=ratio),  # type: ignore[arg-type]
+        test_x=test_x,  # type: ignore[arg-type]  # LazyImages stands in for the uint8 tensor
         test_y=test_y,
         classes=[name for name, _, _ in RESTRICTED_IMAGENET_RANGES],
         mean=list(IMAGENET_MEAN),

@@ -134,7 +134,7 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
 def jitter_colors(x: torch.Tensor, strength: float, g: torch.Generator) -> torch.Tensor:
     """Brightness, contrast, then saturation of a float ``3 x H x W`` image in ``[0,1]``, each
     scaled by a factor drawn uniformly from ``[1-strength, 1+strength]``."""
-    factors = (1 - strength + 2 * strength * torch.rand(3, generator=g)).tolist()
+    factors: list[float] = (1 - strength + 2 * strength * torch.rand(3, generator=g)).tolist()
     x = (x * factors[0]).clamp(0, 1)
     mean = _grey(x).mean()
     x = ((x - mean) * factors[1] + mean).clamp(0, 1)

@@ -77,8 +77,8 @@ class ShardedLoader:
         self.seed = seed
         self.drop_last = drop_last
         self.epoch = 0
-        self.sampler = DistributedSampler(
-            range(n),  # type: ignore[arg-type]
+        self.sampler: DistributedSampler[int] = DistributedSampler(
+            range(n),  # type: ignore[arg-type]  # torch says Dataset; only len() is used
             num_replicas=world_size,
             rank=rank,
             shuffle=shuffle,

@@ -137,12 +137,12 @@ def sample_split(
         raise ConfigError(f"unknown subset rule {rule!r}; choose one of {', '.join(RULES)}")
     total = len(labels)
     whole = n is None or n >= total
-    if whole:
+    if n is None or whole:
         idx = torch.arange(total)
     elif rule == "stratified":
-        idx = stratified_subset(labels, n, seed)  # type: ignore[arg-type]
+        idx = stratified_subset(labels, n, seed)
     elif rule == "first":
-        idx = torch.arange(n)  # type: ignore[arg-type]
+        idx = torch.arange(n)
     else:
         idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]
     classes, counts = torch.unique(labels.cpu()[idx], return_counts=True)

@@ -124,8 +124,9 @@ def _strip_prefix(state: dict[str, Any], prefix: str) -> dict[str, Any]:
 def _inner_state(raw: dict[str, Any]) -> dict[str, Any]:
     """The state dict inside a checkpoint dict (under ``model`` / ``state_dict``, or itself)."""
     for key in ("model", "state_dict"):
-        if isinstance(raw.get(key), dict):
-            return raw[key]
+        inner = raw.get(key)
+        if isinstance(inner, dict):
+            return inner
     return raw
 
 

@@ -11,6 +11,7 @@ import inspect
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -39,6 +40,9 @@ def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
 class NormalizedModel(nn.Module):
     """``net((x - mean) / std)``: inputs stay ``[0,1]`` images; mean/std are buffers."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.net = net
@@ -48,7 +52,7 @@ class NormalizedModel(nn.Module):
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+        return cast(torch.Tensor, self.net((x - self.mean.to(x.dtype)) / self.std.to(x.dtype)))
 
 
 @dataclass
@@ -63,11 +67,11 @@ class ModelSpec:
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> ModelSpec:
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
         return cls(
             **{k: d[k] for k in ("name", "num_classes", "in_channels", "image_size", "mean", "std")}
         )
@@ -82,7 +86,7 @@ def _import_factory(spec: str) -> ModelFactory:
         raise ConfigError(f"cannot import model factory {spec!r}: {exc}") from None
     if not callable(factory):
         raise ConfigError(f"model factory {spec!r} is not callable")
-    return factory
+    return cast(ModelFactory, factory)
 
 
 def _accepted_kwargs(factory: ModelFactory, offered: dict[str, int]) -> dict[str, int]:

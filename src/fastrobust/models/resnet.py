@@ -15,6 +15,8 @@ second model) has 23,526,473 parameters; the 10-class CIFAR one 23,520,842.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -78,7 +80,7 @@ class PreActBlock(nn.Module):
         shortcut = self.shortcut(out) if self.shortcut is not None else x
         out = self.conv1(out)
         out = self.conv2(torch.relu(self.bn2(out)))
-        return out + shortcut
+        return cast(torch.Tensor, out + shortcut)
 
 
 def _shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Module:
@@ -88,6 +90,9 @@ def _shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Module:
         nn.Conv2d(in_planes, out_planes, 1, stride, bias=False), nn.BatchNorm2d(out_planes)
     )
 
+
+#: the residual block classes a :class:`ResNet` stacks (each has an ``expansion`` factor)
+Block = type[BasicBlock | Bottleneck | PreActBlock]
 
 STEMS = ("cifar", "imagenet")
 IMAGENET_STEM_MIN_PX = 64
@@ -104,7 +109,7 @@ class ResNet(nn.Module):
 
     def __init__(
         self,
-        block: type[nn.Module],
+        block: Block,
         layers: list[int],
         *,
         num_classes: int,
@@ -132,7 +137,7 @@ class ResNet(nn.Module):
         for i, (planes, blocks) in enumerate(zip(planes_per_stage, layers)):
             stages.append(self._stage(block, planes, blocks, 1 if i == 0 else 2))
         self.layers = nn.Sequential(*stages)
-        final = 8 * width * block.expansion  # type: ignore[attr-defined]
+        final = 8 * width * block.expansion
         self.final_act = (
             nn.Sequential(nn.BatchNorm2d(final), nn.ReLU(inplace=True)) if preact else nn.Identity()
         )
@@ -140,23 +145,21 @@ class ResNet(nn.Module):
         self.flatten = nn.Flatten()
         self.linear = nn.Linear(final, num_classes)
 
-    def _stage(
-        self, block: type[nn.Module], planes: int, blocks: int, stride: int
-    ) -> nn.Sequential:
+    def _stage(self, block: Block, planes: int, blocks: int, stride: int) -> nn.Sequential:
         mods = []
         for s in [stride] + [1] * (blocks - 1):
             mods.append(block(self.in_planes, planes, s))
-            self.in_planes = planes * block.expansion  # type: ignore[attr-defined]
+            self.in_planes = planes * block.expansion
         return nn.Sequential(*mods)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.stem_pool(self.stem_act(self.bn1(self.conv1(x))))
         out = self.final_act(self.layers(out))
-        return self.linear(self.flatten(self.pool(out)))
+        return cast(torch.Tensor, self.linear(self.flatten(self.pool(out))))
 
 
 #: block type and blocks per stage of each ResNet depth (He et al. 2016, Table 1)
-DEPTHS: dict[int, tuple[type[nn.Module], list[int]]] = {
+DEPTHS: dict[int, tuple[Block, list[int]]] = {
     18: (BasicBlock, [2, 2, 2, 2]),
     34: (BasicBlock, [3, 4, 6, 3]),
     50: (Bottleneck, [3, 4, 6, 3]),

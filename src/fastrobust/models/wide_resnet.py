@@ -5,6 +5,8 @@ Its blocks are PreAct ResNet basic blocks (pre-activation, 1x1 projection shortc
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -32,7 +34,7 @@ class WideResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.final_act(self.blocks(self.conv1(x)))
-        return self.linear(self.flatten(self.pool(out)))
+        return cast(torch.Tensor, self.linear(self.flatten(self.pool(out))))
 
 
 @register_model("wide_resnet28_10")

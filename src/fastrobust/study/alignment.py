@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -56,13 +57,13 @@ class AlignmentScore:
     def score(self) -> float:
         return self.judged_target / self.n if self.n else float("nan")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["score"] = self.score
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> AlignmentScore:
+    def from_dict(cls, d: dict[str, Any]) -> AlignmentScore:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__})
 
 

@@ -153,14 +153,15 @@ def alignment_claim(results: StudyResults) -> Verdict:
     parts, holds = [], True
     for eps in results.config.alignment.budgets:
         base = scores.get((std.label, float(eps)))
-        others = [scores.get((r.label, float(eps))) for r in robust]
-        if base is None or None in others:
+        found = [scores.get((r.label, float(eps))) for r in robust]
+        others = [s for s in found if s is not None]
+        if base is None or len(others) < len(found):
             continue
         text = ", ".join(
             f"{s.model} {_pct(s.score)} [{_pct(s.low)}-{_pct(s.high)}]" for s in [base, *others]
         )
         parts.append(f"eps {eps:g}: {text}")
-        holds &= all(s.low > base.high for s in others)  # type: ignore[union-attr]
+        holds &= all(s.low > base.high for s in others)
     if not parts:
         return Verdict("Perceptual alignment", CLAIMS["alignment"], "not scored", None, crit)
     measured = f"share judged 'the target' by {judge}: " + "; ".join(parts)

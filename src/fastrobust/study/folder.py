@@ -115,11 +115,12 @@ class StageCache:
 
     def wall_s(self, stage: str) -> float:
         """Seconds of every recorded piece of a stage (``train`` sums ``train/*``)."""
-        return sum(
+        seconds: list[float] = [
             e.get("wall_s", 0.0)
             for item, e in self.entries.items()
             if item == stage or item.startswith(stage + "/")
-        )
+        ]
+        return sum(seconds)
 
     def _write(self) -> None:
         tmp = self.path.with_name(STATE + ".tmp")

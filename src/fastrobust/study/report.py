@@ -347,15 +347,15 @@ def _paper(doc: Document, results: StudyResults) -> None:
     )
     fast = results.run(method="fast", steps=1)
     t = results.time_to_last_s(fast.label) if fast else None
-    if t is not None and results.table_one:
+    if fast is not None and t is not None and results.table_one:
         epochs = next(
             r["epochs"]
             for r, run in zip(results.table_one, results.runs)
             if run.label == fast.label
-        )  # type: ignore[union-attr]
+        )
         gpus = next(
             r["gpus"] for r, run in zip(results.table_one, results.runs) if run.label == fast.label
-        )  # type: ignore[union-attr]
+        )
         sec.add(
             Paragraph(
                 f"This study: fast training took {_seconds(t)} for {epochs} epochs on {gpus} "
