@@ -10,6 +10,7 @@ import csv
 import json
 from pathlib import Path
 
+from fastrobust.attacks.registry import attack_spec, is_attack
 from fastrobust.evaluation.results import RobustnessCurve
 
 
@@ -47,8 +48,9 @@ def format_fooled_by(curves: dict[str, RobustnessCurve]) -> str:
 
 def describe_attack(curve: RobustnessCurve) -> str:
     """``"l2 pgd, 20 steps x 10 restarts (step 2.5*eps/steps, start ball)"``, or each attack's
-    budget for the attacks that have their own (and AutoAttack's versions)."""
-    plain = all(name in ("pgd", "apgd-ce", "apgd-dlr") for name in curve.attacks)
+    budget for the attacks that have their own (and AutoAttack's versions). The short form
+    needs every attack restartable (its budget is steps x restarts, ``AttackSpec.restartable``)."""
+    plain = all(is_attack(name) and attack_spec(name).restartable for name in curve.attacks)
     if (
         plain
         and curve.version is None
