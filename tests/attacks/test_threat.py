@@ -146,7 +146,6 @@ def test_box_diameter_is_the_corner_to_corner_distance_exactly(shape):
     for threat, expected in ((L2(1.0), math.sqrt(d)), (Linf(0.1), 1.0)):
         assert threat.box_diameter(shape) == expected
         assert threat.box_diameter(torch.Size(shape)) == expected
-        corner = threat.with_eps(expected).project(torch.ones_like(black), black)
-        assert torch.equal(corner, torch.ones_like(black))  # the ball of this radius reaches it
-        short = threat.with_eps(expected * 0.999).project(torch.ones_like(black), black)
-        assert not torch.equal(short, torch.ones_like(black))  # a smaller one does not
+        white = torch.ones_like(black)
+        assert threat.with_eps(expected).contains(white, black).all()  # this ball reaches it
+        assert not threat.with_eps(expected * 0.999).contains(white, black).any()  # no smaller
