@@ -11,7 +11,8 @@ large eps) x (L2, L-inf) x (BatchNorm mode eval, train). Each must
 * with restarts, never be weaker than its first run, per sample: a sample the first run fools
   stays fooled, any other keeps a loss at least as high.
 
-An attack added to :data:`fastrobust.attacks.registry.ATTACKS` is checked here automatically.
+An attack registered with :func:`fastrobust.attacks.spec.register_attack` (every built-in one is,
+in :mod:`fastrobust.attacks.registry`) is checked here automatically.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from fastrobust.attacks.contract import (
     is_fooled,
     pgd_step_size,
 )
-from fastrobust.attacks.registry import ATTACKS, RunSettings, SeededRuns
+from fastrobust.attacks.registry import RunSettings, SeededRuns, attack_names
 from fastrobust.attacks.restarts import worst_case_over_restarts
 from fastrobust.represent import (
     interpolate_representations,
@@ -122,7 +123,9 @@ CASES = {
     "pgd": Case(_pgd, cross_entropy_per_sample),
     "fgsm": Case(_fgsm),
     **{f"apgd-{loss}": Case(_apgd(loss), APGD_LOSSES[loss]) for loss in APGD_LOSSES},
-    **{f"by-name:{name}": Case(_by_name(name), cross_entropy_per_sample) for name in ATTACKS},
+    **{
+        f"by-name:{name}": Case(_by_name(name), cross_entropy_per_sample) for name in attack_names()
+    },
     "features": Case(_features),
     "interpolate": Case(_interpolate),
     "targeted": Case(_targeted),

@@ -134,3 +134,18 @@ def test_rows_keep_their_radii_and_bad_per_row_eps_raise():
     for bad in (torch.tensor([0.1, -0.1]), torch.tensor([float("nan")]), torch.ones(2, 2)):
         with pytest.raises(ConfigError):
             L2(1.0).per_row(bad) if bad.dim() == 1 else L2(bad)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32), (3, 224, 224)])
+def test_box_diameter_is_the_corner_to_corner_distance_exactly(shape):
+    # the longest perturbation inside the box goes from the black image to the white one; its
+    # norm must equal math.sqrt(C*H*W) (L2) and 1 (L-inf) exactly: the masking check's "eps
+    # covering the whole box" and training's eps limit are written into reports
+    d = math.prod(shape)
+    black = torch.zeros(1, *shape)
+    for threat, expected in ((L2(1.0), math.sqrt(d)), (Linf(0.1), 1.0)):
+        assert threat.box_diameter(shape) == expected
+        assert threat.box_diameter(torch.Size(shape)) == expected
+        white = torch.ones_like(black)
+        assert threat.with_eps(expected).contains(white, black).all()  # this ball reaches it
+        assert not threat.with_eps(expected * 0.999).contains(white, black).any()  # no smaller

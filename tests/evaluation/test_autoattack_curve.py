@@ -111,24 +111,29 @@ def test_targets_clipped_to_the_classes_with_a_note(points):
     assert not math.isnan(curve.accuracy[0])
 
 
-def test_square_attacks_every_pair_still_robust_over_the_grid(mlp, points, monkeypatch):
+def test_square_attacks_every_pair_still_robust_over_the_grid(mlp, points):
     # Square ends the cascade, so it runs over the (point, eps) pairs of the whole grid at once;
     # every pair the earlier attacks left robust (at its eps and every smaller one) must be in
     # it, with the whole query budget and its own radius, and nothing else
-    from fastrobust.attacks import registry
+    from dataclasses import replace
+
+    from fastrobust.attacks.registry import attack_spec, register_attack
 
     x, y = points
     kw = dict(SMALL, steps=1, queries=200, random_start="none")  # a weak APGD leaves Square work
     before = robustness_curve(mlp, (x, y), "l2", [0.0, *EPS], attacks="apgd-ce", **kw)
-    calls, square = [], registry.ATTACKS["square"]
+    calls, square = [], attack_spec("square")
 
     def spy(model, xs, ys, threat, start, settings, generator):
-        x_adv = square(model, xs, ys, threat, start, settings, generator)
+        x_adv = square.run_once(model, xs, ys, threat, start, settings, generator)
         calls.append((xs, threat.eps.clone(), settings.queries, model(x_adv).argmax(1) != ys))
         return x_adv
 
-    monkeypatch.setitem(registry.ATTACKS, "square", spy)
-    curve = robustness_curve(mlp, (x, y), "l2", [0.0, *EPS], attacks="apgd-ce,square", **kw)
+    register_attack(replace(square, run=spy), replace=True)
+    try:
+        curve = robustness_curve(mlp, (x, y), "l2", [0.0, *EPS], attacks="apgd-ce,square", **kw)
+    finally:
+        register_attack(square, replace=True)
     assert 1 <= len(calls) <= len(EPS) and {c[2] for c in calls} == {200}  # the whole budget
     xs, radii, fooled = (torch.cat([c[k] for c in calls]) for k in (0, 1, 3))
     expected = [(e, i) for j, e in enumerate(EPS, 1) for i in before.robust_mask[j].nonzero()]

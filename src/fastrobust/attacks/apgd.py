@@ -125,6 +125,47 @@ def apgd_checkpoints(steps: int) -> list[int]:
     return points
 
 
+#: ``evaluate(points, idx, gradient) -> (grad, logits, loss)``: one APGD run's model evaluation
+Evaluate = Callable[
+    [torch.Tensor, torch.Tensor | None, bool],
+    tuple[torch.Tensor | None, torch.Tensor, torch.Tensor],
+]
+
+
+def _evaluator(
+    model: Model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn | TargetedLossFn,
+    target: torch.Tensor | None,
+    eot: int,
+) -> Evaluate:
+    """``evaluate(points, idx, gradient) -> (grad, logits, loss)`` at ``x + points`` for the
+    samples ``idx`` (None: all); ``grad`` is None unless ``gradient``. With ``target`` the loss
+    is ``loss_fn(logits, y, target)``."""
+
+    def evaluate(
+        points: torch.Tensor, idx: torch.Tensor | None, gradient: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        xs, ys = (x, y) if idx is None else (x[idx], y[idx])
+        ds = points if idx is None else points[idx]
+        if target is None:
+            fn = loss_fn
+        else:
+            ts = target if idx is None else target[idx]
+
+            def fn(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+                return loss_fn(out, labels, ts)  # type: ignore[call-arg]
+
+        if gradient:
+            return _averaged_gradient(model, xs + ds, ys, fn, eot)  # type: ignore[arg-type]
+        with torch.no_grad():
+            out = model(xs + ds)
+            return None, out, fn(out, ys)  # type: ignore[call-arg]
+
+    return evaluate
+
+
 def _apgd_run(
     model: Model,
     x: torch.Tensor,
@@ -150,27 +191,7 @@ def _apgd_run(
     per-sample step size used at each iteration.
     """
     n = x.shape[0]
-
-    def evaluate(
-        points: torch.Tensor, idx: torch.Tensor | None, gradient: bool
-    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """``(grad, logits, loss)`` at ``x + points`` for the samples ``idx`` (None: all)."""
-        xs, ys = (x, y) if idx is None else (x[idx], y[idx])
-        ds = points if idx is None else points[idx]
-        if target is None:
-            fn = loss_fn
-        else:
-            ts = target if idx is None else target[idx]
-
-            def fn(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-                return loss_fn(out, labels, ts)  # type: ignore[call-arg]
-
-        if gradient:
-            return _averaged_gradient(model, xs + ds, ys, fn, eot)  # type: ignore[arg-type]
-        with torch.no_grad():
-            out = model(xs + ds)
-            return None, out, fn(out, ys)  # type: ignore[call-arg]
-
+    evaluate = _evaluator(model, x, y, loss_fn, target, eot)
     checks = set(apgd_checkpoints(steps))
     eta = torch.full((n,), 2.0 * threat.eps, device=x.device, dtype=x.dtype)
     first_grad, logits, loss = evaluate(delta, None, True)

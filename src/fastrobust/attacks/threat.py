@@ -95,8 +95,10 @@ class ThreatModel(ABC):
 
     def box_diameter(self, image_shape: tuple[int, ...] | torch.Size) -> float:
         """The norm of the longest perturbation inside the ``[0,1]`` box (corner to opposite
-        corner): 1 for L-inf, ``sqrt(C*H*W)`` for L2. A ball this large reaches every image."""
-        return float(self.norm(torch.ones(1, *image_shape)))
+        corner): 1 for L-inf, ``sqrt(C*H*W)`` for L2. A ball this large reaches every image.
+        Computed in float64, so it equals ``math.sqrt(C*H*W)`` exactly (float32 is off in the
+        seventh digit where ``C*H*W`` is not a square, e.g. 3x32x32)."""
+        return float(self.norm(torch.ones(1, *image_shape, dtype=torch.float64)))
 
     def with_eps(self, eps: float) -> ThreatModel:
         """The same norm and random start with another radius."""

@@ -60,16 +60,7 @@ from fastrobust.attacks.contract import (
     fools,
     looks_like_probabilities,
 )
-from fastrobust.attacks.registry import (
-    GRID_ATTACKS,
-    MINIMAL_ATTACKS,
-    RESTARTABLE,
-    VERSIONS,
-    RunSettings,
-    SeededRuns,
-    budget,
-    gradients_per_sample,
-)
+from fastrobust.attacks.registry import VERSIONS, RunSettings, SeededRuns, attack_spec
 from fastrobust.attacks.restarts import worst_case_over_restarts
 from fastrobust.attacks.threat import ThreatModel, threat_model
 from fastrobust.errors import ConfigError, DataError
@@ -137,7 +128,7 @@ def _curve_chunk(
             how[j, carried[ok]] = _CARRIED
         if eps > 0:
             for a, name in enumerate(per_eps):
-                if name in MINIMAL_ATTACKS:
+                if attack_spec(name).minimal is not None:
                     bar.set_postfix_str(f"eps {eps:g} {name}", refresh=True)
                     found, spent = _minimal_norms(
                         name, model, x, y, t, settings, fooled, minimal.get(name)
@@ -148,7 +139,7 @@ def _curve_chunk(
                     delta[hit] = t.project(found[0][hit], x[hit])
                     hit[hit.clone()] = fools(model, x[hit], delta[hit], y[hit])
                 else:
-                    runs = restarts if name in RESTARTABLE else 1
+                    runs = restarts if attack_spec(name).restartable else 1
                     run_once = SeededRuns(
                         name, model, x, y, t, key=(seed, chunk, j, a), settings=settings,
                         on_restart=partial(_show_restart, bar, f"eps {eps:g} {name}", runs),
@@ -180,9 +171,9 @@ def _curve_chunk(
 
 def _joint_suffix(attacks: list[str]) -> int:
     """How many attacks at the end of the cascade take one radius per row
-    (:data:`~fastrobust.attacks.registry.GRID_ATTACKS`) and so run once over the whole grid."""
+    (:attr:`~fastrobust.attacks.spec.AttackSpec.per_row_eps`) and so run once over the grid."""
     count = 0
-    while count < len(attacks) and attacks[len(attacks) - 1 - count] in GRID_ATTACKS:
+    while count < len(attacks) and attack_spec(attacks[len(attacks) - 1 - count]).per_row_eps:
         count += 1
     return count
 
@@ -225,7 +216,7 @@ def _over_the_grid(
         run_once = SeededRuns(
             name, model, x[point], y[point], threat.per_row(eps[at]), key=seeds, settings=settings
         )
-        worst = worst_case_over_restarts(run_once, x[point], 1)  # GRID_ATTACKS run once
+        worst = worst_case_over_restarts(run_once, x[point], 1)  # per-row-eps attacks run once
         found[at, point] = worst.fooled
         spent += run_once.gradients
     return found, spent
@@ -274,10 +265,12 @@ def _minimal_norms(
     if todo.numel() == 0:
         return (delta, norm), 0
     enough = torch.full((todo.numel(),), threat.eps, dtype=x.dtype, device=x.device)
-    found = MINIMAL_ATTACKS[name](model, x[todo], y[todo], threat, settings, enough)
+    spec = attack_spec(name)
+    assert spec.minimal is not None  # the cascade calls this for minimal attacks only
+    found = spec.minimal(model, x[todo], y[todo], threat, settings, enough)
     delta, norm = delta.clone(), norm.clone()
     delta[todo], norm[todo] = found.delta, found.norm
-    return (delta, norm), gradients_per_sample(name, settings) * todo.numel()
+    return (delta, norm), spec.gradients(settings) * todo.numel()
 
 
 def _show_restart(bar: Any, what: str, restarts: int, restart: int) -> None:
@@ -363,18 +356,18 @@ def robustness_curve(
     dev = torch.device(device) if device is not None else model_device(model)
     outputs = check_model_fits(model, x_all, y_all, classes=data_info.get("classes"))
     info = model_info(model)
-    if "apgd-dlr" in attack_names and outputs < 3:
-        raise ConfigError("apgd-dlr needs a model with at least 3 classes")
-    if "apgd-t" in attack_names and outputs < 4:
-        raise ConfigError("apgd-t (targeted DLR loss) needs a model with at least 4 classes")
+    specs = [attack_spec(name) for name in attack_names]
+    for spec in specs:
+        spec.check_classes(outputs)
     notes = []
-    if {"apgd-t", "fab-t"} & set(attack_names) and targets > outputs - 1:
+    targeted = "/".join(spec.name for spec in specs if spec.targeted)
+    if targeted and targets > outputs - 1:
         notes.append(
             f"{targets} target classes asked for, the model has {outputs} classes: "
-            f"apgd-t/fab-t use {outputs - 1}"
+            f"{targeted} use {outputs - 1}"
         )
         settings = RunSettings(steps, step_size_factor, bn_mode, outputs - 1, queries, eot)
-    if version is not None or {"apgd-t", "fab-t", "fab", "square"} & set(attack_names):
+    if version is not None or any(spec.needs_logits for spec in specs):
         with attack_mode(model, bn_mode), torch.no_grad():
             probe = model(as_float_images(x_all[: min(len(y_all), 64)].to(dev)))
         if looks_like_probabilities(probe):
@@ -438,7 +431,7 @@ def robustness_curve(
             model_info=info,
             attack_gradients=sum(ch.gradients for ch in chunks),
             version=version,
-            budgets={name: budget(name, settings, restarts) for name in attack_names},
+            budgets={spec.name: spec.budget(settings, restarts) for spec in specs},
             notes=notes,
         )
         unstable = sum(ch.unstable for ch in chunks)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from fastrobust.attacks.registry import ATTACKS, VERSIONS
+from fastrobust.attacks.registry import VERSIONS, attack_names, is_attack
 from fastrobust.data.base import ImageDataset, to_float
 from fastrobust.data.imagefolder import LazyImages
 from fastrobust.data.subsets import sample_split
@@ -66,11 +66,11 @@ def validate_attacks(attacks: str | Sequence[str]) -> list[str]:
         a.strip().lower() for a in (attacks.split(",") if isinstance(attacks, str) else attacks)
     ]
     names = [a for a in names if a]
-    known = ", ".join([*ATTACKS, *VERSIONS])
+    known = ", ".join([*attack_names(), *VERSIONS])
     if not names:
         raise ConfigError(f"no attack given; choose from {known}")
     for name in names:
-        if name not in ATTACKS and name not in VERSIONS:
+        if not is_attack(name) and name not in VERSIONS:
             raise ConfigError(f"unknown attack {name!r}; choose from {known}")
     if len(set(names)) != len(names):
         raise ConfigError(f"attack listed twice in {','.join(names)}")

@@ -15,7 +15,6 @@ test may replace with a fake attack.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -297,8 +296,7 @@ def check_large_eps(inputs: CheckInputs) -> Check:
     idx = inputs.correct(inputs.check_size)
     if idx.numel() == 0:
         return Check("large_eps", True, "skipped (no correctly classified samples)")
-    dim = inputs.x[0].numel()
-    big = math.sqrt(dim) if inputs.threat.name == "l2" else 1.0
+    big = inputs.threat.box_diameter(inputs.x[0].shape)
     left = inputs.count_survivors(
         inputs, idx, inputs.threat.with_eps(big), steps=inputs.curve.steps,
         stream=Stream.LARGE_EPS, eps_index=len(inputs.curve.eps),

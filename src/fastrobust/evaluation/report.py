@@ -48,11 +48,8 @@ def format_fooled_by(curves: dict[str, RobustnessCurve]) -> str:
 def describe_attack(curve: RobustnessCurve) -> str:
     """``"l2 pgd, 20 steps x 10 restarts (step 2.5*eps/steps, start ball)"``, or each attack's
     budget for the attacks that have their own (and AutoAttack's versions)."""
-    plain = all(name in ("pgd", "apgd-ce", "apgd-dlr") for name in curve.attacks)
-    if (
-        plain
-        and curve.version is None
-        and all(b.get("eot", 1) == 1 for b in curve.budgets.values())
+    if curve.version is None and all(
+        _said_by_steps_and_restarts(curve, b) for b in _budgets(curve)
     ):
         return (
             f"{curve.norm} {' -> '.join(curve.attacks)}, {curve.steps} steps x {curve.restarts} "
@@ -64,6 +61,25 @@ def describe_attack(curve: RobustnessCurve) -> str:
     ]
     head = f"{curve.norm} {curve.version}: " if curve.version else f"{curve.norm} "
     return head + " -> ".join(parts)
+
+
+#: budget entries the short description (``N steps x R restarts (pgd step ...)``) states
+_SHORT_FORM = {"steps", "restarts", "eot", "step_size"}
+
+
+def _budgets(curve: RobustnessCurve) -> list[dict]:
+    return [curve.budgets.get(name, {}) for name in curve.attacks]
+
+
+def _said_by_steps_and_restarts(curve: RobustnessCurve, budget: dict) -> bool:
+    """Whether the short description states this attack's whole budget (as it does for the
+    restartable attacks, ``AttackSpec.restartable``: PGD, APGD-CE, APGD-DLR without EOT)."""
+    return (
+        set(budget) <= _SHORT_FORM
+        and budget.get("steps") == curve.steps
+        and budget.get("restarts") == curve.restarts
+        and budget.get("eot", 1) == 1
+    )
 
 
 def write_report(
