@@ -250,6 +250,8 @@ def _default_text(f: dataclasses.Field[Any]) -> str:
         value = f.default_factory()
     else:
         return ""
+    if value is None:  # "not set": the help text says what applies then
+        return ""
     if isinstance(value, (list, tuple)):
         value = ",".join(map(str, value)) if value else "none"
     return f" (default: {value})"

@@ -36,29 +36,17 @@ from fastrobust.attacks.contract import pgd_step_size
 from fastrobust.attacks.threat import ThreatModel
 from fastrobust.errors import ConfigError
 from fastrobust.training.adversaries import Adversary
-from fastrobust.training.methods import Standard
+from fastrobust.training.methods import Standard, steps_label
 from fastrobust.training.step import autocast_context, training_step
 
 log = logging.getLogger(__name__)
 
-#: image shape, classes, training and test images of the datasets fastrobust knows by name
-#: (timing needs only these numbers, not the images)
-DATASET_FACTS: dict[str, tuple[tuple[int, int, int], int, int, int]] = {
-    "digits": ((1, 8, 8), 10, 1437, 360),
-    "cifar10": ((3, 32, 32), 10, 50_000, 10_000),
-    "cifar100": ((3, 32, 32), 100, 50_000, 10_000),
-}
 FORWARD, TRAIN_STEP = "forward", "train_step"
 
 
 def attack_op(steps: int) -> str:
     """Name of the measured operation "one K-step PGD attack"."""
     return f"pgd{steps}"
-
-
-def method_label(steps: int) -> str:
-    """standard (no attack), fast (one step) or pgdK."""
-    return "standard" if steps == 0 else "fast" if steps == 1 else f"pgd{steps}"
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -396,7 +384,7 @@ def estimate_training_time(
     val_once = sum(eval_s(b) for b in _batches(math.ceil(schedule.val_size / gpus), val_batch))
     check = eval_s(schedule.check_size) - curves.seconds(FORWARD, schedule.check_size)
     return Estimate(
-        method=method_label(attack_steps),
+        method=steps_label(attack_steps),
         attack_steps=attack_steps,
         global_batch=global_batch,
         gpus=gpus,
