@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from fastrobust.errors import ConfigError, DataError
+from fastrobust.timing.settings import TimingSettings
 from fastrobust.training.config import TrainConfig, flatten
 
 #: every stage of a study, in the order they run
@@ -96,17 +97,23 @@ class AlignmentSection:
     """training epochs of a model judge"""
 
 
-@dataclass
-class TimingSection:
-    """Figure 1 on this device: attack and step cost over batch sizes, training-time bounds."""
+#: settings of Figure 1 that the study sets itself (its model, dataset, threat model, device)
+_TIMING_SET_BY_STUDY = ("model", "dataset", "data_dir", "norm", "eps", "device")
 
-    batch_sizes: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
-    steps: list[int] = field(default_factory=lambda: [1, 7])
-    """attack steps measured"""
-    repeats: int = 3
-    warmup: int = 1
-    gpus: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
-    """GPU counts of the estimate over GPUs"""
+
+@dataclass
+class TimingSection(TimingSettings):
+    """Figure 1 on this device: the settings of ``fastrobust timing``; the other settings of
+    the timed run (epochs, validation, batch) are the first method's."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in _TIMING_SET_BY_STUDY:
+            if getattr(self, name) is not None:
+                raise ConfigError(
+                    f"timing.{name} is set by the study; put it at the top level",
+                    field=f"timing.{name}",
+                )
 
 
 @dataclass
@@ -188,11 +195,6 @@ class StudyConfig:
             raise ConfigError(
                 "study config: alignment.images, steps, bootstrap, judge_epochs must be >= 1"
             )
-        tm = self.timing
-        if not tm.batch_sizes or min(tm.batch_sizes) < 1 or not tm.steps or min(tm.steps) < 1:
-            raise ConfigError("study config: timing.batch_sizes and steps must be integers >= 1")
-        if tm.repeats < 1 or tm.warmup < 0 or not tm.gpus or min(tm.gpus) < 1:
-            raise ConfigError("study config: timing.repeats and gpus must be >= 1, warmup >= 0")
 
     # -- derived ------------------------------------------------------------------------------
     def train_config(self, spec: MethodSpec, *, out_dir: str | Path) -> TrainConfig:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from fastrobust.errors import ConfigError
 from fastrobust.settings import at_least, check_settings, non_negative, positive, setting
 
 #: fields of :class:`TimingSettings` that say what is measured (the rest: the estimate)
@@ -78,6 +79,11 @@ class TimingSettings:
 
     def __post_init__(self) -> None:
         check_settings(self, "timing")
+        for name in ("batch_sizes", "steps", "gpus"):
+            if not getattr(self, name):
+                raise ConfigError(
+                    f"timing.{name} must list at least one value", field=f"timing.{name}"
+                )
 
 
 @dataclass
