@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -324,12 +324,15 @@ def source_pool(ctx: StudyContext, model: torch.nn.Module) -> tuple[torch.Tensor
 
 
 def stage_figures(ctx: StudyContext) -> None:
-    """Figures 3-5 for every model side by side: same seeds, source images and nodes."""
+    """Figures 3-5 for every model side by side: same seeds, source images and nodes (the
+    figures of ``fastrobust visualize``, :func:`fastrobust.figures.draw_figure`)."""
     from fastrobust import figures
+    from fastrobust.figure_settings import TargetedSettings
+    from fastrobust.represent import Norm
 
     fig_cfg, cfg = ctx.config.figures, ctx.config
     digests = {s.label: file_digest(ctx.need_checkpoint(s.label, "figures")) for s in cfg.methods}
-    budget = figures.Budget(norm=cfg.norm, steps=fig_cfg.steps)
+    budget = figures.Budget(norm=cast(Norm, cfg.norm), steps=fig_cfg.steps)
     for tool in fig_cfg.tools:
         key = fingerprint(tool, fig_cfg.__dict__, cfg.seed, digests)
         out = ctx.folder.figures / tool
@@ -341,19 +344,9 @@ def stage_figures(ctx: StudyContext) -> None:
                 for s in cfg.methods
             ]  # fmt: skip
             x, y = source_pool(ctx, panels[0].model)
-            if tool == "features":
-                figure = figures.feature_figure(
-                    panels, x, nodes=fig_cfg.nodes, budget=budget, seed=cfg.seed
-                )
-            elif tool == "interpolate":
-                figure = figures.interpolation_figure(
-                    panels, x, y, pairs=fig_cfg.pairs, budget=budget, seed=cfg.seed
-                )
-            else:
-                classes = min(fig_cfg.targets, ctx.data.num_classes)
-                figure = figures.targeted_figure(
-                    panels, x, y, targets=list(range(classes)), budget=budget, seed=cfg.seed
-                )
+            classes = min(fig_cfg.targets, ctx.data.num_classes)
+            settings = TargetedSettings(list(range(classes))) if tool == "targeted" else fig_cfg
+            figure = figures.draw_figure(tool, panels, x, y, settings, budget=budget, seed=cfg.seed)
             paths = figure.save(out, norm=cfg.norm)
             return [paths["grid"], paths["json"]]
 

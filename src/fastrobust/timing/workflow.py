@@ -25,7 +25,7 @@ from typing import Any
 
 from fastrobust.attacks.threat import ThreatModel, threat_model
 from fastrobust.data.facts import DatasetFacts, dataset_facts
-from fastrobust.errors import ConfigError, OutputError
+from fastrobust.errors import ConfigError
 from fastrobust.timing import measure
 from fastrobust.timing.runs_table import RunRecord, read_run, table_one, write_rows_csv
 from fastrobust.timing.settings import TimingCommand, TimingSettings
@@ -247,23 +247,14 @@ class TimingReport:
     figure: FigureOne | None = None
 
 
-def output_folder(path: str | Path, field: str) -> Path:
-    """``path`` checked as an output folder before any work; the error names ``field``."""
-    from fastrobust.outputs import check_output_dir
-
-    try:
-        return check_output_dir(path, what=field)
-    except OutputError as exc:
-        exc.field = field
-        raise
-
-
 def run_timing(
     command: TimingCommand, run_paths: Sequence[str | Path] = (), *, import_factory: bool = False
 ) -> TimingReport:
     """``fastrobust timing``: Table I of ``run_paths`` (if any) and, when measuring (default:
     without runs), Figure 1; everything written into ``command.out``."""
-    out = output_folder(command.out, "timing.out")  # before any work
+    from fastrobust.outputs import check_output_dir
+
+    out = check_output_dir(command.out, field="timing.out")  # before any work
     runs = [read_run(p) for p in run_paths]
     report = TimingReport(out, runs)
     if runs:
