@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from fastrobust.represent import StartKind
+from fastrobust.represent import DEFAULT_LAMBDAS, StartKind
 from fastrobust.settings import at_least, check_settings, non_negative, setting
 
 
@@ -43,7 +43,7 @@ class InterpolationSettings:
 
     layer: str | None = None
     """module name (default: input of the final nn.Linear)"""
-    lambdas: list[float] = setting(factory=lambda: [0.25, 0.5, 0.75], spaced=True)
+    lambdas: list[float] = setting(factory=lambda: list(DEFAULT_LAMBDAS), spaced=True)
     """the interpolation weights lam"""
     pairs: int = setting(3, rule=at_least(1))
     """image pairs"""

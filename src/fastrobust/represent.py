@@ -50,6 +50,8 @@ Tool = Literal["features", "interpolate", "targeted"]
 StartKind = Literal["noise", "blend", "x1", "x2"]
 Norm = Literal["l2", "linf"]
 
+#: the interpolation weights of Figure 4 (``fastrobust visualize interpolate --lambdas``)
+DEFAULT_LAMBDAS = (0.25, 0.5, 0.75)
 #: default radius of the targeted ball, as a fraction of the threat model's diameter of the
 #: ``[0,1]`` box (L2: ``0.5 * sqrt(d)``; L-inf: 0.3)
 TARGETED_FRACTION = {"l2": 0.5, "linf": 0.3}
@@ -475,7 +477,7 @@ def interpolate_representations(
     model: nn.Module,
     x1: torch.Tensor,
     x2: torch.Tensor,
-    lambdas: Sequence[float] = (0.25, 0.5, 0.75),
+    lambdas: Sequence[float] = DEFAULT_LAMBDAS,
     *,
     layer: str | None = None,
     start: StartKind | torch.Tensor = "noise",

@@ -14,7 +14,12 @@ import argparse
 from typing import Any
 
 from fastrobust.settings import add_settings_flags, given_values
-from fastrobust.timing.settings import MEASUREMENT_FIELDS, TimingCommand, TimingSettings
+from fastrobust.timing.settings import (
+    MEASUREMENT_FIELDS,
+    TimingCommand,
+    TimingSettings,
+    help_texts,
+)
 
 _ESTIMATE_FIELDS = [
     name for name in TimingSettings.__dataclass_fields__ if name not in MEASUREMENT_FIELDS
@@ -33,10 +38,15 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--runs", nargs="+", default=[], metavar="RUN", help="run folders for Table I")
     flags = add_settings_flags(p, TimingCommand, section="timing", skip=_OWN_FIELDS)
+    helps = help_texts()
     g = p.add_argument_group("measurement (defaults: the first run's settings, else these)")
-    flags |= add_settings_flags(g, TimingSettings, section="timing", skip=_ESTIMATE_FIELDS)
+    flags |= add_settings_flags(
+        g, TimingSettings, section="timing", skip=_ESTIMATE_FIELDS, help_overrides=helps
+    )
     e = p.add_argument_group("estimate (defaults: the first run's settings, else these)")
-    flags |= add_settings_flags(e, TimingSettings, section="timing", skip=MEASUREMENT_FIELDS)
+    flags |= add_settings_flags(
+        e, TimingSettings, section="timing", skip=MEASUREMENT_FIELDS, help_overrides=helps
+    )
     p.add_argument(
         "--import-model-factory",
         action="store_true",

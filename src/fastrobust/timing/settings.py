@@ -2,9 +2,9 @@
 and the study's ``timing`` section are built from them, :mod:`fastrobust.settings`).
 
 A setting of the timed training run left ``None`` is the first run folder's value, else the
-default of that field in :class:`~fastrobust.training.config.TrainConfig`; the two defaults of
-timing's own (``eval_every`` 1 and ``global_batch`` 512 without a run) are in
-:mod:`fastrobust.timing.workflow`.
+default of that field in :class:`~fastrobust.training.config.TrainConfig` (:data:`FROM_TRAINING`;
+the flags' help says which, :func:`help_texts`), else timing's own (:data:`NO_RUN_EVAL_EVERY`,
+:data:`NO_RUN_GLOBAL_BATCH`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,19 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fastrobust.errors import ConfigError
-from fastrobust.settings import at_least, check_settings, non_negative, positive, setting
+from fastrobust.settings import (
+    at_least,
+    check_settings,
+    field_docs,
+    non_negative,
+    positive,
+    setting,
+)
+
+#: without a run folder: validate every epoch, sweep GPUs at this global batch
+NO_RUN_EVAL_EVERY, NO_RUN_GLOBAL_BATCH = 1, 512
+#: settings of the timed run whose default without a run folder is TrainConfig's
+FROM_TRAINING = ("model", "dataset", "amp", "channels_last", "norm", "eps", "epochs", "eval_steps")
 
 #: fields of :class:`TimingSettings` that say what is measured (the rest: the estimate)
 MEASUREMENT_FIELDS = (
@@ -37,9 +49,10 @@ class TimingSettings:
     """Figure 1 on this device: attack and step cost over batch sizes, training-time bounds."""
 
     model: str | None = None
-    """registry model name (default: the first run's, else small_cnn)"""
+    """registry model name (default: the first run's, else the training default)"""
     dataset: str | None = None
-    """dataset whose image shape and size to use (default: the first run's, else digits)"""
+    """dataset whose image shape and size to use (default: the first run's, else the training
+    default)"""
     data_dir: str | None = None
     """dataset folder, only for datasets timing does not know"""
     device: str | None = None
@@ -53,25 +66,26 @@ class TimingSettings:
     warmup: int = setting(2, rule=non_negative())
     """untimed calls first"""
     amp: Literal["none", "bf16", "fp16"] | None = None
-    """autocast (default: the first run's, else none)"""
+    """autocast (default: the first run's, else the training default)"""
     channels_last: bool | None = None
-    """NHWC memory layout (default: the first run's, else off)"""
+    """NHWC memory layout (default: the first run's, else the training default)"""
     norm: Literal["l2", "linf"] | None = None
-    """threat model (default: the first run's, else l2)"""
+    """threat model (default: the first run's, else the training default)"""
     eps: float | None = setting(None, rule=positive())
-    """perturbation radius (default: the first run's, else 1.0)"""
+    """perturbation radius (default: the first run's, else the training default)"""
     epochs: int | None = setting(None, rule=at_least(1))
-    """training epochs (default: the first run's, else 30)"""
+    """training epochs (default: the first run's, else the training default)"""
     eval_every: int | None = setting(None, rule=at_least(1))
-    """validate every N epochs (default: the first run's, else 1)"""
+    """validate every N epochs (default: the first run's, else the timing default)"""
     eval_steps: int | None = setting(None, rule=at_least(1))
-    """validation PGD steps (default: the first run's, else 10)"""
+    """validation PGD steps (default: the first run's, else the training default)"""
     train_size: int | None = setting(None, rule=at_least(1))
     """training images (default: the dataset's)"""
     val_size: int | None = setting(None, rule=non_negative())
     """validated test images (default: the first run's eval_limit, at most the dataset's)"""
     global_batch: int | None = setting(None, rule=at_least(1))
-    """global batch of the GPU sweep (default: the first run's batch size, else 512)"""
+    """global batch of the GPU sweep (default: the first run's batch size, else the timing
+    default)"""
     gpus: list[int] = setting(factory=lambda: [1, 2, 4, 8], rule=at_least(1))
     """GPU counts of the GPU sweep"""
     procs: int | None = setting(None, rule=at_least(1))
@@ -96,3 +110,19 @@ class TimingCommand(TimingSettings):
     """measure on this device (default: yes without runs, no with runs)"""
     out: str = "timing"
     """output folder"""
+
+
+def help_texts() -> dict[str, str]:
+    """The help of the settings whose default without a run is training's or timing's own,
+    with that default in it (``registry model name (default: the first run's, else
+    small_cnn)``)."""
+    from fastrobust.training.config import TrainConfig
+
+    base, docs = TrainConfig(), field_docs(TimingSettings)
+    texts = {
+        name: docs[name].replace("the training default", str(getattr(base, name)))
+        for name in FROM_TRAINING
+    }
+    own = {"eval_every": NO_RUN_EVAL_EVERY, "global_batch": NO_RUN_GLOBAL_BATCH}
+    texts |= {name: docs[name].replace("the timing default", str(v)) for name, v in own.items()}
+    return texts

@@ -28,14 +28,16 @@ from fastrobust.data.facts import DatasetFacts, dataset_facts
 from fastrobust.errors import ConfigError
 from fastrobust.timing import measure
 from fastrobust.timing.runs_table import RunRecord, read_run, table_one, write_rows_csv
-from fastrobust.timing.settings import TimingCommand, TimingSettings
+from fastrobust.timing.settings import (
+    NO_RUN_EVAL_EVERY,
+    NO_RUN_GLOBAL_BATCH,
+    TimingCommand,
+    TimingSettings,
+)
 from fastrobust.training.config import SECTION_OF, TrainConfig
 from fastrobust.training.methods import steps_label
 
 log = logging.getLogger(__name__)
-
-#: without a run folder: validate every epoch, sweep GPUs at this global batch
-NO_RUN_EVAL_EVERY, NO_RUN_GLOBAL_BATCH = 1, 512
 
 
 @dataclass(frozen=True)
