@@ -191,8 +191,9 @@ def resolve_layer(model: nn.Module, layer: str | None = None) -> tuple[str, nn.M
         linears = [name for name, m in modules.items() if isinstance(m, nn.Linear)]
         if not linears:
             raise ConfigError(
-                "the model has no nn.Linear layer to take the default representation from; "
-                "name a layer with --layer"
+                "the model has no nn.Linear to take the default representation from; "
+                "set layer to a module name",
+                field="layer",
             )
         return linears[-1], modules[linears[-1]], True
     for name in (layer, f"net.{layer}"):
