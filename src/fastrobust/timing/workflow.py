@@ -17,7 +17,6 @@ GPU memory has no estimate) on ``procs`` GPUs, the first run's process count by 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +35,6 @@ from fastrobust.timing.settings import (
 )
 from fastrobust.training.config import SECTION_OF, TrainConfig
 from fastrobust.training.methods import steps_label
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
