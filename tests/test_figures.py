@@ -7,10 +7,12 @@ import torch
 from torch import nn
 
 from fastrobust.errors import ConfigError, DataError
+from fastrobust.figure_settings import FeatureSettings, InterpolationSettings, TargetedSettings
 from fastrobust.figures import (
     Budget,
     Figure,
     Panel,
+    draw_figure,
     feature_figure,
     interpolation_figure,
     live_nodes,
@@ -68,9 +70,8 @@ def test_other_class_index():
 
 
 def test_feature_figure_rows_captions_and_records():
-    fig = feature_figure(
-        [_panel("a"), _panel("b")], _data()[0], nodes=2, num_seeds=2, budget=BUDGET
-    )
+    settings = FeatureSettings(nodes=2, num_seeds=2)
+    fig = feature_figure([_panel("a"), _panel("b")], _data()[0], settings, budget=BUDGET)
     assert isinstance(fig, Figure) and fig.tool == "features"
     assert fig.row_labels == ["a / seed 0", "a / seed 1", "b / seed 0", "b / seed 1"]
     assert [len(r) for r in fig.rows] == [3] * 4  # the seed, then one image per node
@@ -78,19 +79,22 @@ def test_feature_figure_rows_captions_and_records():
     assert len(fig.records) == fig.num_images == 8
     assert all(r["node"] % 2 == 0 for r in fig.records)  # only live nodes are drawn
     assert fig.records[0]["model"] == "a" and fig.records[0]["checkpoint"] == "a.pt"
-    with pytest.raises(ConfigError):
-        feature_figure([_panel()], _data()[0], nodes=0)
+    with pytest.raises(ConfigError, match=r"^features\.nodes must be >= 1, got 0$") as info:
+        FeatureSettings(nodes=0)
+    assert info.value.field == "features.nodes"
 
 
 def test_interpolation_pairs_cross_classes():
     x, y = _data()
-    fig = interpolation_figure([_panel()], x, y, pairs=3, lambdas=[0.25, 0.75], budget=BUDGET)
+    settings = InterpolationSettings(pairs=3, lambdas=[0.25, 0.75])
+    fig = interpolation_figure([_panel()], x, y, settings, budget=BUDGET)
     assert fig.col_labels == ["x1", "lam=0.75", "lam=0.25", "x2"]
     assert len(fig.rows) == 3 and all(len(r) == 4 for r in fig.rows)
     for rec in fig.records:
         assert y[rec["x1"]] != y[rec["x2"]]
+    settings = InterpolationSettings(pairs=2, lambdas=[0.5])
     consecutive = interpolation_figure(
-        [_panel()], x, None, pairs=2, lambdas=[0.5], consecutive_pairs=True, budget=BUDGET
+        [_panel()], x, None, settings, consecutive_pairs=True, budget=BUDGET
     )
     assert [(r["x1"], r["x2"]) for r in consecutive.records] == [(0, 1), (2, 3)]
     with pytest.raises(DataError, match="labels"):
@@ -99,13 +103,13 @@ def test_interpolation_pairs_cross_classes():
 
 def test_targeted_sources_are_of_other_classes():
     x, y = _data()
-    fig = targeted_figure([_panel()], x, y, per_target=2, budget=BUDGET, seed=3)
+    fig = targeted_figure([_panel()], x, y, TargetedSettings(per_target=2), budget=BUDGET, seed=3)
     assert fig.row_labels == ["original", "m"]
     assert [r["target"] for r in fig.records] == [0, 0, 1, 1, 2, 2]
     assert all(r["source_label"] != r["target"] for r in fig.records)
     assert fig.col_labels[0].endswith("->a")
     with pytest.raises(ConfigError, match="target class 3"):
-        targeted_figure([_panel()], x, y, targets=[3], budget=BUDGET)
+        targeted_figure([_panel()], x, y, TargetedSettings(targets=[3]), budget=BUDGET)
 
 
 def test_same_seed_same_figure():
@@ -114,3 +118,28 @@ def test_same_seed_same_figure():
     b = targeted_figure([_panel()], x, y, budget=BUDGET, seed=1)
     assert [r["source_index"] for r in a.records] == [r["source_index"] for r in b.records]
     assert torch.equal(a.results[0].images, b.results[0].images)
+
+
+def test_draw_figure_is_each_tool_with_its_settings():
+    """The one entry the command line and the study share: the tool's own figure."""
+    x, y = _data()
+    drawn = draw_figure("targeted", [_panel()], x, y, TargetedSettings(), budget=BUDGET, seed=1)
+    direct = targeted_figure([_panel()], x, y, budget=BUDGET, seed=1)
+    assert torch.equal(drawn.results[0].images, direct.results[0].images)
+    assert (
+        draw_figure("features", [_panel()], x, y, FeatureSettings(nodes=1), budget=BUDGET).tool
+        == "features"
+    )
+    with pytest.raises(ConfigError, match="no figure 'features' with TargetedSettings"):
+        draw_figure("features", [_panel()], x, y, TargetedSettings(), budget=BUDGET)
+
+
+def test_one_budget_checks_its_values_and_scales_to_the_image():
+    from fastrobust import represent
+
+    assert Budget is represent.Budget  # figures and represent share one budget
+    with pytest.raises(ConfigError, match=r"^budget\.steps must be a finite number > 0, got 0$"):
+        Budget(steps=0)
+    resolved = Budget(norm="linf").resolve("features", (1, 8, 8))
+    assert (resolved.eps, resolved.steps, resolved.norm) == (1.0, 200, "linf")
+    assert Budget(eps=2.0, steps=4).resolve("targeted", (1, 8, 8)).step_size == 2.5 * 2.0 / 4

@@ -159,8 +159,11 @@ def test_bad_layer_and_node_are_config_errors(model):
         visualize_features(model, images(2), [0, 16], steps=1)
     with pytest.raises(ConfigError, match="node -1"):
         visualize_features(model, images(1), -1, steps=1)
-    with pytest.raises(ConfigError, match="no nn.Linear"):
+    with pytest.raises(ConfigError, match="no nn.Linear .*; set layer to a module name") as info:
         resolve_layer(nn.Sequential(nn.Conv2d(1, 2, 3)))
+    from fastrobust.settings import render_error
+
+    assert render_error(info.value, {}).endswith("set --layer to a module name")  # the CLI's
 
 
 def test_wrong_images_are_data_errors(model):

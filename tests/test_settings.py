@@ -92,3 +92,42 @@ def test_a_library_error_names_the_keyword_and_the_cli_the_flag(tmp_path, capsys
     assert main(["train", "--dataset", "cifar10", "--out-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "needs --data-dir" in err and "data_dir" not in err
+
+
+@dataclass
+class Spaced:
+    """A section with space-separated list flags."""
+
+    weights: list[float] = setting(factory=lambda: [0.25, 0.75], spaced=True)
+    """interpolation weights"""
+    nodes: list[int] | None = setting(None, rule=at_least(0), spaced=True)
+    """node indices"""
+    layer: str | None = None
+    """a layer"""
+
+    def __post_init__(self) -> None:
+        check_settings(self, "spaced")
+
+
+def test_spaced_list_flags_take_several_values():
+    parser = argparse.ArgumentParser()
+    add_settings_flags(parser, Spaced, section="spaced")
+    args = parser.parse_args(["--weights", "0.5", "1/4", "--nodes", "3", "5"])
+    assert given_values(args, Spaced) == {"weights": [0.5, 0.25], "nodes": [3, 5]}
+    assert Spaced(**given_values(args, Spaced)).nodes == [3, 5]
+    assert given_values(parser.parse_args([]), Spaced) == {}
+    helps = {a.dest: a.help for a in parser._actions}  # noqa: SLF001
+    assert helps["weights"] == "interpolation weights (default: 0.25 0.75)"
+    assert helps["layer"] == "a layer"  # a default of None ("not set") is not printed
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--nodes", "x"])
+
+
+def test_a_bad_list_item_says_what_each_item_must_be():
+    with pytest.raises(ConfigError) as info:
+        Spaced(weights=[0.5, float("nan")])
+    assert str(info.value) == (
+        "spaced.weights: expected a list (a finite number each), got [0.5, nan] (list)"
+    )
+    with pytest.raises(ConfigError, match=r"^spaced\.nodes must be >= 0, got -1$"):
+        Spaced(nodes=[1, -1])

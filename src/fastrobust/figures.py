@@ -25,11 +25,18 @@ from fastrobust.attacks.contract import attack_mode
 from fastrobust.data.base import to_float
 from fastrobust.data.subsets import stratified_subset
 from fastrobust.errors import ConfigError, DataError
+from fastrobust.figure_settings import (
+    FeatureSettings,
+    InterpolationSettings,
+    TargetedSettings,
+    ToolSettings,
+    VisualizeCommand,
+)
 from fastrobust.model_info import data_dir_for, model_info
 from fastrobust.represent import (
+    Budget,
     LayerProbe,
     RepresentResult,
-    StartKind,
     check_images,
     interpolate_representations,
     node_values,
@@ -41,32 +48,13 @@ log = logging.getLogger(__name__)
 
 #: test images decoded from a disk dataset to choose sources from
 DISK_POOL = 1000
+#: every value scaled to the image size (:meth:`Budget.resolve`), L2, no progress bar
+DEFAULT_BUDGET = Budget()
 TITLES = {
     "features": "feature visualisation",
     "interpolate": "representation interpolation",
     "targeted": "large targeted perturbations",
 }
-
-
-@dataclass(frozen=True)
-class Budget:
-    """The optimisation settings every model of a figure shares (None: scaled to the image)."""
-
-    norm: str = "l2"
-    eps: float | None = None
-    steps: int | None = None
-    step_size: float | None = None
-    progress: bool = False
-    """a progress bar over each model's optimisation steps"""
-
-    def options(self) -> dict[str, Any]:
-        return {
-            "norm": self.norm,
-            "eps": self.eps,
-            "steps": self.steps,
-            "step_size": self.step_size,
-            "progress": self.progress,
-        }
 
 
 @dataclass(frozen=True)
@@ -223,7 +211,10 @@ def dataset_images(
     info = model_info(model)
     name = dataset or info.dataset
     if not name:
-        raise ConfigError("the checkpoint records no dataset; pass --dataset or --images")
+        raise ConfigError(
+            "the checkpoint records no dataset; set visualize.dataset or give an images file",
+            field="visualize.dataset",
+        )
     shape = info.image_shape
     size = shape[1] if shape is not None and "image_size" in dataset_options(name) else None
     data = load_dataset(name, data_dir_for(info, name, data_dir), image_size=size)
@@ -278,21 +269,19 @@ def other_class_index(y: torch.Tensor, label: int, generator: torch.Generator | 
 def feature_figure(
     panels: Sequence[Panel],
     x: torch.Tensor,
+    settings: FeatureSettings | None = None,
     *,
-    nodes: int | Sequence[int] = 8,
-    num_seeds: int = 1,
-    seed_image: str = "noise",
-    layer: str | None = None,
-    budget: Budget = Budget(),
+    budget: Budget = DEFAULT_BUDGET,
     seed: int = 0,
 ) -> Figure:
     """Figure 3: from ``num_seeds`` seeds (uniform noise or test images ``x``), maximise nodes.
 
-    ``nodes`` is a count of live nodes drawn per model (:func:`live_nodes`) or explicit indices.
-    One row per model and seed: the seed, then one image per node.
+    The nodes are ``settings.node`` or ``settings.nodes`` live nodes drawn per model
+    (:func:`live_nodes`). One row per model and seed: the seed, then one image per node.
     """
-    if num_seeds < 1 or (isinstance(nodes, int) and nodes < 1):
-        raise ConfigError("need --num-seeds >= 1 and --nodes >= 1")
+    settings = settings or FeatureSettings()
+    num_seeds, seed_image, layer = settings.num_seeds, settings.seed_image, settings.layer
+    nodes: int | list[int] = settings.nodes if settings.node is None else settings.node
     g = torch.Generator().manual_seed(seed)
     if seed_image == "noise":
         seeds = torch.rand((num_seeds, *x.shape[1:]), generator=g).to(x.device)
@@ -336,13 +325,10 @@ def interpolation_figure(
     panels: Sequence[Panel],
     x: torch.Tensor,
     y: torch.Tensor | None,
+    settings: InterpolationSettings | None = None,
     *,
-    pairs: int = 3,
-    lambdas: Sequence[float] = (0.25, 0.5, 0.75),
-    start: StartKind = "noise",
     consecutive_pairs: bool = False,
-    layer: str | None = None,
-    budget: Budget = Budget(),
+    budget: Budget = DEFAULT_BUDGET,
     seed: int = 0,
 ) -> Figure:
     """Figure 4: images between ``x1`` and ``x2`` in representation space, per model.
@@ -351,12 +337,12 @@ def interpolation_figure(
     ``consecutive_pairs`` images 0-1, 2-3, ... of ``x`` (a user's file). One row per model and
     pair: ``x1``, the interpolants from the largest ``lambda`` down, ``x2``.
     """
-    if pairs < 1:
-        raise ConfigError("need --pairs >= 1")
+    settings = settings or InterpolationSettings()
+    pairs, lambdas, start, layer = settings.pairs, settings.lambdas, settings.start, settings.layer
     g = torch.Generator().manual_seed(seed)
     if consecutive_pairs:
         if x.shape[0] < 2:
-            raise DataError("--images needs at least two images (pairs are 0-1, 2-3, ...)")
+            raise DataError("the images file needs at least two images (pairs are 0-1, 2-3, ...)")
         n = min(pairs, x.shape[0] // 2)
         i1, i2 = torch.arange(0, 2 * n, 2), torch.arange(1, 2 * n, 2)
     else:
@@ -394,11 +380,10 @@ def targeted_figure(
     panels: Sequence[Panel],
     x: torch.Tensor,
     y: torch.Tensor | None,
+    settings: TargetedSettings | None = None,
     *,
-    targets: Sequence[int] | None = None,
-    per_target: int = 1,
     in_order: bool = False,
-    budget: Budget = Budget(),
+    budget: Budget = DEFAULT_BUDGET,
     seed: int = 0,
 ) -> Figure:
     """Figure 5: large targeted perturbations of test images toward each target class.
@@ -407,15 +392,15 @@ def targeted_figure(
     ``in_order`` every image of ``x`` in turn (targets cycled). The first row holds the sources,
     then one row per model.
     """
+    settings = settings or TargetedSettings()
+    per_target = settings.per_target
     k = min(model_info(p.model).num_classes or 0 for p in panels)
-    targets = list(range(k)) if targets is None else list(targets)
+    targets = list(range(k)) if settings.targets is None else list(settings.targets)
     for t in targets:
         if not 0 <= t < k:
             raise ConfigError(
                 f"target class {t} is out of range; the models have {k} classes (0 to {k - 1})"
             )
-    if per_target < 1:
-        raise ConfigError("need --per-target >= 1")
     g = torch.Generator().manual_seed(seed)
     if in_order:
         idx = torch.arange(x.shape[0])
@@ -488,3 +473,86 @@ def _empty(tool: str, panels: Sequence[Panel], seed: int) -> Figure:
 
 def _origin(panel: Panel) -> dict[str, Any]:
     return {"model": panel.label, "checkpoint": panel.source}
+
+
+def draw_figure(
+    tool: str,
+    panels: Sequence[Panel],
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    settings: ToolSettings,
+    *,
+    budget: Budget = DEFAULT_BUDGET,
+    seed: int = 0,
+    from_file: bool = False,
+) -> Figure:
+    """The figure of ``tool`` (features, interpolate, targeted) with its ``settings``;
+    ``from_file``: ``x`` is a user's images file, taken in order (pairs 0-1, 2-3, ...;
+    every image a source) instead of drawn at random."""
+    if isinstance(settings, FeatureSettings) and tool == "features":
+        return feature_figure(panels, x, settings, budget=budget, seed=seed)
+    if isinstance(settings, InterpolationSettings) and tool == "interpolate":
+        return interpolation_figure(
+            panels, x, y, settings, consecutive_pairs=from_file, budget=budget, seed=seed
+        )
+    if isinstance(settings, TargetedSettings) and tool == "targeted":
+        return targeted_figure(panels, x, y, settings, in_order=from_file, budget=budget, seed=seed)
+    raise ConfigError(f"no figure {tool!r} with {type(settings).__name__}")
+
+
+def _out_dir(command: VisualizeCommand, tool: str) -> Path:
+    """The output folder, checked (not created) before any work."""
+    from datetime import datetime
+
+    from fastrobust.outputs import check_output_dir
+
+    if command.out:
+        return check_output_dir(command.out, field="visualize.out")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return check_output_dir(Path("runs") / f"visualize-{tool}-{stamp}")
+
+
+def visualize(
+    tool: str,
+    sources: Sequence[str | Path],
+    settings: ToolSettings,
+    command: VisualizeCommand | None = None,
+    budget: Budget = DEFAULT_BUDGET,
+    *,
+    import_factory: bool = False,
+) -> tuple[Figure, dict[str, Path]]:
+    """``fastrobust visualize``: load the models in ``sources`` (run folders or checkpoints),
+    draw ``tool``'s figure of all of them side by side and save it (:meth:`Figure.save`).
+    Returns the figure and the files written. ``import_factory``: build a
+    ``package.module:factory`` model a checkpoint names (only for checkpoints you trust)."""
+    from fastrobust.checkpoint import load_model
+    from fastrobust.distributed import resolve_device
+    from fastrobust.outputs import writing
+
+    command = command or VisualizeCommand()
+    device = resolve_device(command.device)
+    out = _out_dir(command, tool)  # before any work: a bad folder costs nothing
+    models = [
+        load_model(p, device=device, arch=command.arch, dataset=command.dataset,
+                   import_factory=import_factory)
+        for p in sources
+    ]  # fmt: skip
+    if command.labels and len(command.labels) != len(models):
+        raise ConfigError(
+            f"got {len(command.labels)} visualize.labels for {len(models)} models",
+            field="visualize.labels",
+        )
+    names = [str(p) for p in sources]
+    labels = command.labels or panel_labels(models, names)
+    panels = [Panel(lab, m, src) for lab, m, src in zip(labels, models, names)]
+    x, y = source_images(
+        panels, images_file=command.images, dataset=command.dataset, data_dir=command.data_dir,
+        seed=command.seed, device=device,
+    )  # fmt: skip
+    fig = draw_figure(
+        tool, panels, x, y, settings, budget=budget, seed=command.seed,
+        from_file=bool(command.images),
+    )  # fmt: skip
+    with writing("the visualisation", out):
+        written = fig.save(out, norm=budget.norm)
+    return fig, written

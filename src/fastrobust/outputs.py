@@ -57,13 +57,22 @@ def probe_writable(folder: Path, *, what: str) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-def check_output_dir(path: str | Path, *, what: str = "output folder") -> Path:
+def check_output_dir(
+    path: str | Path, *, what: str = "output folder", field: str | None = None
+) -> Path:
     """Raise OutputError unless ``path`` is a writable folder or can be created as one.
 
     Creates nothing: it checks that no file stands at ``path`` or above it, and probes the
     nearest existing folder with a small synced write (a read-only folder or a full disk
-    fails here, before the work). Returns ``path`` with ``~`` expanded.
+    fails here, before the work). Returns ``path`` with ``~`` expanded. ``field``: the
+    setting ``path`` came from (``timing.out``), named by the error as ``what``.
     """
+    if field is not None:
+        try:
+            return check_output_dir(path, what=field)
+        except OutputError as exc:
+            exc.field = field
+            raise
     p = Path(path).expanduser()
     if _exists(p) and not p.is_dir():
         raise OutputError(f"{what} {p} is an existing file, not a folder")

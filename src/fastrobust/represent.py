@@ -24,6 +24,7 @@ they were found (pgd's invariants); results are always in ``[0,1]``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,14 +44,17 @@ from fastrobust.attacks.projected_gradient import pgd
 from fastrobust.attacks.threat import ThreatModel, threat_model
 from fastrobust.errors import ConfigError, DataError
 from fastrobust.model_info import check_model_fits
+from fastrobust.settings import check_settings, positive, setting
 
 Tool = Literal["features", "interpolate", "targeted"]
 StartKind = Literal["noise", "blend", "x1", "x2"]
+Norm = Literal["l2", "linf"]
 
-#: default radius of the targeted ball, as a fraction of the largest L2 distance in the
-#: ``[0,1]`` box (``sqrt(d)``); for L-inf, the radius itself
-TARGETED_L2_FRACTION = 0.5
-TARGETED_LINF_EPS = 0.3
+#: the interpolation weights of Figure 4 (``fastrobust visualize interpolate --lambdas``)
+DEFAULT_LAMBDAS = (0.25, 0.5, 0.75)
+#: default radius of the targeted ball, as a fraction of the threat model's diameter of the
+#: ``[0,1]`` box (L2: ``0.5 * sqrt(d)``; L-inf: 0.3)
+TARGETED_FRACTION = {"l2": 0.5, "linf": 0.3}
 
 
 # ----------------------------------------------------------------------------------- budgets
@@ -58,49 +62,66 @@ TARGETED_LINF_EPS = 0.3
 
 @dataclass(frozen=True)
 class Budget:
-    """Radius, steps and step size of one optimisation over the input."""
+    """The optimisation over the input that every tool runs: threat model, radius, steps and
+    step size (None: scaled to the image size by :meth:`resolve`); the one budget of a
+    visualisation, shared by every model of a figure."""
 
-    eps: float
-    """radius of the threat-model ball around the start"""
-    steps: int
-    """PGD steps"""
-    step_size: float
-    """step length (in the norm of the threat model)"""
+    norm: Norm = "l2"
+    """threat model norm"""
+    eps: float | None = setting(None, rule=positive())
+    """radius (default: scaled to the image size)"""
+    steps: int | None = setting(None, rule=positive())
+    """PGD steps (default: scaled to the image size)"""
+    step_size: float | None = setting(None, rule=positive())
+    """step length in the threat model's norm (default: 2.5*eps/steps)"""
+    progress: bool = False
+    """a progress bar over the optimisation steps on stderr"""
+
+    def __post_init__(self) -> None:
+        check_settings(self, "budget")
+
+    def options(self) -> dict[str, Any]:
+        """The budget as the keywords of the tools (``visualize_features(..., **options)``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def resolve(self, tool: Tool, image_shape: Sequence[int]) -> Budget:
+        """Every value set, scaled to the image size ``d = C*H*W`` where not given.
+
+        * eps: ``features`` and ``interpolate`` are unconstrained (the diameter of the
+          ``[0,1]`` box: L2 ``sqrt(d)``, L-inf 1); ``targeted`` uses a fraction of it
+          (:data:`TARGETED_FRACTION`: L2 ``0.5*sqrt(d)``, L-inf 0.3);
+        * steps: ``d/3`` clipped to ``[200, 1000]`` (8x8 digits: 200; 32x32 colour: 1000,
+          the paper's count for its large targeted perturbations);
+        * step size: ``2.5 * eps / steps`` (Madry et al. 2018), so the whole radius is
+          reachable.
+        """
+        shape = tuple(int(s) for s in image_shape)
+        eps = self.eps
+        if eps is None:
+            threat = threat_model(self.norm, 1.0)
+            # the box diameter in float64, so that the L2 default is sqrt(d) to the last bit
+            diameter = float(threat.norm(torch.ones(1, *shape, dtype=torch.float64)))
+            eps = diameter * (TARGETED_FRACTION[threat.name] if tool == "targeted" else 1.0)
+        steps = (
+            self.steps
+            if self.steps is not None
+            else int(min(1000, max(200, math.prod(shape) // 3)))
+        )
+        step_size = self.step_size if self.step_size is not None else pgd_step_size(eps, steps)
+        return Budget(self.norm, float(eps), int(steps), float(step_size), self.progress)
 
 
 def default_budget(
     tool: Tool,
     image_shape: Sequence[int],
     *,
-    norm: str = "l2",
+    norm: Norm = "l2",
     eps: float | None = None,
     steps: int | None = None,
     step_size: float | None = None,
 ) -> Budget:
-    """Defaults scaled to the image size ``d = C*H*W``; any value given is kept.
-
-    * eps: ``features`` and ``interpolate`` are unconstrained (L2 ``sqrt(d)``, the diameter of
-      the ``[0,1]`` box; L-inf 1); ``targeted`` uses ``0.5*sqrt(d)`` (L2) or 0.3 (L-inf);
-    * steps: ``d/3`` clipped to ``[200, 1000]`` (8x8 digits: 200; 32x32 colour: 1000, the
-      paper's count for its large targeted perturbations);
-    * step size: ``2.5 * eps / steps`` (Madry et al. 2018), so the whole radius is reachable.
-    """
-    d = math.prod(int(s) for s in image_shape)
-    key = norm.lower().replace("-", "")
-    if eps is None:
-        if tool == "targeted":
-            eps = TARGETED_L2_FRACTION * math.sqrt(d) if key == "l2" else TARGETED_LINF_EPS
-        else:
-            eps = math.sqrt(d) if key == "l2" else 1.0
-    if steps is None:
-        steps = int(min(1000, max(200, d // 3)))
-    if step_size is None:
-        step_size = pgd_step_size(eps, steps)
-    values = {"eps": eps, "steps": steps, "step size": step_size}
-    for name, value in values.items():
-        if not math.isfinite(value) or value <= 0:  # zero: the "result" would be the start
-            raise ConfigError(f"{name} must be a finite number > 0, got {value:g}")
-    return Budget(float(eps), int(steps), float(step_size))
+    """:meth:`Budget.resolve` of the budget with these values (any value given is kept)."""
+    return Budget(norm, eps, steps, step_size).resolve(tool, image_shape)
 
 
 # ---------------------------------------------------------------------------------- results
@@ -170,8 +191,9 @@ def resolve_layer(model: nn.Module, layer: str | None = None) -> tuple[str, nn.M
         linears = [name for name, m in modules.items() if isinstance(m, nn.Linear)]
         if not linears:
             raise ConfigError(
-                "the model has no nn.Linear layer to take the default representation from; "
-                "name a layer with --layer"
+                "the model has no nn.Linear to take the default representation from; "
+                "set layer to a module name",
+                field="layer",
             )
         return linears[-1], modules[linears[-1]], True
     for name in (layer, f"net.{layer}"):
@@ -362,7 +384,7 @@ def visualize_features(
     nodes: int | Sequence[int] | torch.Tensor,
     *,
     layer: str | None = None,
-    norm: str = "l2",
+    norm: Norm = "l2",
     eps: float | None = None,
     steps: int | None = None,
     step_size: float | None = None,
@@ -456,12 +478,12 @@ def interpolate_representations(
     model: nn.Module,
     x1: torch.Tensor,
     x2: torch.Tensor,
-    lambdas: Sequence[float] = (0.25, 0.5, 0.75),
+    lambdas: Sequence[float] = DEFAULT_LAMBDAS,
     *,
     layer: str | None = None,
     start: StartKind | torch.Tensor = "noise",
     generator: torch.Generator | None = None,
-    norm: str = "l2",
+    norm: Norm = "l2",
     eps: float | None = None,
     steps: int | None = None,
     step_size: float | None = None,
@@ -541,7 +563,7 @@ def targeted_perturbation(
     x: torch.Tensor,
     target: int | Sequence[int] | torch.Tensor,
     *,
-    norm: str = "l2",
+    norm: Norm = "l2",
     eps: float | None = None,
     steps: int | None = None,
     step_size: float | None = None,

@@ -46,6 +46,7 @@ __all__ = [
     "given_values",
     "in_range",
     "int_or_word",
+    "list_item_type",
     "non_negative",
     "positive",
     "render_error",
@@ -99,14 +100,22 @@ def in_range(low: float, high: float, *, low_open: bool = False, high_open: bool
 
 
 _RULE = "fastrobust.rule"
+_SPACED = "fastrobust.spaced"
 
 
 def setting(
-    default: Any = dataclasses.MISSING, *, rule: Rule | None = None, factory: Any = None
+    default: Any = dataclasses.MISSING,
+    *,
+    rule: Rule | None = None,
+    factory: Any = None,
+    spaced: bool = False,
 ) -> Any:
     """A dataclass field with a range rule (``steps: int = setting(20, rule=at_least(1))``);
-    ``factory`` for a mutable default (a list)."""
-    metadata = {_RULE: rule} if rule is not None else {}
+    ``factory`` for a mutable default (a list); ``spaced``: a list whose flag takes
+    space-separated values (``--lambdas 0.25 0.5``) instead of one comma-separated value."""
+    metadata: dict[str, Any] = {_RULE: rule} if rule is not None else {}
+    if spaced:
+        metadata[_SPACED] = True
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -243,15 +252,25 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _default_text(f: dataclasses.Field[Any]) -> str:
+def list_item_type(annotation: Any) -> Any:
+    """The flag type of one item of a ``list[...]`` field (for a space-separated flag)."""
+    (kind,) = _arms(annotation)
+    (inner,) = [a for a in typing.get_args(kind) if a is not Ellipsis]
+    item = flag_type(inner)
+    return _number(item) if item in (int, float) else item
+
+
+def _default_text(f: dataclasses.Field[Any], sep: str = ",") -> str:
     if f.default is not dataclasses.MISSING:
         value = f.default
     elif f.default_factory is not dataclasses.MISSING:
         value = f.default_factory()
     else:
         return ""
+    if value is None:  # "not set": the help text says what applies then
+        return ""
     if isinstance(value, (list, tuple)):
-        value = ",".join(map(str, value)) if value else "none"
+        value = sep.join(map(str, value)) if value else "none"
     return f" (default: {value})"
 
 
@@ -280,6 +299,14 @@ def add_settings_flags(
         if kind is bool:
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=None, help=text
+            )
+        elif f.metadata.get(_SPACED):
+            parser.add_argument(
+                flag,
+                nargs="+",
+                type=list_item_type(hints[f.name]),
+                default=None,
+                help=text + _default_text(f, sep=" "),
             )
         else:
             parser.add_argument(

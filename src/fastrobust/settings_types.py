@@ -74,7 +74,9 @@ def describe_type(annotation: Any) -> str:
         elif origin is typing.Literal:
             words.append("one of " + ", ".join(repr(a) for a in typing.get_args(arm)))
         elif origin in (list, tuple):
-            words.append("a list")
+            inner = [a for a in typing.get_args(arm) if a is not Ellipsis]
+            each = f" ({describe_type(inner[0])} each)" if len(inner) == 1 else ""
+            words.append("a list" + each)
         else:
             words.append(_NAMES.get(arm, getattr(arm, "__name__", str(arm))))
     return " or ".join(words)

@@ -51,14 +51,16 @@ def test_cli_bad_flag_is_a_one_line_error(capsys, tmp_path):
         main(["timing", "--out", str(tmp_path), "--batch-sizes", "a,b"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "comma-separated integers" in err and len(err.strip().splitlines()) == 1
+    assert "--batch-sizes: invalid list value: 'a,b'" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--runs", "/nonexistent/run"], "does not exist"),
-        (["--baseline", "other"], "is none of the --runs"),
+        (["--baseline", "other"], "--baseline 'other' is none of the runs"),
+        (["--repeats", "0", "--measure"], "--repeats must be >= 1, got 0"),
+        (["--batch-sizes", "8,0", "--measure"], "--batch-sizes must be >= 1, got 0"),
     ],
 )
 def test_cli_user_errors_are_one_line(extra, message, capsys, tmp_path):
@@ -73,3 +75,21 @@ def test_cli_user_errors_are_one_line(extra, message, capsys, tmp_path):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_library_errors_name_the_settings_field(tmp_path):
+    """The same mistakes from Python name the field (``timing.repeats``), not the flag."""
+    from fastrobust.errors import ConfigError
+    from fastrobust.timing.runs_table import read_run
+    from fastrobust.timing.settings import TimingCommand, TimingSettings
+    from fastrobust.timing.workflow import baseline_index
+
+    with pytest.raises(ConfigError, match=r"^timing\.repeats must be >= 1, got 0$") as info:
+        TimingSettings(repeats=0)
+    assert info.value.field == "timing.repeats"
+    with pytest.raises(ConfigError, match=r"^timing\.gpus must be >= 1, got -2$"):
+        TimingCommand(gpus=[1, -2])
+    runs = [read_run(fake_run(tmp_path, "fast", "fast", [10.0], [0.4]))]
+    with pytest.raises(ConfigError, match=r"^timing\.baseline 'other' is none of the runs$"):
+        baseline_index("other", runs)
+    assert baseline_index("fast", runs) == 0 and baseline_index(str(tmp_path / "fast"), runs) == 0

@@ -40,12 +40,16 @@ def test_yaml_round_trip(tmp_path):
         ({"methods": ["magic"]}, "unknown method 'magic'"),
         ({"stages": ["train", "paint"]}, "unknown stage 'paint'"),
         ({"figures": {"tools": ["dream"]}}, "unknown figure 'dream'"),
+        ({"figures": {"nodes": 0}}, "figures.nodes must be >= 1, got 0"),
+        ({"figures": {"start": "middle"}}, "figures.start: expected one of 'noise'"),
         ({"alignment": {"judges": ["knn-0"]}}, "k must be an integer"),
         ({"evaluation": {"steps": "many"}}, "evaluation.steps must be int"),
         ({"evaluation": {"checkpoint": "first"}}, "best or last"),
         ({"training": {"eps": 3}}, "set by the study"),
         ({"colour": "red"}, "unknown key 'colour'"),
-        ({"timing": {"repeats": 0}}, "repeats"),
+        ({"timing": {"repeats": 0}}, "timing.repeats must be >= 1, got 0"),
+        ({"timing": {"batch_sizes": []}}, "timing.batch_sizes must list at least one value"),
+        ({"timing": {"model": "resnet18"}}, "timing.model is set by the study"),
         ({"methods": ["fast", "fast"]}, "listed twice"),
         ({"methods": [{"steps": 3}]}, "'method' key"),
     ],
@@ -90,3 +94,16 @@ def test_paper_study_configs_load(name, tmp_path):
     run = cfg.train_config(cfg.method("pgd-7"), out_dir=tmp_path)
     assert (run.epochs, run.batch_size, run.attack_steps, run.eps) == (150, 256, 7, cfg.eps)
     assert cfg.model not in cfg.alignment.judges  # an independent judge
+
+
+def test_figures_section_is_the_visualisation_settings():
+    """The study's figures section takes every option of ``visualize features`` and
+    ``interpolate`` with their defaults (written once, in fastrobust.figure_settings)."""
+    from fastrobust.figure_settings import FeatureSettings, InterpolationSettings
+
+    section = StudyConfig.from_dict({"figures": {"lambdas": [0.5], "num_seeds": 2}}).figures
+    assert isinstance(section, FeatureSettings) and isinstance(section, InterpolationSettings)
+    assert (section.lambdas, section.num_seeds) == ([0.5], 2)
+    assert (
+        section.nodes == FeatureSettings().nodes and section.pairs == InterpolationSettings().pairs
+    )

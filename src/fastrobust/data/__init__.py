@@ -2,6 +2,7 @@
 (ImageFolder, Restricted ImageNet) from the user's disk."""
 
 from fastrobust.data.base import DATASETS, ImageDataset, load_dataset, register_dataset
+from fastrobust.data.facts import KNOWN_FACTS, DatasetFacts, dataset_facts
 from fastrobust.data.loader import InMemoryLoader
 
 from fastrobust.data import cifar, digits, imagefolder  # noqa: E402,F401  isort: skip  (registers them)
@@ -10,11 +11,14 @@ from fastrobust.data.imagefolder import LazyImages  # noqa: E402  isort: skip
 
 __all__ = [
     "DATASETS",
+    "KNOWN_FACTS",
+    "DatasetFacts",
     "DiskLoader",
     "ImageDataset",
     "InMemoryLoader",
     "LazyImages",
     "load_dataset",
+    "dataset_facts",
     "make_loader",
     "register_dataset",
 ]

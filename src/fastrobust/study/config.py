@@ -19,12 +19,15 @@ from typing import Any
 import yaml
 
 from fastrobust.errors import ConfigError, DataError
+from fastrobust.figure_settings import TOOL_SETTINGS, FeatureSettings, InterpolationSettings
+from fastrobust.settings import at_least, check_settings, setting
+from fastrobust.timing.settings import TimingSettings
 from fastrobust.training.config import TrainConfig, flatten
 
 #: every stage of a study, in the order they run
 STAGES = ("train", "curves", "table1", "figure1", "figures", "alignment", "report")
 #: the three visualisations of the paper (Figures 3, 4 and 5)
-FIGURE_TOOLS = ("features", "interpolate", "targeted")
+FIGURE_TOOLS = tuple(TOOL_SETTINGS)
 #: settings of a method entry that belong to the study, not to the training run
 _STUDY_ONLY = {"label"}
 #: TrainConfig fields the study sets itself (per run), never taken from the config
@@ -61,19 +64,26 @@ class EvaluationSection:
 
 
 @dataclass
-class FiguresSection:
-    """Figures 3-5 for every model side by side, same seeds, images and nodes."""
+class FiguresSection(FeatureSettings, InterpolationSettings):
+    """Figures 3-5 for every model side by side, same seeds, images and nodes: the settings of
+    ``fastrobust visualize features`` and ``interpolate``, and these."""
 
-    tools: list[str] = field(default_factory=lambda: list(FIGURE_TOOLS))
+    tools: list[str] = setting(factory=lambda: list(FIGURE_TOOLS))
     """which visualisations: features, interpolate, targeted"""
-    nodes: int = 8
-    """feature visualisation: nodes drawn at random (the same for every model)"""
-    pairs: int = 3
-    """interpolation: image pairs"""
-    targets: int = 10
+    targets: int = setting(10, rule=at_least(1))
     """targeted perturbations: number of target classes shown (the first N)"""
-    steps: int | None = None
+    steps: int | None = setting(None, rule=at_least(1))
     """PGD steps of every visualisation (None: scaled to the image size)"""
+
+    def __post_init__(self) -> None:
+        check_settings(self, "figures")
+        for tool in self.tools:
+            if tool not in FIGURE_TOOLS:
+                raise ConfigError(
+                    f"figures.tools: unknown figure {tool!r}; choose from "
+                    f"{', '.join(FIGURE_TOOLS)}",
+                    field="figures.tools",
+                )
 
 
 @dataclass
@@ -96,17 +106,23 @@ class AlignmentSection:
     """training epochs of a model judge"""
 
 
-@dataclass
-class TimingSection:
-    """Figure 1 on this device: attack and step cost over batch sizes, training-time bounds."""
+#: settings of Figure 1 that the study sets itself (its model, dataset, threat model, device)
+_TIMING_SET_BY_STUDY = ("model", "dataset", "data_dir", "norm", "eps", "device")
 
-    batch_sizes: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
-    steps: list[int] = field(default_factory=lambda: [1, 7])
-    """attack steps measured"""
-    repeats: int = 3
-    warmup: int = 1
-    gpus: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
-    """GPU counts of the estimate over GPUs"""
+
+@dataclass
+class TimingSection(TimingSettings):
+    """Figure 1 on this device: the settings of ``fastrobust timing``; the other settings of
+    the timed run (epochs, validation, batch) are the first method's."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in _TIMING_SET_BY_STUDY:
+            if getattr(self, name) is not None:
+                raise ConfigError(
+                    f"timing.{name} is set by the study; put it at the top level",
+                    field=f"timing.{name}",
+                )
 
 
 @dataclass
@@ -169,14 +185,6 @@ class StudyConfig:
             raise ConfigError(
                 f"study config: evaluation.checkpoint must be best or last, got {ev.checkpoint!r}"
             )
-        for tool in self.figures.tools:
-            if tool not in FIGURE_TOOLS:
-                raise ConfigError(
-                    f"study config: unknown figure {tool!r}; choose from {', '.join(FIGURE_TOOLS)}"
-                )
-        fig = self.figures
-        if min(fig.nodes, fig.pairs, fig.targets) < 1 or (fig.steps is not None and fig.steps < 1):
-            raise ConfigError("study config: figures.nodes, pairs, targets, steps must be >= 1")
         al = self.alignment
         if not al.budgets or any(not math.isfinite(b) or b <= 0 for b in al.budgets):
             raise ConfigError("study config: alignment.budgets must be numbers > 0")
@@ -188,11 +196,6 @@ class StudyConfig:
             raise ConfigError(
                 "study config: alignment.images, steps, bootstrap, judge_epochs must be >= 1"
             )
-        tm = self.timing
-        if not tm.batch_sizes or min(tm.batch_sizes) < 1 or not tm.steps or min(tm.steps) < 1:
-            raise ConfigError("study config: timing.batch_sizes and steps must be integers >= 1")
-        if tm.repeats < 1 or tm.warmup < 0 or not tm.gpus or min(tm.gpus) < 1:
-            raise ConfigError("study config: timing.repeats and gpus must be >= 1, warmup >= 0")
 
     # -- derived ------------------------------------------------------------------------------
     def train_config(self, spec: MethodSpec, *, out_dir: str | Path) -> TrainConfig:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -38,7 +38,6 @@ from fastrobust.study.judges import (
 )
 from fastrobust.training.config import TrainConfig
 from fastrobust.training.run_folder import RunFolder
-from fastrobust.training.validation import between_epoch_intervals
 
 log = logging.getLogger(__name__)
 
@@ -266,29 +265,26 @@ def table_baseline(ctx: StudyContext) -> int:
 
 
 def stage_table1(ctx: StudyContext) -> None:
-    from fastrobust.timing.runs_table import read_run, table_one, write_rows_csv
+    """Table I of the study's runs, relative to :func:`table_baseline` (``table1.csv/.json``)."""
+    from fastrobust.timing.runs_table import read_run
+    from fastrobust.timing.workflow import write_table_one
 
     key = fingerprint(_metrics_digests(ctx, "table1"))
 
     def work() -> list[Path]:
         runs = [read_run(ctx.folder.run(s.label)) for s in ctx.config.methods]
-        rows = table_one(runs, table_baseline(ctx))
-        ctx.folder.timing.mkdir(parents=True, exist_ok=True)
-        csv, js = ctx.folder.timing / "table1.csv", ctx.folder.timing / "table1.json"
-        write_rows_csv(rows, csv)
-        js.write_text(json.dumps(rows, indent=2) + "\n")
-        return [csv, js]
+        write_table_one(runs, table_baseline(ctx), ctx.folder.timing)
+        return [ctx.folder.timing / "table1.csv", ctx.folder.timing / "table1.json"]
 
     ctx.run_piece("table1", "table1", key, work)
 
 
 def stage_figure1(ctx: StudyContext) -> None:
-    """Figure 1 on this device, and the cost of one training step per method."""
-    from fastrobust.attacks.threat import threat_model
-    from fastrobust.models import ModelSpec, build_model
-    from fastrobust.timing import measure
-    from fastrobust.timing.plot import plot_figure_one
+    """Figure 1 on this device, and the cost of one training step per method: the workflow of
+    ``fastrobust timing --runs <the study's runs> --measure`` (the same files)."""
+    from fastrobust.data.facts import DatasetFacts
     from fastrobust.timing.runs_table import read_run
+    from fastrobust.timing.workflow import figure_one
 
     tm, cfg = ctx.config.timing, ctx.config
     first = cfg.train_config(cfg.methods[0], out_dir=".")
@@ -297,59 +293,10 @@ def stage_figure1(ctx: StudyContext) -> None:
     )
 
     def work() -> list[Path]:
-        data = ctx.data
-        shape = (data.in_channels, data.image_size, data.image_size)
-        torch.manual_seed(cfg.seed)
-        spec = ModelSpec(cfg.model, data.num_classes, shape[0], shape[-1], data.mean, data.std)
-        curves = measure.measure_curves(
-            build_model(spec),
-            image_shape=shape,
-            num_classes=data.num_classes,
-            batch_sizes=tm.batch_sizes,
-            threat=threat_model(cfg.norm, cfg.eps),
-            steps=tm.steps,
-            device=ctx.device,
-            repeats=tm.repeats,
-            warmup=tm.warmup,
-            amp=first.amp,
-            channels_last=first.channels_last,
-            name=cfg.model,
-        )
-        intervals = between_epoch_intervals(
-            first, n_train=len(data.train_y), n_test=len(data.test_y)
-        )
-        schedule = measure.Schedule(
-            train_size=len(data.train_y),
-            val_size=min(first.eval_limit or len(data.test_y), len(data.test_y)),
-            epochs=first.epochs,
-            eval_every=intervals.eval_every,
-            eval_steps=first.eval_steps,
-            check_size=min(first.overfit_check_size, len(data.train_y)),
-            check_every=intervals.overfit_check_every,
-        )
         runs = [read_run(ctx.folder.run(s.label)) for s in cfg.methods]
-        methods = sorted({0, *tm.steps, *(r.attack_steps for r in runs)})
-        by_batch = measure.sweep_batch_sizes(
-            curves, schedule, methods=methods, batch_sizes=tm.batch_sizes, gpus=1
-        )
-        by_gpus = measure.sweep_gpus(
-            curves, schedule, methods=methods, global_batch=first.batch_size, gpus=tm.gpus
-        )
+        facts = DatasetFacts.of(ctx.data)
+        figure_one(tm, runs, ctx.folder.timing, facts=facts, device=ctx.device, seed=cfg.seed)
         out = ctx.folder.timing
-        out.mkdir(parents=True, exist_ok=True)
-        curves.to_csv(out / "measured.csv")
-        measure.write_estimates_csv(by_batch, out / "estimate_batch.csv")
-        measure.write_estimates_csv(by_gpus, out / "estimate_gpus.csv")
-        title = f"{cfg.model} on {cfg.dataset}, {curves.device}"
-        plot_figure_one(out / "timing.png", curves, by_batch, by_gpus, runs, title=title)
-        batch = first.batch_size
-        steps = {
-            measure.method_label(k): curves.attack_seconds(k, batch)
-            + curves.seconds(measure.TRAIN_STEP, batch)
-            for k in methods
-        }
-        doc = {"batch_size": batch, "device": curves.device, "step_seconds": steps}
-        (out / "steps.json").write_text(json.dumps(doc, indent=2) + "\n")
         return [out / "timing.png", out / "steps.json", out / "measured.csv"]
 
     ctx.run_piece("figure1", "figure1", key, work)
@@ -367,12 +314,15 @@ def source_pool(ctx: StudyContext, model: torch.nn.Module) -> tuple[torch.Tensor
 
 
 def stage_figures(ctx: StudyContext) -> None:
-    """Figures 3-5 for every model side by side: same seeds, source images and nodes."""
+    """Figures 3-5 for every model side by side: same seeds, source images and nodes (the
+    figures of ``fastrobust visualize``, :func:`fastrobust.figures.draw_figure`)."""
     from fastrobust import figures
+    from fastrobust.figure_settings import TargetedSettings
+    from fastrobust.represent import Norm
 
     fig_cfg, cfg = ctx.config.figures, ctx.config
     digests = {s.label: file_digest(ctx.need_checkpoint(s.label, "figures")) for s in cfg.methods}
-    budget = figures.Budget(norm=cfg.norm, steps=fig_cfg.steps)
+    budget = figures.Budget(norm=cast(Norm, cfg.norm), steps=fig_cfg.steps)
     for tool in fig_cfg.tools:
         key = fingerprint(tool, fig_cfg.__dict__, cfg.seed, digests)
         out = ctx.folder.figures / tool
@@ -384,19 +334,9 @@ def stage_figures(ctx: StudyContext) -> None:
                 for s in cfg.methods
             ]  # fmt: skip
             x, y = source_pool(ctx, panels[0].model)
-            if tool == "features":
-                figure = figures.feature_figure(
-                    panels, x, nodes=fig_cfg.nodes, budget=budget, seed=cfg.seed
-                )
-            elif tool == "interpolate":
-                figure = figures.interpolation_figure(
-                    panels, x, y, pairs=fig_cfg.pairs, budget=budget, seed=cfg.seed
-                )
-            else:
-                classes = min(fig_cfg.targets, ctx.data.num_classes)
-                figure = figures.targeted_figure(
-                    panels, x, y, targets=list(range(classes)), budget=budget, seed=cfg.seed
-                )
+            classes = min(fig_cfg.targets, ctx.data.num_classes)
+            settings = TargetedSettings(list(range(classes))) if tool == "targeted" else fig_cfg
+            figure = figures.draw_figure(tool, panels, x, y, settings, budget=budget, seed=cfg.seed)
             paths = figure.save(out, norm=cfg.norm)
             return [paths["grid"], paths["json"]]
 

@@ -35,30 +35,21 @@ from torch import nn
 from fastrobust.attacks.contract import pgd_step_size
 from fastrobust.attacks.threat import ThreatModel
 from fastrobust.errors import ConfigError
+from fastrobust.timing.settings import TimingSettings
 from fastrobust.training.adversaries import Adversary
-from fastrobust.training.methods import Standard
+from fastrobust.training.methods import Standard, steps_label
 from fastrobust.training.step import autocast_context, training_step
 
 log = logging.getLogger(__name__)
+#: the defaults of the measurement (written once, in the settings)
+_DEFAULTS = TimingSettings()
 
-#: image shape, classes, training and test images of the datasets fastrobust knows by name
-#: (timing needs only these numbers, not the images)
-DATASET_FACTS: dict[str, tuple[tuple[int, int, int], int, int, int]] = {
-    "digits": ((1, 8, 8), 10, 1437, 360),
-    "cifar10": ((3, 32, 32), 10, 50_000, 10_000),
-    "cifar100": ((3, 32, 32), 100, 50_000, 10_000),
-}
 FORWARD, TRAIN_STEP = "forward", "train_step"
 
 
 def attack_op(steps: int) -> str:
     """Name of the measured operation "one K-step PGD attack"."""
     return f"pgd{steps}"
-
-
-def method_label(steps: int) -> str:
-    """standard (no attack), fast (one step) or pgdK."""
-    return "standard" if steps == 0 else "fast" if steps == 1 else f"pgd{steps}"
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -201,10 +192,10 @@ def measure_curves(
     num_classes: int,
     batch_sizes: Iterable[int],
     threat: ThreatModel,
-    steps: Iterable[int] = (1, 7),
+    steps: Iterable[int] | None = None,
     device: torch.device | str = "cpu",
-    repeats: int = 5,
-    warmup: int = 2,
+    repeats: int = _DEFAULTS.repeats,
+    warmup: int = _DEFAULTS.warmup,
     amp: str = "none",
     channels_last: bool = False,
     bn_mode: str = "eval",
@@ -216,10 +207,11 @@ def measure_curves(
     of ``model``, whose weights are left untouched); attacks are the training adversary with
     ``alpha = 2.5 eps / K``. Inputs are random images in ``[0,1]``: the cost does not depend
     on their content. On a GPU a batch size that runs out of memory ends the sweep there.
+    ``steps``, ``repeats`` and ``warmup`` default to :class:`TimingSettings`'.
     """
     device = torch.device(device)
     batch_sizes = sorted(set(int(b) for b in batch_sizes))
-    steps = sorted(set(int(k) for k in steps))
+    steps = sorted(set(int(k) for k in (_DEFAULTS.steps if steps is None else steps)))
     if not batch_sizes or batch_sizes[0] < 1:
         raise ConfigError("batch sizes must be >= 1")
     if repeats < 1 or warmup < 0 or any(k < 1 for k in steps):
@@ -396,7 +388,7 @@ def estimate_training_time(
     val_once = sum(eval_s(b) for b in _batches(math.ceil(schedule.val_size / gpus), val_batch))
     check = eval_s(schedule.check_size) - curves.seconds(FORWARD, schedule.check_size)
     return Estimate(
-        method=method_label(attack_steps),
+        method=steps_label(attack_steps),
         attack_steps=attack_steps,
         global_batch=global_batch,
         gpus=gpus,

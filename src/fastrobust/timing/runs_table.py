@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fastrobust.errors import CheckpointError, ConfigError
-from fastrobust.timing.measure import method_label
-from fastrobust.training.methods import method_class
+from fastrobust.training.methods import method_class, steps_label
 from fastrobust.training.run_folder import RunFolder
 from fastrobust.training.state import BestEpoch
 
@@ -70,7 +69,7 @@ def read_run(path: str | Path) -> RunRecord:
     return RunRecord(
         name=folder.path.name,
         path=str(folder.path),
-        method=method_label(cfg.attack_steps),
+        method=steps_label(cfg.attack_steps),
         attack_steps=cfg.attack_steps,
         dataset=cfg.data.dataset,
         model=cfg.optimisation.model,

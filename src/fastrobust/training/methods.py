@@ -210,3 +210,13 @@ class PGD(ProjectedGradientMethod):
     """K-step PGD adversarial training (Madry et al. 2018), the paper's baseline."""
 
     default_steps = 7
+
+
+def steps_label(attack_steps: int) -> str:
+    """The paper's name of a training method by its attack steps (Table I, Figure 1):
+    ``standard`` (0), ``fast`` (1), ``pgdK`` (K)."""
+    if attack_steps == Standard.default_steps:
+        return Standard.name
+    if attack_steps == Fast.fixed_steps:
+        return Fast.name
+    return f"{PGD.name}{attack_steps}"
