@@ -80,3 +80,12 @@ def test_errors_name_the_field_and_the_cli_renders_the_flag(keywords, library, c
     _, flags = _parse([])
     assert cli in render_error(caught.value, flags)
     assert "toy." not in render_error(caught.value, flags)
+
+
+def test_render_error_names_every_flagged_field_the_message_mentions():
+    # the error's own field and any other qualified field it mentions become flags; a field
+    # without a flag of its own and plain words stay as they are
+    _, flags = _parse([])
+    exc = ConfigError("toy.steps 3 needs toy.norm linf (toy.other, steps)", field="toy.steps")
+    assert render_error(exc, flags) == "--steps 3 needs --norm linf (toy.other, steps)"
+    assert str(exc) == "toy.steps 3 needs toy.norm linf (toy.other, steps)"

@@ -1,15 +1,18 @@
-"""``fastrobust train``: every TrainConfig field is a flag, grouped by config section;
-``--config`` YAML (sectioned or flat) gives defaults."""
+"""``fastrobust train``: every TrainConfig field is a flag, grouped by config section, and so
+is every option of every registered training method (grouped by method); ``--config`` YAML
+(sectioned or flat) gives defaults."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 from typing import Any
 
 from fastrobust.errors import ConfigError
 from fastrobust.settings import add_settings_flags
 from fastrobust.training.config import SECTION_OF, SECTIONS, TrainConfig
+from fastrobust.training.methods import METHODS
 
 
 def add_parser(subparsers: Any) -> None:
@@ -35,13 +38,18 @@ def add_parser(subparsers: Any) -> None:
     flags: dict[str, str] = {}
     for section, cls in SECTIONS.items():
         group = p.add_argument_group(section, (cls.__doc__ or "").strip())
-        flags.update(add_settings_flags(group, cls, section=section))
+        flags.update(add_settings_flags(group, cls, section=section, skip=("options",)))
+    for name, method in METHODS.items():  # the methods registered when the parser is built
+        taken = {flag.lstrip("-").replace("-", "_") for flag in flags.values()}
+        if any(f.name not in taken for f in dataclasses.fields(method.Options)):
+            group = p.add_argument_group(f"method {name}", (method.Options.__doc__ or "").strip())
+            flags.update(add_settings_flags(group, method.Options, section="attack", skip=taken))
     p.set_defaults(func=run, flag_of=flags)
 
 
 def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
     """Every config field's flag value by flat name (None where the flag was not given)."""
-    return {name: getattr(args, name) for name in SECTION_OF}
+    return {name: getattr(args, name, None) for name in SECTION_OF}
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
