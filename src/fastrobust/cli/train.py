@@ -5,7 +5,6 @@ is every option of every registered training method (grouped by method); ``--con
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import signal
 from typing import Any
 
@@ -39,11 +38,10 @@ def add_parser(subparsers: Any) -> None:
     for section, cls in SECTIONS.items():
         group = p.add_argument_group(section, (cls.__doc__ or "").strip())
         flags.update(add_settings_flags(group, cls, section=section, skip=("options",)))
-    for name, method in METHODS.items():  # the methods registered when the parser is built
-        taken = {flag.lstrip("-").replace("-", "_") for flag in flags.values()}
-        if any(f.name not in taken for f in dataclasses.fields(method.Options)):
-            group = p.add_argument_group(f"method {name}", (method.Options.__doc__ or "").strip())
-            flags.update(add_settings_flags(group, method.Options, section="attack", skip=taken))
+        if section == "attack":  # and the options of the methods registered by now
+            for method in METHODS.values():
+                taken = {flag[2:].replace("-", "_") for flag in flags.values()}
+                flags.update(add_settings_flags(group, method.Options, section=section, skip=taken))
     p.set_defaults(func=run, flag_of=flags)
 
 

@@ -107,4 +107,3 @@ def _loader(plan: Plan) -> InMemoryLoader | DiskLoader:
         color_jitter=data_cfg.color_jitter,
         lighting=data_cfg.lighting,
     )
-

@@ -465,9 +465,10 @@ class TrainConfig:
         method = method_class(self.attack.method)
         if method.needs_overfitting_check_every_epoch(self.attack.options):
             if every not in (AUTO, 1):
+                given = ", ".join(f"{k} {v}" for k, v in self.attack.option_values().items())
                 raise ConfigError(
-                    f"method {method.name} with these options ({self.attack.option_values()}) "
-                    "reads the overfitting check after every epoch; "
+                    f"method {method.name} as configured ({given}) reads the overfitting "
+                    "check after every epoch; "
                     f"evaluation.overfit_check_every must be 1 or auto, got {every}",
                     field="evaluation.overfit_check_every",
                 )
