@@ -178,7 +178,7 @@ class AttackConfig:
         elif method.fixed_steps is not None and self.steps not in (None, method.fixed_steps):
             raise ConfigError(
                 f"method {self.method} takes exactly {method.fixed_steps} attack step, got "
-                f"attack.steps {self.steps}; for a {self.steps}-step attack use method pgd",
+                f"attack.steps {self.steps}; for a {self.steps}-step attack use attack.method pgd",
                 field="attack.steps",
             )
 
