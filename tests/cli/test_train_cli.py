@@ -56,8 +56,8 @@ def test_train_from_yaml_with_flag_override(tmp_path, capsys):
     "flags,message",
     [
         (["--model", "resnet9000"], "unknown model"),
-        (["--method", "trades"], "unknown --method"),
-        (["--norm", "l1"], "unknown --norm"),
+        (["--method", "trades"], "unknown method"),
+        (["--norm", "l1"], "unknown norm"),
         (["--eps", "0"], "--eps must be a finite number > 0"),
         (["--eps", "-1"], "--eps must be a finite number > 0"),
         (["--alpha", "-0.1"], "--alpha must be a finite number > 0"),

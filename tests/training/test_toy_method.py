@@ -129,7 +129,7 @@ def test_toy_option_errors_name_the_field_in_python_and_the_flag_on_the_command_
 
 def test_unregistered_toy_method_is_gone(toy):
     unregister_method("toy")
-    with pytest.raises(ConfigError, match="unknown attack.method 'toy'"):
+    with pytest.raises(ConfigError, match=r"unknown method 'toy' \(attack.method\)"):
         TrainConfig(method="toy")
     with pytest.raises(ConfigError, match="unknown config keys: toy_scale"):
         TrainConfig(toy_scale=0.5)

@@ -50,8 +50,9 @@ def _interval(name: str, value: Any) -> None:
 
 def _one_of(name: str, value: Any, choices: tuple[str, ...] | list[str]) -> None:
     if value not in choices:
+        label = name.rsplit(".", 1)[-1]
         raise ConfigError(
-            f"unknown {name} {value!r}; choose one of {', '.join(choices)}", field=name
+            f"unknown {label} {value!r} ({name}); choose one of {', '.join(choices)}", field=name
         )
 
 
