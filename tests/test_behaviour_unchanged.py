@@ -25,10 +25,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import fastrobust as fr
 from fastrobust.checkpoint import load_checkpoint
 from fastrobust.data import load_dataset
+from fastrobust.errors import ConfigError
+from fastrobust.training.config import SCHEMA_VERSION
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REFERENCE = json.loads((FIXTURES / "default_job_reference.json").read_text())
@@ -124,8 +127,17 @@ def test_pre_redesign_run_folder_resumes_as_if_never_stopped(tmp_path, single_th
     assert (before.epochs_done, before.best_epoch, before.method) == (1, 1, "fast")
     resumed = fr.resume(old, epochs=2, import_factory=True)  # it names user_models:tiny_mlp
     recorded = load_checkpoint(old / "last.pt")
-    cfg = fr.TrainConfig.from_dict(recorded["config"])
-    assert cfg.epochs == 2
+    # the old record (schema 1, no subsets) means legacy subsets; the resumed run records
+    # them in today's schema, from which they are read back, but no user may choose them
+    assert (
+        fr.TrainConfig.from_recorded(yaml.safe_load((old / "config.yaml").read_text())).subsets
+        == "legacy"
+    )
+    assert recorded["config"]["schema_version"] == SCHEMA_VERSION
+    with pytest.raises(ConfigError, match="evaluation.subsets 'legacy' cannot be chosen"):
+        fr.TrainConfig.from_dict(recorded["config"])
+    cfg = fr.TrainConfig.from_recorded(recorded["config"])
+    assert cfg.epochs == 2 and cfg.subsets == "legacy"
     cfg.out_dir, cfg.name = str(tmp_path), "fresh"
     fresh = fr.fit(cfg)
     want = load_checkpoint(fresh.run_dir / "last.pt")

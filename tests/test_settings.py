@@ -131,3 +131,12 @@ def test_a_bad_list_item_says_what_each_item_must_be():
     )
     with pytest.raises(ConfigError, match=r"^spaced\.nodes must be >= 0, got -1$"):
         Spaced(nodes=[1, -1])
+
+
+def test_render_error_names_every_flagged_field_the_message_mentions():
+    # the error's own field and any other qualified field it mentions become flags; a field
+    # without a flag of its own and plain words stay as they are
+    _, flags = _parse([])
+    exc = ConfigError("toy.steps 3 needs toy.norm linf (toy.other, steps)", field="toy.steps")
+    assert render_error(exc, flags) == "--steps 3 needs --norm linf (toy.other, steps)"
+    assert str(exc) == "toy.steps 3 needs toy.norm linf (toy.other, steps)"

@@ -335,9 +335,14 @@ def given_values(
     return out
 
 
+def _replace_name(message: str, name: str, flag: str) -> str:
+    return re.sub(rf"(?<![\w.-]){re.escape(name)}(?![\w-])", flag, message)
+
+
 def render_error(exc: FastRobustError, flags: dict[str, str]) -> str:
     """The message of ``exc`` as the command line says it: the field it names (its
-    ``field``, ``attack.steps``) replaced by that field's flag (``--steps``)."""
+    ``field``, ``attack.steps``) replaced by that field's flag (``--steps``), and so is any
+    other qualified field of ``flags`` the message mentions (``... or set attack.method``)."""
     message = str(exc)
     field = getattr(exc, "field", None)
     if field is None:
@@ -347,4 +352,8 @@ def render_error(exc: FastRobustError, flags: dict[str, str]) -> str:
         or flags.get(field.rsplit(".", 1)[-1])
         or flag_name(field.rsplit(".", 1)[-1])
     )
-    return re.sub(rf"(?<![\w.-]){re.escape(field)}(?![\w-])", flag, message)
+    message = _replace_name(message, field, flag)
+    for other, other_flag in flags.items():
+        if "." in other and other != field:
+            message = _replace_name(message, other, other_flag)
+    return message

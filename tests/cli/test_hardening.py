@@ -157,7 +157,8 @@ def test_resume_does_not_import_a_factory_named_by_last_pt(evil_module, run_copy
 def test_run_names_are_one_folder_name(name, tmp_path, capsys):
     out = tmp_path / "runs"
     assert main(["train", "--out-dir", str(out), "--name", name, "--epochs", "1", *QUICK]) == 2
-    assert "run name" in one_line_error(capsys)
+    message = one_line_error(capsys)
+    assert "error: --name" in message and "folder name" in message, message
     assert snapshot(tmp_path) == {}
     assert not out.exists()
 
@@ -183,7 +184,7 @@ def no_work(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the work started before the output location was checked")
 
-    monkeypatch.setattr("fastrobust.training.trainer.load_dataset", refuse)
+    monkeypatch.setattr("fastrobust.training.preflight.load_dataset", refuse)
     monkeypatch.setattr("fastrobust.checkpoint.load_tensors_file", refuse)
     monkeypatch.setattr("fastrobust.timing.measure.measure_curves", refuse)
 

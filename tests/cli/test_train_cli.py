@@ -58,9 +58,9 @@ def test_train_from_yaml_with_flag_override(tmp_path, capsys):
         (["--model", "resnet9000"], "unknown model"),
         (["--method", "trades"], "unknown method"),
         (["--norm", "l1"], "unknown norm"),
-        (["--eps", "0"], "eps must be > 0"),
-        (["--eps", "-1"], "eps must be > 0"),
-        (["--alpha", "-0.1"], "alpha must be > 0"),
+        (["--eps", "0"], "--eps must be a finite number > 0"),
+        (["--eps", "-1"], "--eps must be a finite number > 0"),
+        (["--alpha", "-0.1"], "--alpha must be a finite number > 0"),
         (["--batch-size", "100000"], "larger than the training set"),
         (["--dataset", "cifar10", "--data-dir", "/nonexistent/x"], "does not exist"),
         (["--dataset", "cifar10"], "needs --data-dir"),
@@ -138,7 +138,7 @@ def test_module_entry_point_and_help():
     done = subprocess.run(
         [sys.executable, "-m", "fastrobust", "train", "--eps", "-3"], capture_output=True, text=True
     )
-    assert done.returncode == 2 and "eps must be > 0" in done.stderr
+    assert done.returncode == 2 and "--eps must be a finite number > 0" in done.stderr
     assert "Traceback" not in done.stderr
     helped = subprocess.run(
         [sys.executable, "-m", "fastrobust", "train", "--help"], capture_output=True, text=True

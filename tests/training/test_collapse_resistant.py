@@ -166,7 +166,10 @@ def test_run_folder_records_each_epochs_attack(tmp_path):
     [
         (dict(method="free", replays=0), "replays must be >= 1"),
         (dict(method="gradalign", gradalign_lambda=-1.0), "gradalign_lambda must be >= 0"),
-        (dict(method="curriculum", curriculum="cosine"), "unknown curriculum schedule 'cosine'"),
+        (
+            dict(method="curriculum", curriculum="cosine"),
+            "attack.curriculum: expected one of 'linear', 'switch', 'adaptive', got 'cosine'",
+        ),
         (dict(method="curriculum", curriculum_switch=1.5), "curriculum_switch must be in"),
         (dict(method="n-fgsm", noise_factor=-1.0), "noise_factor must be >= 0"),
     ],

@@ -1,7 +1,7 @@
 import pytest
 
 from fastrobust.errors import ConfigError
-from fastrobust.training.config import TrainConfig
+from fastrobust.training.config import SCHEMA_VERSION, TrainConfig
 
 
 def test_defaults_are_the_offline_fast_l2_job():
@@ -104,7 +104,10 @@ def test_sectioned_yaml_is_written_and_flat_yaml_still_loads(tmp_path):
     cfg = TrainConfig(method="pgd", steps=3, eps=0.25, seed=4)
     cfg.write_yaml(tmp_path / "c.yaml")
     written = yaml.safe_load((tmp_path / "c.yaml").read_text())
-    assert list(written) == ["data", "attack", "optimisation", "evaluation", "runtime", "resolved"]
+    assert list(written) == [
+        "schema_version", "data", "attack", "optimisation", "evaluation", "runtime", "resolved"
+    ]  # fmt: skip
+    assert written["schema_version"] == SCHEMA_VERSION
     assert written["attack"]["eps"] == 0.25 and written["runtime"]["seed"] == 4
     flat = tmp_path / "flat.yaml"
     flat.write_text("method: pgd\nsteps: 3\neps: 0.25\nseed: 4\n")

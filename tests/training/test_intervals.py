@@ -12,6 +12,7 @@ from fastrobust import distributed
 from fastrobust.checkpoint import load_model
 from fastrobust.errors import ConfigError
 from fastrobust.seeding import RunSeeds
+from fastrobust.training.between_epochs import BetweenEpochs
 from fastrobust.training.config import TrainConfig
 from fastrobust.training.trainer import Trainer, fit
 from fastrobust.training.validation import between_epoch_intervals, evaluate_split
@@ -29,7 +30,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
         ({"eval_every": True}, "expected an integer or text"),
         (
             {"method": "curriculum", "curriculum": "adaptive", "overfit_check_every": 3},
-            "curriculum adaptive reads the overfitting check after every epoch",
+            r"method curriculum as configured \(curriculum adaptive, .*\) reads the "
+            "overfitting check after every epoch",
         ),
     ],
 )
@@ -71,7 +73,7 @@ def test_run_follows_and_records_the_resolved_intervals(tmp_path):
 
 
 def test_best_epoch_is_measured_on_the_whole_test_set(tmp_path, monkeypatch):
-    real = Trainer.validate
+    real = BetweenEpochs.validate
     falling = iter([0.9, 0.5, 0.4])  # validation on the subset: epoch 1 is the best
 
     def validate(self, *, whole_split=False):
@@ -79,7 +81,7 @@ def test_best_epoch_is_measured_on_the_whole_test_set(tmp_path, monkeypatch):
             return real(self, whole_split=True)
         return 0.5, next(falling)
 
-    monkeypatch.setattr(Trainer, "validate", validate)
+    monkeypatch.setattr(BetweenEpochs, "validate", validate)
     cfg = tiny_config(tmp_path, epochs=3, eval_every=1, eval_limit=50, name="best")
     trainer = Trainer(cfg)
     result = trainer.fit()
@@ -133,6 +135,7 @@ def test_run_recorded_before_the_check_interval_resumes_checking_every_epoch(tmp
     run = fit(cfg).run_dir
     state = load_checkpoint(run / "last.pt")
     del state["config"]["overfit_check_every"]  # as written before the field existed
+    del state["config"]["schema_version"]  # ... in a record of version 1
     save_checkpoint(run / "last.pt", state)
     resumed = resume(run, epochs=3)
     assert [("overfit_check_pgd_acc" in r) for r in resumed.history] == [False, True, True]

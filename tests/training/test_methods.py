@@ -14,7 +14,9 @@ from fastrobust.training.methods import (
 
 def test_registered_methods_are_the_config_choices():
     assert {"standard", "fast", "pgd"} <= set(METHODS)
-    with pytest.raises(ConfigError, match="unknown method 'trades'; choose one of"):
+    with pytest.raises(
+        ConfigError, match=r"unknown method 'trades' \(attack.method\); choose one of"
+    ):
         TrainConfig(method="trades")
 
 

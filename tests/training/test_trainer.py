@@ -9,8 +9,10 @@ from fastrobust.checkpoint import load_checkpoint
 from fastrobust.data.base import to_float
 from fastrobust.errors import CheckpointError, ConfigError, TrainingDiverged
 from fastrobust.model_info import model_info
+from fastrobust.training.between_epochs import BetweenEpochs
+from fastrobust.training.epoch import EpochTrainer
 from fastrobust.training.optimisation import lr_lambda
-from fastrobust.training.trainer import Trainer, fit, resume
+from fastrobust.training.trainer import fit, resume
 from user_models import tiny_mlp
 
 
@@ -55,19 +57,19 @@ def test_resumed_training_equals_uninterrupted(tmp_path, monkeypatch, method, ex
     cfg = dict(epochs=3, method=method, eval_every=1) | extra
     full = fit(tiny_config(tmp_path, name="full", **cfg))
 
-    original = Trainer.train_epoch
+    original = EpochTrainer.train_epoch
     calls = {"n": 0}
 
-    def interrupt_second_epoch(self):
+    def interrupt_second_epoch(self, epoch, total):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return original(self)
+        return original(self, epoch, total)
 
-    monkeypatch.setattr(Trainer, "train_epoch", interrupt_second_epoch)
+    monkeypatch.setattr(EpochTrainer, "train_epoch", interrupt_second_epoch)
     part = fit(tiny_config(tmp_path, name="part", **cfg))
     assert part.interrupted and part.epochs_done == 1
-    monkeypatch.setattr(Trainer, "train_epoch", original)
+    monkeypatch.setattr(EpochTrainer, "train_epoch", original)
     resumed = resume(part.run_dir)
     assert resumed.epochs_done == 3
     a = load_checkpoint(full.run_dir / "last.pt")
@@ -95,7 +97,9 @@ def test_free_resume_epochs_is_the_epoch_budget_and_equals_an_uninterrupted_run(
     assert (full.epochs_done, part.epochs_done) == (4, 2)
     assert resume(part.run_dir).nothing_to_do
     assert resume(part.run_dir, epochs=4).nothing_to_do  # still 2 epochs: nothing is written
-    with pytest.raises(ConfigError, match=r"--epochs 2 \(1 epochs of replayed batches\) is below"):
+    with pytest.raises(
+        ConfigError, match=r"optimisation.epochs 2 \(1 epochs of replayed batches\) is below"
+    ):
         resume(part.run_dir, epochs=2)
     more = resume(part.run_dir, epochs=7)
     assert more.epochs_done == 4 and more.extensions == [
@@ -131,7 +135,7 @@ def test_early_stop_restores_last_good_weights(tmp_path, monkeypatch):
         snapshots.append({k: v.clone() for k, v in self.model.state_dict().items()})
         return next(checks)
 
-    monkeypatch.setattr(Trainer, "overfit_check", fake_check)
+    monkeypatch.setattr(BetweenEpochs, "overfit_check", fake_check)
     result = fit(tiny_config(tmp_path, name="es", epochs=4, early_stop=True))
     assert result.collapsed_at == 3 and result.epochs_done == 3
     final = load_checkpoint(tmp_path / "es" / "last.pt")["model"]
@@ -143,7 +147,7 @@ def test_early_stop_restores_last_good_weights(tmp_path, monkeypatch):
 
 def test_collapse_is_only_warned_without_early_stop(tmp_path, monkeypatch, caplog):
     checks = iter([0.5, 0.6, 0.05])
-    monkeypatch.setattr(Trainer, "overfit_check", lambda self: next(checks))
+    monkeypatch.setattr(BetweenEpochs, "overfit_check", lambda self: next(checks))
     result = fit(tiny_config(tmp_path, name="w", epochs=3, overfit_check_every=1))
     assert result.collapsed_at is None and result.epochs_done == 3
     assert "catastrophic overfitting" in caplog.text

@@ -1,5 +1,6 @@
-"""``fastrobust train``: every TrainConfig field is a flag, grouped by config section;
-``--config`` YAML (sectioned or flat) gives defaults."""
+"""``fastrobust train``: every TrainConfig field is a flag, grouped by config section, and so
+is every option of every registered training method (grouped by method); ``--config`` YAML
+(sectioned or flat) gives defaults."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from fastrobust.errors import ConfigError
 from fastrobust.settings import add_settings_flags
 from fastrobust.training.config import SECTION_OF, SECTIONS, TrainConfig
+from fastrobust.training.methods import METHODS
 
 
 def add_parser(subparsers: Any) -> None:
@@ -35,13 +37,17 @@ def add_parser(subparsers: Any) -> None:
     flags: dict[str, str] = {}
     for section, cls in SECTIONS.items():
         group = p.add_argument_group(section, (cls.__doc__ or "").strip())
-        flags.update(add_settings_flags(group, cls, section=section))
+        flags.update(add_settings_flags(group, cls, section=section, skip=("options",)))
+        if section == "attack":  # and the options of the methods registered by now
+            for method in METHODS.values():
+                taken = {flag[2:].replace("-", "_") for flag in flags.values()}
+                flags.update(add_settings_flags(group, method.Options, section=section, skip=taken))
     p.set_defaults(func=run, flag_of=flags)
 
 
 def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
     """Every config field's flag value by flat name (None where the flag was not given)."""
-    return {name: getattr(args, name) for name in SECTION_OF}
+    return {name: getattr(args, name, None) for name in SECTION_OF}
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

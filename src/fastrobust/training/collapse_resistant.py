@@ -27,9 +27,9 @@ overfitting monitor, timing); docs/catastrophic_overfitting.md compares them.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as functional
@@ -37,6 +37,7 @@ from torch import nn
 
 from fastrobust.attacks.contract import pgd_step_size
 from fastrobust.attacks.threat import ThreatModel
+from fastrobust.settings import at_least, check_settings, in_range, non_negative, setting
 from fastrobust.training.adversaries import Adversary
 from fastrobust.training.methods import AttackSettings, Fast, TrainingMethod, register_method
 from fastrobust.training.perturbations import (
@@ -49,6 +50,61 @@ from fastrobust.training.perturbations import (
 )
 
 log = logging.getLogger(__name__)
+
+#: how curriculum's attack grows (:data:`CURRICULUM_SCHEDULES`)
+CurriculumSchedule = Literal["linear", "switch", "adaptive"]
+
+
+@dataclass
+class NoiseFGSMOptions:
+    """n-fgsm's options."""
+
+    noise_factor: float | None = setting(None, rule=non_negative())
+    """n-fgsm: radius of the uniform noise as a multiple of eps; default 2 for Linf (de Jorge
+    et al. 2022), 1 for L2 (docs/catastrophic_overfitting.md)"""
+
+    def __post_init__(self) -> None:
+        check_settings(self, "attack")
+
+
+@dataclass
+class GradAlignOptions:
+    """gradalign's options."""
+
+    gradalign_lambda: float | None = setting(None, rule=non_negative())
+    """gradalign: weight of the alignment penalty; default the paper's for the eps (L-inf:
+    0.02*10**(255*eps/8), 0.2 at 8/255, at most 2.0; L2: 0.2)"""
+
+    def __post_init__(self) -> None:
+        check_settings(self, "attack")
+
+
+@dataclass
+class FreeOptions:
+    """free's options."""
+
+    replays: int = setting(4, rule=at_least(1))
+    """free: weight updates per batch (m); the run lasts ceil(epochs / replays) epochs"""
+
+    def __post_init__(self) -> None:
+        check_settings(self, "attack")
+
+
+@dataclass
+class CurriculumOptions:
+    """curriculum's options."""
+
+    curriculum: CurriculumSchedule = "linear"
+    """curriculum: how the attack grows from 1 step to attack.steps (default 7): linear |
+    switch (at curriculum_switch) | adaptive (when fixed-batch PGD accuracy stalls or
+    collapses)"""
+    curriculum_switch: float = setting(0.5, rule=in_range(0, 1, low_open=True))
+    """curriculum switch: fraction of the epochs trained with 1 step before K steps"""
+    curriculum_patience: int = setting(3, rule=at_least(1))
+    """curriculum adaptive: epochs without a gain in fixed-batch PGD accuracy before K steps"""
+
+    def __post_init__(self) -> None:
+        check_settings(self, "attack")
 
 
 class SingleEpsStep(TrainingMethod):
@@ -71,13 +127,12 @@ class SingleEpsStep(TrainingMethod):
 class NoiseFGSM(SingleEpsStep):
     """N-FGSM (de Jorge et al. 2022): large noise, one eps-sized step, no projection to eps."""
 
+    Options = NoiseFGSMOptions
+
     def __init__(self, attack: AttackSettings) -> None:
         super().__init__(attack)
-        self.noise_factor = (
-            nfgsm_default_noise_factor(self.threat)
-            if attack.noise_factor is None
-            else attack.noise_factor
-        )
+        given = self.options.noise_factor
+        self.noise_factor = nfgsm_default_noise_factor(self.threat) if given is None else given
         self.bn_mode = attack.bn_mode
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -110,6 +165,7 @@ class GradAlign(TrainingMethod):
 
     default_steps = 1
     fixed_steps = 1
+    Options = GradAlignOptions
 
     @classmethod
     def default_step_size(cls, threat: ThreatModel, steps: int) -> float:
@@ -120,11 +176,8 @@ class GradAlign(TrainingMethod):
         self.threat = attack.threat()
         self.step_size = attack.attack_alpha
         self.bn_mode = attack.bn_mode
-        self.weight = (
-            gradalign_default_lambda(self.threat)
-            if attack.gradalign_lambda is None
-            else attack.gradalign_lambda
-        )
+        given = self.options.gradalign_lambda
+        self.weight = gradalign_default_lambda(self.threat) if given is None else given
 
     def loss(
         self, train_model: nn.Module, attack_model: nn.Module, x: torch.Tensor, y: torch.Tensor
@@ -150,14 +203,16 @@ class Free(SingleEpsStep):
     """Free adversarial training (Shafahi et al. 2019): ``replays`` weight updates per batch,
     the perturbation updated from each update's own input gradient and carried on."""
 
+    Options = FreeOptions
+
     def __init__(self, attack: AttackSettings) -> None:
         super().__init__(attack)
-        self.replays = attack.replays
         self.delta: torch.Tensor | None = None
         self._x: torch.Tensor | None = None
 
-    def epochs_to_run(self, epochs: int) -> int:
-        return math.ceil(epochs / self.replays)
+    @classmethod
+    def updates_per_batch(cls, options: FreeOptions) -> int:
+        return options.replays
 
     def loss(
         self, train_model: nn.Module, attack_model: nn.Module, x: torch.Tensor, y: torch.Tensor
@@ -205,7 +260,7 @@ def _adaptive(method: Curriculum, epoch: int, total: int) -> int:
 
 
 #: curriculum schedules: ``(method, epoch (0-based), total epochs) -> attack steps``
-CURRICULUM_SCHEDULES: dict[str, Callable[[Curriculum, int, int], int]] = {
+CURRICULUM_SCHEDULES: dict[CurriculumSchedule, Callable[[Curriculum, int, int], int]] = {
     "linear": _linear,
     "switch": _switch,
     "adaptive": _adaptive,
@@ -217,16 +272,17 @@ class Curriculum(TrainingMethod):
     """Fast 1-step training growing to K-step PGD on a schedule (:data:`CURRICULUM_SCHEDULES`)."""
 
     default_steps = 7
+    Options = CurriculumOptions
 
     def __init__(self, attack: AttackSettings) -> None:
         super().__init__(attack)
         self.threat = attack.threat()
-        self.schedule = attack.curriculum
+        self.schedule = self.options.curriculum
         self.final_steps = attack.attack_steps
         self.alpha = attack.alpha
         self.bn_mode = attack.bn_mode
-        self.switch = attack.curriculum_switch
-        self.patience = attack.curriculum_patience
+        self.switch = self.options.curriculum_switch
+        self.patience = self.options.curriculum_patience
         self.best = -1.0
         self.stalled = 0
         self.switched = False
@@ -246,9 +302,9 @@ class Curriculum(TrainingMethod):
         if steps != self.adversary.steps:
             self.adversary = self._adversary(steps)
 
-    @property
-    def needs_overfitting_check(self) -> bool:
-        return self.schedule == "adaptive"
+    @classmethod
+    def needs_overfitting_check_every_epoch(cls, options: CurriculumOptions) -> bool:
+        return options.curriculum == "adaptive"
 
     def end_epoch(self, check_acc: float | None, collapsed: bool) -> None:
         if check_acc is None:

@@ -12,23 +12,27 @@ epochs=3)``, ``cfg.eps`` and flat YAML files (the format before sections, still 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
+import fastrobust.training.collapse_resistant  # noqa: F401  registers the methods it defines
 from fastrobust.attacks.threat import THREAT_MODELS, ThreatModel, threat_model
 from fastrobust.errors import ConfigError
-from fastrobust.settings_types import check_field_types
-from fastrobust.training.collapse_resistant import CURRICULUM_SCHEDULES
-from fastrobust.training.methods import method_class, method_names
+from fastrobust.settings import at_least, check_settings, in_range, non_negative, positive, setting
+from fastrobust.training.methods import method_class, method_names, option_owners
 
-SCHEDULES = ("step", "onecycle", "constant")
-SUBSET_CHOICES = ("stratified", "legacy")
+#: the format of recorded configs (config.yaml, checkpoints) this code writes; records of
+#: older versions are migrated by :meth:`TrainConfig.from_recorded`
+SCHEMA_VERSION = 2
+#: how a run draws its validation and overfitting-check subsets: class-stratified samples
+#: from the seed for every new run; "legacy" only for runs recorded before those
+SUBSET_RULES = ("stratified", "legacy")
 AUTO = "auto"
 #: eval_every auto: validation's attack work at most this share of an epoch's training work
 VALIDATION_SHARE = 0.04
@@ -37,29 +41,19 @@ VALIDATION_SHARE = 0.04
 CHECK_SHARE = 0.02
 
 
-def _positive(name: str, value: Any) -> None:
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name} must be > 0, got {value}")
-
-
-def _non_negative(name: str, value: Any) -> None:
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{name} must be >= 0, got {value}")
-
-
-def _at_least(name: str, value: Any, low: int) -> None:
-    if value < low:
-        raise ConfigError(f"{name} must be >= {low}, got {value}")
-
-
 def _interval(name: str, value: Any) -> None:
     if value != AUTO and (isinstance(value, str) or value < 1):
-        raise ConfigError(f"{name} must be a whole number of epochs >= 1 or auto, got {value!r}")
+        raise ConfigError(
+            f"{name} must be a whole number of epochs >= 1 or auto, got {value!r}", field=name
+        )
 
 
 def _one_of(name: str, value: Any, choices: tuple[str, ...] | list[str]) -> None:
     if value not in choices:
-        raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+        label = name.rsplit(".", 1)[-1]
+        raise ConfigError(
+            f"unknown {label} {value!r} ({name}); choose one of {', '.join(choices)}", field=name
+        )
 
 
 @dataclass
@@ -71,10 +65,10 @@ class DataConfig:
     data_dir: str | None = None
     """folder holding the dataset files (CIFAR python-version folder, image folder root); stored
     absolute, so eval and visualize find it again when no --data-dir is given"""
-    image_size: int | None = None
+    image_size: int | None = setting(None, rule=at_least(1))
     """resize images to this size (imagefolder: default the first image's size;
     restricted_imagenet: 224; digits: upsampled from 8, bilinear)"""
-    workers: int = 2
+    workers: int = setting(2, rule=at_least(0))
     """DataLoader worker processes for disk datasets"""
     augment: bool = True
     """augment training images: a random crop (pad-crop below 64 px, the random-resized crop of
@@ -83,34 +77,30 @@ class DataConfig:
     """random horizontal flips (default: the dataset's: on for photos, cifar10/100 and
     restricted_imagenet; off for digits and imagefolder, whose images may be digits or text
     that a mirror makes wrong)"""
-    crop_padding: int | None = None
+    crop_padding: int | None = setting(None, rule=at_least(0))
     """zero padding of the pad-crop in pixels, 0: no crop (default: the dataset's: digits 1,
     cifar 4, disk images below 64 px size // 8; 64 px and more use the random-resized crop)"""
-    color_jitter: float = 0.0
+    color_jitter: float = setting(0.0, rule=in_range(0, 1, high_open=True))
     """disk images of 64 px and more: brightness/contrast/saturation jitter strength (MadryLab
     robustness uses 0.1 for Restricted ImageNet; 0: off)"""
-    lighting: float = 0.0
+    lighting: float = setting(0.0, rule=non_negative())
     """disk images of 64 px and more: std of AlexNet's PCA lighting noise (robustness: 0.05)"""
 
     def __post_init__(self) -> None:
-        check_field_types(self, "data")
-        if not 0 <= self.color_jitter < 1 or self.lighting < 0:
-            raise ConfigError(
-                f"color_jitter must be in [0,1) and lighting >= 0, got {self.color_jitter} "
-                f"and {self.lighting}"
-            )
+        check_settings(self, "data")
         if self.data_dir:  # absolute, so a checkpoint's recorded folder works from anywhere
             self.data_dir = str(Path(self.data_dir).expanduser().resolve())
-        if self.image_size is not None:
-            _at_least("image_size", self.image_size, 1)
-        _at_least("workers", self.workers, 0)
-        if self.crop_padding is not None:
-            _at_least("crop_padding", self.crop_padding, 0)
 
 
-@dataclass
+@dataclass(init=False)
 class AttackConfig:
-    """The training method and the threat model its attack works in."""
+    """The training method, the threat model its attack works in, and the method's options.
+
+    The method's own options (``noise_factor``, ``replays``, ...) are declared by the method
+    (its ``Options`` settings class, :mod:`fastrobust.training.methods`) and held in
+    ``options``; they are given as keys of this section (``AttackConfig(method="free",
+    replays=2)``, ``attack: {replays: 2}``) and read as attributes (``attack.replays``). An
+    option of a method that is not selected is refused."""
 
     method: str = "fast"
     """training method (fastrobust.training.methods): standard | fast (one random-start step,
@@ -119,77 +109,78 @@ class AttackConfig:
     (replayed batches, Shafahi et al. 2019) | curriculum (fast growing to K-step PGD)"""
     norm: str = "l2"
     """threat model: l2 | linf"""
-    eps: float = 1.0
+    eps: float = setting(1.0, rule=positive())
     """perturbation radius in [0,1] pixel units (also the validation attack's); must leave
     part of the [0,1] box out of reach: below 1 for linf, below sqrt(C*H*W) for l2 (checked
     once the data is loaded)"""
-    alpha: float | None = None
+    alpha: float | None = setting(None, rule=positive())
     """step size; default 1.5*eps (fast, gradalign: L2), 1.25*eps (fast, gradalign: Linf),
     2.5*eps/steps (pgd, curriculum's multi-step epochs), eps (n-fgsm, free); refused with
     standard training (no attack)"""
-    steps: int | None = None
+    steps: int | None = setting(None, rule=at_least(1))
     """attack steps per batch; default 1 for fast, 7 for pgd (curriculum: the final K, 7);
     refused with standard training, and fast, n-fgsm, gradalign and free are one step by
     definition (for more, use pgd)"""
     random_start: str = "ball"
     """random start: ball (uniform in the ball, the paper), sphere, radius (L2 only), none"""
-    bn_mode: str = "eval"
+    bn_mode: Literal["eval", "train"] = "eval"
     """BatchNorm mode while crafting training attacks: eval (paper's code) or train"""
-    noise_factor: float | None = None
-    """n-fgsm: radius of the uniform noise as a multiple of eps; default 2 for Linf (de Jorge
-    et al. 2022), 1 for L2 (docs/catastrophic_overfitting.md)"""
-    gradalign_lambda: float | None = None
-    """gradalign: weight of the alignment penalty; default the paper's for the eps (L-inf:
-    0.02*10**(255*eps/8), 0.2 at 8/255, at most 2.0; L2: 0.2)"""
-    replays: int = 4
-    """free: weight updates per batch (m); the run lasts ceil(epochs / replays) epochs"""
-    curriculum: str = "linear"
-    """curriculum: how the attack grows from 1 step to --steps (default 7): linear | switch
-    (at --curriculum-switch) | adaptive (when fixed-batch PGD accuracy stalls or collapses)"""
-    curriculum_switch: float = 0.5
-    """curriculum switch: fraction of the epochs trained with 1 step before K steps"""
-    curriculum_patience: int = 3
-    """curriculum adaptive: epochs without a gain in fixed-batch PGD accuracy before K steps"""
+    options: Any = None
+    """the method's options: an instance of its ``Options`` class (None: its defaults)"""
+
+    def __init__(self, **values: Any) -> None:
+        for f in dataclasses.fields(self):
+            if f.name in values:
+                object.__setattr__(self, f.name, values.pop(f.name))
+            else:
+                object.__setattr__(self, f.name, f.default)
+        self.options = _method_options(self.method, self.options, values)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
-        check_field_types(self, "attack")
-        _one_of("method", self.method, method_names())
-        _one_of("norm", self.norm, list(THREAT_MODELS))
-        _positive("eps", self.eps)
-        if self.alpha is not None:
-            _positive("alpha", self.alpha)
-        if self.steps is not None:
-            _at_least("steps", self.steps, 1)
-        if self.bn_mode not in ("eval", "train"):
-            raise ConfigError(f"bn_mode must be eval or train, got {self.bn_mode!r}")
-        if self.noise_factor is not None:
-            _non_negative("noise_factor", self.noise_factor)
-        if self.gradalign_lambda is not None:
-            _non_negative("gradalign_lambda", self.gradalign_lambda)
-        _at_least("replays", self.replays, 1)
-        _one_of("curriculum schedule", self.curriculum, list(CURRICULUM_SCHEDULES))
-        if not isinstance(self.curriculum_switch, (int, float)) or not (
-            0 < self.curriculum_switch <= 1
-        ):
-            raise ConfigError(f"curriculum_switch must be in (0, 1], got {self.curriculum_switch}")
-        _at_least("curriculum_patience", self.curriculum_patience, 1)
+        check_settings(self, "attack")
+        _one_of("attack.method", self.method, method_names())
+        _one_of("attack.norm", self.norm, list(THREAT_MODELS))
+        self.options = _method_options(self.method, self.options, {})
         self.threat()  # validates the random start for the norm
         self._check_method_options()
+
+    def __getattr__(self, name: str) -> Any:
+        options = self.__dict__.get("options")
+        if options is not None and name in _field_names(options):
+            return getattr(options, name)
+        raise AttributeError(
+            f"{type(self).__name__} of method {self.__dict__.get('method')} has no attribute "
+            f"{name!r}"
+        )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        options = self.__dict__.get("options")
+        if options is not None and name in _field_names(options):
+            setattr(options, name, value)
+        else:
+            object.__setattr__(self, name, value)
+
+    def option_values(self) -> dict[str, Any]:
+        """The method's options by name (what the config records)."""
+        return dataclasses.asdict(self.options)
 
     def _check_method_options(self) -> None:
         """Refuse attack options the method would ignore or silently reinterpret."""
         method = method_class(self.method)
         if not method.perturbs:
-            given = [f"{k} (--{k})" for k in ("steps", "alpha") if getattr(self, k) is not None]
+            given = [f"attack.{k}" for k in ("steps", "alpha") if getattr(self, k) is not None]
             if given:
                 raise ConfigError(
                     f"{' and '.join(given)} given with method {self.method}, which trains on "
-                    "clean images (no attack); drop it or choose an adversarial method"
+                    "clean images (no attack); drop it or choose an adversarial method",
+                    field=given[0],
                 )
         elif method.fixed_steps is not None and self.steps not in (None, method.fixed_steps):
             raise ConfigError(
                 f"method {self.method} takes exactly {method.fixed_steps} attack step, got "
-                f"steps {self.steps}; for a {self.steps}-step attack use --method pgd"
+                f"attack.steps {self.steps}; for a {self.steps}-step attack use attack.method pgd",
+                field="attack.steps",
             )
 
     def threat(self) -> ThreatModel:
@@ -212,45 +203,68 @@ class AttackConfig:
         return method_class(self.method).default_step_size(self.threat(), self.attack_steps)
 
 
+def _field_names(options: Any) -> set[str]:
+    return {f.name for f in dataclasses.fields(options)}
+
+
+def _method_options(method: str, options: Any, given: dict[str, Any]) -> Any:
+    """The ``Options`` instance of ``method`` from ``options`` (None, a mapping, or an
+    instance, possibly another method's) updated by the option values ``given``; an option
+    the method does not have is a ConfigError naming the methods that have it."""
+    if method not in method_names():
+        return options  # __post_init__ names the unknown method
+    cls = method_class(method).Options
+    values: dict[str, Any] = {}
+    if isinstance(options, dict):
+        values.update(options)
+    elif options is not None and not isinstance(options, cls):
+        defaults = dataclasses.asdict(type(options)())
+        values.update({k: v for k, v in dataclasses.asdict(options).items() if v != defaults[k]})
+    elif options is not None:
+        values.update(dataclasses.asdict(options))
+    values.update(given)
+    mine = {f.name for f in dataclasses.fields(cls)}
+    for name in values:
+        if name not in mine:
+            owners = option_owners().get(name)
+            if owners is None:
+                raise ConfigError(f"unknown config key attack.{name}")
+            raise ConfigError(
+                f"attack.{name} is an option of method {' and '.join(owners)}, not of "
+                f"{method}; drop it or set attack.method {owners[0]}",
+                field=f"attack.{name}",
+            )
+    return cls(**values)
+
+
 @dataclass
 class OptimisationConfig:
     """What is trained, for how long, and with which SGD schedule."""
 
     model: str = "small_cnn"
     """registry name or package.module:factory"""
-    epochs: int = 30
+    epochs: int = setting(30, rule=at_least(1))
     """number of training epochs"""
-    batch_size: int = 128
+    batch_size: int = setting(128, rule=at_least(1))
     """global batch size (split evenly across processes)"""
-    lr: float = 0.1
+    lr: float = setting(0.1, rule=positive())
     """peak learning rate (SGD)"""
-    momentum: float = 0.9
+    momentum: float = setting(0.9, rule=in_range(0, 1, high_open=True))
     """SGD momentum, in [0, 1)"""
-    weight_decay: float = 5e-4
+    weight_decay: float = setting(5e-4, rule=non_negative())
     """SGD weight decay, >= 0"""
-    schedule: str = "onecycle"
+    schedule: Literal["step", "onecycle", "constant"] = "onecycle"
     """onecycle (linear up to lr, then down to 0; Wong et al. 2020) | step (x lr_gamma every
     lr_step_epochs, the paper's recipe) | constant"""
-    lr_step_epochs: int = 50
+    lr_step_epochs: int = setting(50, rule=at_least(1))
     """epochs between learning-rate drops for the step schedule"""
-    lr_gamma: float = 0.1
+    lr_gamma: float = setting(0.1, rule=in_range(0, 1, low_open=True))
     """learning-rate factor at each drop, in (0, 1]"""
-    warmup_fraction: float = 0.4
+    warmup_fraction: float = setting(0.4, rule=in_range(0, 1, low_open=True, high_open=True))
     """onecycle: fraction of training spent rising to the peak"""
 
     def __post_init__(self) -> None:
-        check_field_types(self, "optimisation")
-        _one_of("schedule", self.schedule, SCHEDULES)
-        _positive("lr", self.lr)
-        for key in ("epochs", "batch_size", "lr_step_epochs"):
-            _at_least(key, getattr(self, key), 1)
-        if not 0 <= self.momentum < 1:
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
-        _at_least("weight_decay", self.weight_decay, 0)
-        if not 0 < self.lr_gamma <= 1:
-            raise ConfigError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
-        if not 0 < self.warmup_fraction < 1:
-            raise ConfigError(f"warmup_fraction must be in (0,1), got {self.warmup_fraction}")
+        check_settings(self, "optimisation")
 
 
 @dataclass
@@ -264,13 +278,13 @@ class EvaluationConfig:
     against training images x (attack steps + 1) x replays per epoch), recorded resolved in
     config.yaml (digits: every 35 epochs, so a 30-epoch run validates at the last only;
     CIFAR-10, fast: every 3; PGD-7: every epoch)"""
-    eval_steps: int = 10
+    eval_steps: int = setting(10, rule=at_least(1))
     """PGD steps of the validation attack"""
-    eval_limit: int | None = 1000
+    eval_limit: int | None = setting(1000, rule=at_least(1))
     """validate on N test images only, a class-stratified sample drawn from the seed (None:
     all). The default keeps validation of a CIFAR-sized run under a tenth of the epoch time
     (BENCHMARKS.md); ``fastrobust eval`` measures the whole test set afterwards"""
-    overfit_check_size: int = 64
+    overfit_check_size: int = setting(64, rule=at_least(0))
     """training images (a class-stratified sample drawn from the seed) in the fixed batch
     checked for catastrophic overfitting (0: off); attacked at every check, so kept small"""
     overfit_check_every: int | str = "auto"
@@ -282,31 +296,22 @@ class EvaluationConfig:
     early_stop: bool = False
     """stop and restore the last good weights when catastrophic overfitting is detected
     (needs overfit_check_size > 0 and an adversarial training method)"""
-    subsets: str = "stratified"
-    """how the eval_limit and overfitting-check subsets are drawn: stratified (class-stratified
-    samples from the seed) | legacy (the first eval_limit test images and a random training
-    batch: what runs recorded before stratified subsets used, so they resume exactly)"""
 
     def __post_init__(self) -> None:
-        check_field_types(self, "evaluation")
-        _one_of("subsets", self.subsets, SUBSET_CHOICES)
-        _interval("eval_every", self.eval_every)
-        _interval("overfit_check_every", self.overfit_check_every)
-        _at_least("eval_steps", self.eval_steps, 1)
-        if self.eval_limit is not None:
-            _at_least("eval_limit", self.eval_limit, 1)
-        _at_least("overfit_check_size", self.overfit_check_size, 0)
+        check_settings(self, "evaluation")
+        _interval("evaluation.eval_every", self.eval_every)
+        _interval("evaluation.overfit_check_every", self.overfit_check_every)
 
 
 @dataclass
 class RuntimeConfig:
     """Where and how the run executes: seed, device, speed options, output folder."""
 
-    seed: int = 0
+    seed: int = setting(0, rule=at_least(0))
     """seed of every random choice (data order, augmentation, random starts)"""
     device: str = "auto"
     """auto | cpu | cuda | cuda:N"""
-    amp: str = "none"
+    amp: Literal["none", "bf16", "fp16"] = "none"
     """autocast dtype: none | bf16 | fp16"""
     channels_last: bool = False
     """store activations in NHWC (faster convolutions on GPUs)"""
@@ -322,10 +327,7 @@ class RuntimeConfig:
     """show a progress bar on stderr (while the fastrobust logger shows INFO lines)"""
 
     def __post_init__(self) -> None:
-        check_field_types(self, "runtime")
-        _at_least("seed", self.seed, 0)
-        if self.amp not in ("none", "bf16", "fp16"):
-            raise ConfigError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
+        check_settings(self, "runtime")
         if self.name is not None:
             check_run_name(self.name)
 
@@ -335,11 +337,14 @@ def check_run_name(name: str) -> None:
     ``out_dir`` (no ``..``, no separator, no absolute path)."""
     separators = {"/", os.sep, os.altsep or "/"}
     if not isinstance(name, str) or not name.strip() or name in (".", ".."):
-        raise ConfigError(f"run name {name!r} must be a non-empty folder name")
+        raise ConfigError(
+            f"runtime.name {name!r} must be a non-empty folder name", field="runtime.name"
+        )
     if any(sep in name for sep in separators) or "\0" in name:
         raise ConfigError(
-            f"run name {name!r} must be one folder name, without a path separator "
-            "(use --out-dir for the parent folder)"
+            f"runtime.name {name!r} must be one folder name, without a path separator "
+            "(runtime.out_dir is the parent folder)",
+            field="runtime.name",
         )
 
 
@@ -351,10 +356,38 @@ SECTIONS: dict[str, type] = {
     "evaluation": EvaluationConfig,
     "runtime": RuntimeConfig,
 }
-#: flat field name -> the section that owns it
-SECTION_OF: dict[str, str] = {
-    f.name: section for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)
-}
+
+
+class _SectionOf(Mapping[str, str]):
+    """Flat key -> the section that owns it: every section's fields (but ``attack.options``)
+    and the options of every registered training method (``attack``), read at each use so
+    that a method registered later is known."""
+
+    def _table(self) -> dict[str, str]:
+        table = {
+            f.name: section
+            for section, cls in SECTIONS.items()
+            for f in dataclasses.fields(cls)
+            if (section, f.name) != ("attack", "options")
+        }
+        for name in option_owners():
+            if name in table:
+                raise TypeError(f"method option {name} is also a field of section {table[name]}")
+            table[name] = "attack"
+        return table
+
+    def __getitem__(self, key: str) -> str:
+        return self._table()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
+#: flat key -> the section that owns it
+SECTION_OF: Mapping[str, str] = _SectionOf()
 
 
 @dataclass(init=False)
@@ -388,12 +421,16 @@ class TrainConfig:
             "evaluation": evaluation,
             "runtime": runtime,
         }
-        unknown = sorted(set(flat) - set(SECTION_OF))
+        _refuse_subsets(flat.pop("subsets", "stratified"))
+        owner = dict(SECTION_OF)
+        unknown = sorted(set(flat) - set(owner))
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+        #: how the run draws its subsets (:data:`SUBSET_RULES`; only a record says legacy)
+        object.__setattr__(self, "subsets", "stratified")
         for name, cls in SECTIONS.items():
             section = given[name]
-            mine = {k: v for k, v in flat.items() if SECTION_OF[k] == name}
+            mine = {k: v for k, v in flat.items() if owner[k] == name}
             try:
                 if section is None:
                     section = cls(**mine)
@@ -405,7 +442,7 @@ class TrainConfig:
         self._check_combinations()
 
     def __getattr__(self, name: str) -> Any:
-        section = SECTION_OF.get(name)
+        section = SECTION_OF.get(name) if not name.startswith("__") else None
         if section is None:
             raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
         return getattr(object.__getattribute__(self, section), name)
@@ -426,22 +463,28 @@ class TrainConfig:
     def _check_combinations(self) -> None:
         """Refuse settings of different sections that contradict each other."""
         every = self.evaluation.overfit_check_every
-        if self.attack.method == "curriculum" and self.attack.curriculum == "adaptive":
+        method = method_class(self.attack.method)
+        if method.needs_overfitting_check_every_epoch(self.attack.options):
             if every not in (AUTO, 1):
+                given = ", ".join(f"{k} {v}" for k, v in self.attack.option_values().items())
                 raise ConfigError(
-                    f"curriculum adaptive reads the overfitting check after every epoch; "
-                    f"overfit_check_every must be 1 or auto, got {every}"
+                    f"method {method.name} as configured ({given}) reads the overfitting "
+                    "check after every epoch; "
+                    f"evaluation.overfit_check_every must be 1 or auto, got {every}",
+                    field="evaluation.overfit_check_every",
                 )
         if self.evaluation.early_stop:
             if self.evaluation.overfit_check_size == 0:
                 raise ConfigError(
-                    "early_stop needs the catastrophic-overfitting check; "
-                    "set overfit_check_size > 0 or drop early_stop"
+                    "evaluation.early_stop needs the catastrophic-overfitting check; "
+                    "set evaluation.overfit_check_size > 0 or drop evaluation.early_stop",
+                    field="evaluation.early_stop",
                 )
-            if not method_class(self.attack.method).perturbs:
+            if not method.perturbs:
                 raise ConfigError(
-                    f"early_stop has no effect with method {self.attack.method} (clean "
-                    "training cannot overfit to an attack); drop it"
+                    f"evaluation.early_stop has no effect with method {method.name} (clean "
+                    "training cannot overfit to an attack); drop it",
+                    field="evaluation.early_stop",
                 )
 
     # -- derived values ---------------------------------------------------------------
@@ -460,17 +503,31 @@ class TrainConfig:
         return self.attack.attack_alpha
 
     # -- dict / YAML --------------------------------------------------------------------
+    def _section_dict(self, name: str) -> dict[str, Any]:
+        """One section as a dict; the attack section with its method's options by name and
+        the evaluation section with the run's subset rule."""
+        section = getattr(self, name)
+        d = {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
+        if name == "attack":
+            d.pop("options")
+            d.update(self.attack.option_values())
+        if name == "evaluation":
+            d["subsets"] = self.subsets
+        return _plain(d)
+
     def to_dict(self) -> dict[str, Any]:
-        """Sections as nested dicts plus the resolved attack parameters (config.yaml)."""
-        d: dict[str, Any] = {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+        """The record of config.yaml: the schema version, the sections as nested dicts and the
+        resolved attack parameters."""
+        d: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+        d.update({name: self._section_dict(name) for name in SECTIONS})
         d["resolved"] = {"attack_steps": self.attack_steps, "attack_alpha": self.attack_alpha}
         return d
 
     def to_flat_dict(self) -> dict[str, Any]:
-        """Every field by its flat name plus ``resolved`` (the form recorded in checkpoints)."""
-        d: dict[str, Any] = {}
+        """Every key by its flat name plus ``resolved`` (the record in checkpoints)."""
+        d: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
         for name in SECTIONS:
-            d.update(dataclasses.asdict(getattr(self, name)))
+            d.update(self._section_dict(name))
         d["resolved"] = {"attack_steps": self.attack_steps, "attack_alpha": self.attack_alpha}
         return d
 
@@ -480,10 +537,30 @@ class TrainConfig:
         return cls(**flatten(d))
 
     @classmethod
+    def from_recorded(cls, d: dict[str, Any]) -> TrainConfig:
+        """The config a run recorded (config.yaml or a checkpoint's ``config``, sectioned or
+        flat), of any schema version, as the run used it: records of version 1 (no
+        ``schema_version``) are migrated (:func:`migrate_recorded`)."""
+        flat = migrate_recorded(d)
+        subsets = flat.pop("subsets", "stratified")
+        if subsets not in SUBSET_RULES:
+            raise ConfigError(
+                f"recorded evaluation.subsets {subsets!r} is none of {', '.join(SUBSET_RULES)}",
+                field="evaluation.subsets",
+            )
+        cfg = cls(**flat)
+        object.__setattr__(cfg, "subsets", subsets)
+        return cfg
+
+    @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
-        """Read a YAML file as defaults; ``overrides`` (flat names, non-None) take precedence."""
+        """Read a YAML file as defaults; ``overrides`` (flat names, non-None) take precedence.
+        A run's config.yaml may serve as the file: the options it recorded for methods it
+        did not use are dropped."""
         data = read_yaml_mapping(path)
         flat = flatten(data)
+        if "resolved" in data or "schema_version" in data:
+            flat = _drop_other_methods_options(flat)
         flat.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**flat)
 
@@ -532,14 +609,67 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with lists copied (a record must not share lists with the live config)."""
+    return {k: list(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+def _refuse_subsets(value: Any) -> None:
+    """``subsets`` is no setting: every new run draws class-stratified subsets."""
+    if value != "stratified":
+        raise ConfigError(
+            f"evaluation.subsets {value!r} cannot be chosen: new runs always draw "
+            "class-stratified subsets; legacy subsets are only kept for resuming runs "
+            "recorded before them",
+            field="evaluation.subsets",
+        )
+
+
+def _drop_other_methods_options(flat: dict[str, Any]) -> dict[str, Any]:
+    """``flat`` without the options of methods other than its ``method`` (version 1 records
+    held every method's options)."""
+    method = flat.get("method", AttackConfig.method)
+    owners = option_owners()
+    return {k: v for k, v in flat.items() if k not in owners or method in owners[k]}
+
+
+def migrate_recorded(d: dict[str, Any]) -> dict[str, Any]:
+    """The flat keys of a recorded config (any schema version) in the current version.
+
+    Version 1 (no ``schema_version``): every method's options were recorded (the unused
+    ones are dropped); a run recorded before subsets were class-stratified drew ``legacy``
+    subsets, one recorded before the check had an interval checked every epoch, and an
+    imagefolder run recorded before ``flip`` existed always flipped."""
+    version = d.get("schema_version", 1)
+    if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
+        raise ConfigError(
+            f"recorded config has schema_version {version!r}; this fastrobust reads "
+            f"versions 1 to {SCHEMA_VERSION} (a newer fastrobust wrote it)"
+        )
+    flat = flatten(d)
+    if version == 1:
+        flat = _drop_other_methods_options(flat)
+        flat.setdefault("subsets", "legacy")
+        flat.setdefault("overfit_check_every", 1)
+        if "flip" not in flat and flat.get("dataset") == "imagefolder":
+            flat["flip"] = True
+    return flat
+
+
+#: keys a record holds that are not settings, by the section they are recorded in
+RECORD_ONLY = {"subsets": "evaluation"}
+
+
 def flatten(d: dict[str, Any]) -> dict[str, Any]:
-    """Sectioned or flat config keys -> flat field names (``resolved`` is dropped).
+    """Sectioned or flat config keys -> flat field names (``resolved`` and
+    ``schema_version`` are dropped).
 
     A key inside a section must belong to that section; any unknown key is a ConfigError."""
     flat: dict[str, Any] = {}
     unknown: list[str] = []
+    owner = {**RECORD_ONLY, **SECTION_OF}
     for key, value in d.items():
-        if key == "resolved":
+        if key in ("resolved", "schema_version"):
             continue
         if key in SECTIONS and not isinstance(value, dict):
             raise ConfigError(
@@ -547,11 +677,11 @@ def flatten(d: dict[str, Any]) -> dict[str, Any]:
             )
         if key in SECTIONS:
             for inner, v in value.items():
-                if SECTION_OF.get(inner) == key:
+                if owner.get(inner) == key:
                     flat[inner] = v
                 else:
                     unknown.append(f"{key}.{inner}")
-        elif key in SECTION_OF:
+        elif key in owner:
             flat[key] = value
         else:
             unknown.append(key)

@@ -2,8 +2,13 @@
 
 A method is a :class:`TrainingMethod` subclass registered with :func:`register_method`; the
 config's ``method`` field picks it by name and the trainer only calls its interface
-(:meth:`~TrainingMethod.loss`), so adding a method is one new class in this module (or any
-module imported before the config is built). See docs/architecture.md.
+(:meth:`~TrainingMethod.loss`) and asks it what it needs (:meth:`~TrainingMethod.updates_per_batch`,
+:meth:`~TrainingMethod.needs_overfitting_check_every_epoch`), so adding a method is one new
+class (in any module imported before the config is built) and its registration. A method's
+own settings are a settings dataclass (:mod:`fastrobust.settings`) named by its ``Options``
+class attribute: the config's attack section accepts them (``noise_factor: 2``), the command
+line gets a flag per field (``--noise-factor``), and the config records them. See
+docs/architecture.md.
 
 * ``standard``: the clean batch;
 * ``fast``: one random-start step (Goodwin et al. 2020, Algorithm 1 for L2; FGSM with random
@@ -13,8 +18,11 @@ module imported before the config is built). See docs/architecture.md.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import torch
@@ -38,12 +46,8 @@ class AttackSettings(Protocol):
     method: str
     bn_mode: str
     alpha: float | None
-    noise_factor: float | None
-    gradalign_lambda: float | None
-    replays: int
-    curriculum: str
-    curriculum_switch: float
-    curriculum_patience: int
+    options: Any
+    """the method's own options (an instance of its ``Options`` class)"""
 
     @property
     def attack_steps(self) -> int: ...
@@ -52,6 +56,11 @@ class AttackSettings(Protocol):
     def attack_alpha(self) -> float: ...
 
     def threat(self) -> ThreatModel: ...
+
+
+@dataclass
+class NoOptions:
+    """A method without options of its own."""
 
 
 class TrainingMethod:
@@ -66,7 +75,10 @@ class TrainingMethod:
     configured epoch budget means), :meth:`start_epoch` before each epoch, ``replays`` weight
     updates per batch, :meth:`end_epoch` with the overfitting monitor's reading after each
     epoch, and :meth:`state_dict` / :meth:`load_state_dict` to save and resume what the method
-    carries between epochs. The defaults do nothing (one update per batch, no state).
+    carries between epochs. The defaults do nothing (one update per batch, no state). Before
+    anything is built, the config and the trainer ask the class, from the method's options
+    alone: :meth:`updates_per_batch`, :meth:`epochs_for_budget` and
+    :meth:`needs_overfitting_check_every_epoch`.
     """
 
     #: registry name (the config's ``method``), set by :func:`register_method`
@@ -79,15 +91,37 @@ class TrainingMethod:
     fixed_steps: ClassVar[int | None] = None
     #: validation metric whose highest value picks the best epoch
     best_metric: ClassVar[str] = "val_adv_acc"
+    #: the settings dataclass of the method's own options (its fields, docstrings and rules
+    #: become config keys of the attack section and ``train`` flags)
+    Options: ClassVar[type] = NoOptions
 
     def __init__(self, attack: AttackSettings | None = None) -> None:
         self.attack = attack
+        #: this method's options (an ``Options`` instance; its defaults without a config)
+        self.options: Any = attack.options if attack is not None else self.Options()
         #: weight updates per batch (free adversarial training replays each batch)
-        self.replays = 1
+        self.replays = self.updates_per_batch(self.options)
+
+    # -- what the trainer asks before it builds anything ---------------------------------------
+    @classmethod
+    def updates_per_batch(cls, options: Any) -> int:
+        """Weight updates per training batch with ``options`` (1; free replays each batch)."""
+        return 1
+
+    @classmethod
+    def epochs_for_budget(cls, options: Any, epochs: int) -> int:
+        """Epochs a run with ``options`` lasts for a budget of ``epochs`` passes."""
+        return math.ceil(epochs / cls.updates_per_batch(options))
+
+    @classmethod
+    def needs_overfitting_check_every_epoch(cls, options: Any) -> bool:
+        """Whether the method, with ``options``, acts on the overfitting check after every
+        epoch (the check's interval must then be 1)."""
+        return False
 
     def epochs_to_run(self, epochs: int) -> int:
         """Epochs the run lasts for a budget of ``epochs`` passes."""
-        return epochs
+        return self.epochs_for_budget(self.options, epochs)
 
     def start_epoch(self, epoch: int, total: int) -> None:
         """Called before epoch ``epoch`` (0-based) of ``total``."""
@@ -99,7 +133,7 @@ class TrainingMethod:
     @property
     def needs_overfitting_check(self) -> bool:
         """Whether :meth:`end_epoch` must get the check's reading for the method to work."""
-        return False
+        return self.needs_overfitting_check_every_epoch(self.options)
 
     def state_dict(self) -> dict[str, Any]:
         """What the method carries between epochs (saved in ``last.pt``)."""
@@ -132,9 +166,14 @@ METHODS: dict[str, type[TrainingMethod]] = {}
 
 
 def register_method(name: str) -> Callable[[type[TrainingMethod]], type[TrainingMethod]]:
-    """Class decorator adding a training method under ``name`` (warns when it replaces one)."""
+    """Class decorator adding a training method under ``name`` (warns when it replaces one).
+
+    The method's option names join the attack section's keys, so each must differ from every
+    config field and, where another method has an option of the same name, mean the same
+    (the same type)."""
 
     def wrap(cls: type[TrainingMethod]) -> type[TrainingMethod]:
+        _check_options(name, cls.Options)
         if name in METHODS and METHODS[name] is not cls:
             log.warning("training method %r registered twice; the later one is used", name)
         cls.name = name
@@ -144,8 +183,34 @@ def register_method(name: str) -> Callable[[type[TrainingMethod]], type[Training
     return wrap
 
 
+def unregister_method(name: str) -> None:
+    """Remove the method ``name`` (tests that register a method of their own)."""
+    METHODS.pop(name, None)
+
+
+def _check_options(name: str, options: type) -> None:
+    if not dataclasses.is_dataclass(options):
+        raise TypeError(f"method {name}: options must be a dataclass, got {options!r}")
+    for f in dataclasses.fields(options):
+        for other, cls in METHODS.items():
+            theirs = {g.name: g.type for g in dataclasses.fields(cls.Options)}
+            if other != name and f.name in theirs and theirs[f.name] != f.type:
+                raise TypeError(
+                    f"method {name}: option {f.name} is also method {other}'s, of another type"
+                )
+
+
 def method_names() -> list[str]:
     return list(METHODS)
+
+
+def option_owners() -> dict[str, list[str]]:
+    """Option name -> the registered methods that have it."""
+    owners: dict[str, list[str]] = {}
+    for name, cls in METHODS.items():
+        for f in dataclasses.fields(cls.Options):
+            owners.setdefault(f.name, []).append(name)
+    return owners
 
 
 def method_class(name: str) -> type[TrainingMethod]:

@@ -64,13 +64,16 @@ def check_epochs_change(
     if runs < done:
         means = "" if runs == epochs else f" ({runs} epochs of replayed batches)"
         raise ConfigError(
-            f"--epochs {epochs}{means} is below the {done} epochs this run has already trained "
-            "(a trained epoch cannot be undone; its best.pt and metrics stay as they are)"
+            f"optimisation.epochs {epochs}{means} is below the {done} epochs this run has "
+            "already trained (a trained epoch cannot be undone; its best.pt and metrics stay "
+            "as they are)",
+            field="optimisation.epochs",
         )
     if epochs != cfg.epochs and cfg.schedule == "onecycle":
         raise ConfigError(
-            f"--epochs {epochs}: this run's onecycle schedule is laid out over "
+            f"optimisation.epochs {epochs}: this run's onecycle schedule is laid out over "
             f"{cfg.epochs} epochs (learning rate down to 0 at the end), so another total "
-            f"would not continue it; start a new run with --epochs {epochs}, or train with "
-            "--schedule step or constant to extend runs later"
+            f"would not continue it; start a new run with optimisation.epochs {epochs}, or "
+            "train with optimisation.schedule step or constant to extend runs later",
+            field="optimisation.epochs",
         )

@@ -105,7 +105,10 @@ def make_run_dir(out_dir: Path, name: str | None, default: str) -> Path:
             return path
         except FileExistsError:
             continue
-    raise ConfigError(f"no free run folder name like {default} in {out_dir}; give --name")
+    raise ConfigError(
+        f"no free run folder name like {default} in {out_dir}; give runtime.name",
+        field="runtime.name",
+    )
 
 
 class RunLock:
@@ -192,7 +195,9 @@ class RunFolder:
                 if any(p.name != LOCK_FILE for p in path.iterdir()):
                     folder.unlock()
                     raise ConfigError(
-                        f"run folder {path} already exists; pick another --name or use --resume"
+                        f"run folder {path} already exists; pick another runtime.name or "
+                        "resume the run",
+                        field="runtime.name",
                     )
                 folder.write_config(cfg, resolved=resolved)
             except FastRobustError as exc:
@@ -265,7 +270,7 @@ class RunFolder:
         """The run's config, and the YAML mapping it was read from."""
         try:
             raw = yaml.safe_load(self.config_yaml.read_text()) or {}
-            return TrainConfig.from_dict(raw), raw
+            return TrainConfig.from_recorded(raw), raw
         except FileNotFoundError:
             raise self._missing("config.yaml") from None
         except (yaml.YAMLError, ConfigError) as exc:

@@ -85,7 +85,9 @@ def wrap_for_training(
     if world.distributed:
         if sync_bn:
             if device.type != "cuda":
-                raise ConfigError("--sync-bn needs GPUs (NCCL); drop it on CPU")
+                raise ConfigError(
+                    "runtime.sync_bn needs GPUs (NCCL); drop it on CPU", field="runtime.sync_bn"
+                )
             model = train_model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ids = [device.index] if device.type == "cuda" else None
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)

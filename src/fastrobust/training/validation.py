@@ -22,6 +22,7 @@ from fastrobust.attacks.projected_gradient import pgd
 from fastrobust.attacks.threat import ThreatModel
 from fastrobust.data.base import to_float
 from fastrobust.training.config import AUTO, CHECK_SHARE, VALIDATION_SHARE, TrainConfig
+from fastrobust.training.methods import method_class
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,11 @@ def between_epoch_intervals(cfg: TrainConfig, *, n_train: int, n_test: int) -> I
     :data:`~fastrobust.training.config.CHECK_SHARE`) of an epoch's training, counted in
     forward-backward passes per image, the same rule on every machine (so a run resumes with
     the schedule it started with). The check runs every epoch when the run acts on it
-    (``early_stop``, the adaptive curriculum)."""
+    (``early_stop``, or a method that needs it every epoch, such as the adaptive
+    curriculum)."""
     ev = cfg.evaluation
-    replays = cfg.attack.replays if cfg.attack.method == "free" else 1
-    epoch_work = n_train * (cfg.attack_steps + 1) * replays
+    method, options = method_class(cfg.attack.method), cfg.attack.options
+    epoch_work = n_train * (cfg.attack_steps + 1) * method.updates_per_batch(options)
     n_val = n_test if ev.eval_limit is None else min(ev.eval_limit, n_test)
     validation_work = n_val * (ev.eval_steps + 1)
     check_work = min(ev.overfit_check_size, n_train) * (ev.eval_steps + 1)
@@ -70,7 +72,7 @@ def between_epoch_intervals(cfg: TrainConfig, *, n_train: int, n_test: int) -> I
         eval_every = _auto_interval(validation_work, epoch_work, VALIDATION_SHARE)
     check_every = ev.overfit_check_every
     if check_every == AUTO:
-        acts = ev.early_stop or (cfg.attack.method == "curriculum" and cfg.curriculum == "adaptive")
+        acts = ev.early_stop or method.needs_overfitting_check_every_epoch(options)
         check_every = 1 if acts else _auto_interval(check_work, epoch_work, CHECK_SHARE)
     return Intervals(int(eval_every), int(check_every), epoch_work, validation_work, check_work)
 
