@@ -80,3 +80,30 @@ def test_errors_name_the_field_and_the_cli_renders_the_flag(keywords, library, c
     _, flags = _parse([])
     assert cli in render_error(caught.value, flags)
     assert "toy." not in render_error(caught.value, flags)
+
+
+@dataclass
+class Renamed:
+    """A field whose flag is not its name, and one whose flag text the class parses."""
+
+    attacks: list[str] = setting(factory=lambda: ["pgd"], flag="--attack")
+    """attacks in order"""
+    grid: list[float] | None = setting(None, text=True)
+    """a grid given as text"""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.grid, str):
+            self.grid = [float(part) for part in self.grid.split(":")]
+        check_settings(self, "toy")
+
+
+def test_a_flag_may_be_renamed_and_may_take_raw_text():
+    parser = argparse.ArgumentParser()
+    flags = add_settings_flags(parser, Renamed, section="toy")
+    assert flags == {"toy.attacks": "--attack", "toy.grid": "--grid"}
+    args = parser.parse_args(["--attack", "pgd,square", "--grid", "0:0.5"])
+    assert given_values(args, Renamed) == {"attacks": ["pgd", "square"], "grid": "0:0.5"}
+    assert Renamed(**given_values(args, Renamed)).grid == [0.0, 0.5]
+    with pytest.raises(ConfigError) as caught:
+        Renamed(attacks=[1])  # type: ignore[list-item]
+    assert render_error(caught.value, flags).startswith("--attack: expected a list")
