@@ -29,6 +29,7 @@ import torch
 import fastrobust as fr
 from fastrobust.checkpoint import load_checkpoint
 from fastrobust.data import load_dataset
+from fastrobust.evaluation import CurveSettings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REFERENCE = json.loads((FIXTURES / "default_job_reference.json").read_text())
@@ -102,10 +103,7 @@ def test_pre_redesign_checkpoint_evaluates_the_same(single_thread):
         load_dataset("digits"),
         ref["norm"],
         ref["eps"],
-        steps=ref["steps"],
-        restarts=ref["restarts"],
-        seed=ref["seed"],
-        checks=False,
+        CurveSettings(steps=ref["steps"], restarts=ref["restarts"], seed=ref["seed"], checks=False),
     )
     assert curve.clean_accuracy == ref["clean_acc"]
     assert curve.accuracy == ref["adv_acc"]
