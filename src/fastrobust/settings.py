@@ -264,6 +264,8 @@ def _default_text(f: dataclasses.Field[Any]) -> str:
         value = f.default_factory()
     else:
         return ""
+    if value is None:  # the help text says what None means
+        return ""
     if isinstance(value, (list, tuple)):
         value = ",".join(map(str, value)) if value else "none"
     return f" (default: {value})"
@@ -297,12 +299,14 @@ def add_settings_flags(
                 flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text
             )
         else:
+            choices = None if raw else flag_choices(hints[f.name])
             parser.add_argument(
                 flag,
                 dest=f.name,
+                metavar=None if choices else flag.lstrip("-").replace("-", "_").upper(),
                 type=kind,
                 default=None,
-                choices=None if raw else flag_choices(hints[f.name]),
+                choices=choices,
                 help=text + _default_text(f),
             )
         flags[qualified(section, f.name)] = flag
