@@ -92,10 +92,11 @@ class CurveSettings:
         """The AutoAttack version asked for (``autoattack``, ``autoattack-rand``), else None."""
         return self.attacks[0] if self.attacks[0] in VERSIONS else None
 
-    def curve_only(self) -> CurveSettings:
-        """Just these fields (a subclass's extra fields dropped): what a report records."""
+    def curve_only(self, **changes: Any) -> CurveSettings:
+        """Just these fields (a subclass's extra fields dropped), with ``changes``: what a
+        report records."""
         names = [f.name for f in dataclasses.fields(CurveSettings)]
-        return CurveSettings(**{name: getattr(self, name) for name in names})
+        return CurveSettings(**({name: getattr(self, name) for name in names} | changes))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -58,8 +58,7 @@ class EvaluationSection(CurveSettings):
 
     def curve_settings(self, study_seed: int) -> CurveSettings:
         """The curve's settings, the study's seed where none is set here."""
-        seed = study_seed if self.seed is None else self.seed
-        return dataclasses.replace(self.curve_only(), seed=seed)
+        return self.curve_only(seed=study_seed if self.seed is None else self.seed)
 
 
 @dataclass
