@@ -98,12 +98,13 @@ def _eval_worker(root: str) -> None:
             world=world,
         )
     errors = {}
-    try:  # steps=0 is refused inside the curve, which only rank 0 (holding the point) runs
+    try:  # a decreasing eps list is refused inside the curve, which only rank 0 (holding the
+        # point) runs (a bad setting such as steps=0 is refused on every rank, by CurveSettings)
         sharded_robustness_curve(
-            model, data, "linf", EPS, CurveSettings(limit=1, steps=0), world=world
+            model, data, "linf", [1.0, 0.5], CurveSettings(limit=1), world=world
         )
     except Exception as exc:  # noqa: BLE001  recorded for the test
-        errors["steps"] = [type(exc).__name__, str(exc), on_every_rank(exc)]
+        errors["eps"] = [type(exc).__name__, str(exc), on_every_rank(exc)]
     try:  # a bug on rank 1 only: every rank must stop, rank 1 with its own error
         gather_together(lambda: 1 / (1 - world.rank), world)
     except Exception as exc:  # noqa: BLE001
@@ -244,9 +245,9 @@ def test_an_error_on_one_rank_stops_every_rank(sharded):
     root, _ = sharded
     e0, e1 = _rank(root, 0)["errors"], _rank(root, 1)["errors"]
     # rank 0 hit the mistake; rank 1 (no point) learns of it instead of waiting in the merge
-    assert e0["steps"][0] == "ConfigError" and "steps >= 1" in e0["steps"][1]
-    assert e1["steps"] == [RankFailed.__name__, f"rank 0: {e0['steps'][1]}", True]
-    assert e0["steps"][2]  # every rank raises a user error here: they may meet once more
+    assert e0["eps"][0] == "ConfigError" and "strictly increasing" in e0["eps"][1]
+    assert e1["eps"] == [RankFailed.__name__, f"rank 0: {e0['eps'][1]}", True]
+    assert e0["eps"][2]  # every rank raises a user error here: they may meet once more
     # a bug keeps its own exception on its rank; the others are told where it happened
     assert e1["bug"] == ["ZeroDivisionError", "division by zero", False]
     assert e0["bug"] == [RankFailed.__name__, "rank 1: ZeroDivisionError: division by zero", False]

@@ -49,6 +49,7 @@ class EvaluationSection(CurveSettings):
     """Robustness curves (the paper's Figure 2): one cascade per model over the eps grid, with
     the settings of ``fastrobust eval`` (:class:`~fastrobust.evaluation.CurveSettings`)."""
 
+    # a wider type than CurveSettings.seed on purpose: None defers to the study's seed
     seed: int | None = setting(None, rule=non_negative())  # type: ignore[assignment]
     """seed of the random starts and of the sample under a limit (None: the study's seed)"""
     eps: list[float] = setting(factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0])

@@ -195,7 +195,7 @@ def evaluation_settings(ctx: StudyContext) -> EvaluationSettings:
     curve = cfg.evaluation.curve_settings(cfg.seed)
     return EvaluationSettings(
         **curve.to_dict(),
-        norm=cfg.norm,  # type: ignore[arg-type]
+        norm=cfg.norm,  # checked by EvaluationSettings (l2 or linf)
         eps=list(cfg.evaluation.eps),
         dataset=cfg.dataset,
         data_dir=cfg.data_dir,
