@@ -35,6 +35,7 @@ import torch
 from fastrobust.checkpoint import load_model
 from fastrobust.data import load_dataset
 from fastrobust.data.base import to_float
+from fastrobust.evaluation import CurveSettings
 from fastrobust.evaluation.curve import robustness_curve
 from fastrobust.evaluation.inputs import parse_eps_list
 from fastrobust.training.config import TrainConfig
@@ -61,7 +62,9 @@ def reference_robust(model, x, y, norm: str, eps: float) -> float:
 
 
 def ours(model, x, y, norm: str, eps_list: list[float]) -> list[float]:
-    curve = robustness_curve(model, (x, y), norm, eps_list, attacks="autoattack", checks=False)
+    curve = robustness_curve(
+        model, (x, y), norm, eps_list, CurveSettings(attacks="autoattack", checks=False)
+    )
     return curve.accuracy
 
 

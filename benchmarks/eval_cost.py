@@ -37,6 +37,7 @@ from fastrobust.attacks.threat import threat_model
 from fastrobust.checkpoint import load_model
 from fastrobust.data import load_dataset
 from fastrobust.data.base import to_float
+from fastrobust.evaluation import CurveSettings
 from fastrobust.evaluation.curve import robustness_curve
 from fastrobust.evaluation.inputs import parse_eps_list
 from fastrobust.model_info import model_info
@@ -92,10 +93,10 @@ def bench_one(run: Path, args: argparse.Namespace, eps_list: list[float]) -> Non
         "naive": lambda: naive_loop(model, x, y, eps_list, attack_zero=True, **loop),
         "naive-skip0": lambda: naive_loop(model, x, y, eps_list, attack_zero=False, **loop),
         "curve": lambda: robustness_curve(
-            model, (x, y), "l2", eps_list, checks=False, batch_size=n, **loop
+            model, (x, y), "l2", eps_list, CurveSettings(checks=False, batch_size=n, **loop)
         ),
         "curve+checks": lambda: robustness_curve(
-            model, (x, y), "l2", eps_list, checks=True, batch_size=n, **loop
+            model, (x, y), "l2", eps_list, CurveSettings(checks=True, batch_size=n, **loop)
         ),
     }
     wall: dict[str, list[float]] = {k: [] for k in variants}

@@ -31,6 +31,7 @@ import fastrobust as fr
 from fastrobust.checkpoint import load_checkpoint
 from fastrobust.data import load_dataset
 from fastrobust.errors import ConfigError
+from fastrobust.evaluation import CurveSettings
 from fastrobust.training.config import SCHEMA_VERSION
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -105,10 +106,7 @@ def test_pre_redesign_checkpoint_evaluates_the_same(single_thread):
         load_dataset("digits"),
         ref["norm"],
         ref["eps"],
-        steps=ref["steps"],
-        restarts=ref["restarts"],
-        seed=ref["seed"],
-        checks=False,
+        CurveSettings(steps=ref["steps"], restarts=ref["restarts"], seed=ref["seed"], checks=False),
     )
     assert curve.clean_accuracy == ref["clean_acc"]
     assert curve.accuracy == ref["adv_acc"]

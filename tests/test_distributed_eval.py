@@ -27,7 +27,8 @@ from fastrobust.cli import main
 from fastrobust.data import load_dataset
 from fastrobust.distributed import RankFailed, gather_together, on_every_rank, together
 from fastrobust.errors import ConfigError
-from fastrobust.evaluation.curve import robustness_curve
+from fastrobust.evaluation import CurveSettings
+from fastrobust.evaluation.curve import CurveRun, curve_for_run, robustness_curve
 from fastrobust.evaluation.inputs import data_tensors
 from fastrobust.evaluation.results import RobustnessCurve
 from fastrobust.evaluation.sharding import merge_curves, plan_shards, sharded_robustness_curve
@@ -63,9 +64,11 @@ def _mlp(state: dict[str, torch.Tensor]) -> nn.Module:
     return net.eval()
 
 
-def _curve(model: nn.Module, data, case: dict, **extra) -> RobustnessCurve:
+def _curve(model: nn.Module, data, case: dict, first_chunk: int = 0) -> RobustnessCurve:
     kw = {k: v for k, v in case.items() if k != "eps"}
-    return robustness_curve(model, data, "linf", case.get("eps", EPS), checks=False, **kw, **extra)
+    settings = CurveSettings(checks=False, **kw)
+    run = CurveRun(first_chunk=first_chunk)  # the chunk keys of a shard (package-internal)
+    return curve_for_run(model, data, "linf", case.get("eps", EPS), settings, run)
 
 
 def _eval_worker(root: str) -> None:
@@ -80,14 +83,21 @@ def _eval_worker(root: str) -> None:
     for name, case in CASES.items():
         kw = {k: v for k, v in case.items() if k not in ("eps", "limit")}
         curves[name] = sharded_robustness_curve(
-            model, data, "linf", case.get("eps", EPS), limit=case["limit"], checks=False,
-            world=world, **kw,
-        )  # fmt: skip
+            model,
+            data,
+            "linf",
+            case.get("eps", EPS),
+            CurveSettings(limit=case["limit"], checks=False, **kw),
+            world=world,
+        )
     errors = {}
-    try:  # steps=0 is refused inside the curve, which only rank 0 (holding the point) runs
-        sharded_robustness_curve(model, data, "linf", EPS, limit=1, steps=0, world=world)
+    try:  # a decreasing eps list is refused inside the curve, which only rank 0 (holding the
+        # point) runs (a bad setting such as steps=0 is refused on every rank, by CurveSettings)
+        sharded_robustness_curve(
+            model, data, "linf", [1.0, 0.5], CurveSettings(limit=1), world=world
+        )
     except Exception as exc:  # noqa: BLE001  recorded for the test
-        errors["steps"] = [type(exc).__name__, str(exc), on_every_rank(exc)]
+        errors["eps"] = [type(exc).__name__, str(exc), on_every_rank(exc)]
     try:  # a bug on rank 1 only: every rank must stop, rank 1 with its own error
         gather_together(lambda: 1 / (1 - world.rank), world)
     except Exception as exc:  # noqa: BLE001
@@ -137,20 +147,24 @@ def test_bad_plans_and_mismatched_shards_are_config_errors(mlp, points):
     with pytest.raises(ConfigError, match="batch_size >= 1"):
         plan_shards(10, 0, 2)
     x, y = points
-    a = robustness_curve(mlp, (x[:8], y[:8]), "linf", [0.1], steps=2, restarts=1, checks=False)
-    b = robustness_curve(mlp, (x[8:16], y[8:16]), "linf", [0.1], steps=3, restarts=1, checks=False)
+    a = robustness_curve(
+        mlp, (x[:8], y[:8]), "linf", [0.1], CurveSettings(steps=2, restarts=1, checks=False)
+    )
+    b = robustness_curve(
+        mlp, (x[8:16], y[8:16]), "linf", [0.1], CurveSettings(steps=3, restarts=1, checks=False)
+    )
     with pytest.raises(ConfigError, match="different steps"):
         merge_curves([a, b])
     with pytest.raises(ConfigError, match="first_chunk must be >= 0"):
-        robustness_curve(mlp, (x, y), "linf", [0.1], first_chunk=-1)
+        curve_for_run(mlp, (x, y), "linf", [0.1], CurveSettings(), CurveRun(first_chunk=-1))
 
 
 def test_one_process_is_the_plain_curve_and_collectives_need_a_group(mlp, points):
     x, y = points
     one = distributed.WorldInfo()
     kw = dict(steps=2, restarts=1, checks=False, batch_size=16)
-    sharded = sharded_robustness_curve(mlp, (x, y), "linf", [0.1], world=one, **kw)
-    plain = robustness_curve(mlp, (x, y), "linf", [0.1], **kw)
+    sharded = sharded_robustness_curve(mlp, (x, y), "linf", [0.1], CurveSettings(**kw), world=one)
+    plain = robustness_curve(mlp, (x, y), "linf", [0.1], CurveSettings(**kw))
     assert sharded.shards is None and "shards" not in sharded.to_dict()
     assert sharded.robust == plain.robust and torch.equal(sharded.robust_mask, plain.robust_mask)
     assert together(lambda: 5, one) == 5 and gather_together(lambda: 5, one) == [5]
@@ -224,9 +238,9 @@ def test_an_error_on_one_rank_stops_every_rank(sharded):
     root, _ = sharded
     e0, e1 = _rank(root, 0)["errors"], _rank(root, 1)["errors"]
     # rank 0 hit the mistake; rank 1 (no point) learns of it instead of waiting in the merge
-    assert e0["steps"][0] == "ConfigError" and "steps >= 1" in e0["steps"][1]
-    assert e1["steps"] == [RankFailed.__name__, f"rank 0: {e0['steps'][1]}", True]
-    assert e0["steps"][2]  # every rank raises a user error here: they may meet once more
+    assert e0["eps"][0] == "ConfigError" and "strictly increasing" in e0["eps"][1]
+    assert e1["eps"] == [RankFailed.__name__, f"rank 0: {e0['eps'][1]}", True]
+    assert e0["eps"][2]  # every rank raises a user error here: they may meet once more
     # a bug keeps its own exception on its rank; the others are told where it happened
     assert e1["bug"] == ["ZeroDivisionError", "division by zero", False]
     assert e0["bug"] == [RankFailed.__name__, "rank 1: ZeroDivisionError: division by zero", False]

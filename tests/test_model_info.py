@@ -8,6 +8,7 @@ from torch import nn
 
 from fastrobust.checkpoint import load_model
 from fastrobust.errors import DataError
+from fastrobust.evaluation import CurveSettings
 from fastrobust.evaluation.curve import robustness_curve
 from fastrobust.model_info import ModelInfo, attach_info, check_model_fits, model_info
 from fastrobust.models import ModelSpec
@@ -61,7 +62,9 @@ def test_data_that_does_not_fit_the_model():
     with pytest.raises(DataError, match="trained on classes"):
         check_model_fits(recorded, x, y, classes=list("abcdefghij"))
     with pytest.raises(DataError, match="do not fit the model"):
-        robustness_curve(recorded, (torch.rand(4, 1, 16, 16), y), "l2", [0.5], checks=False)
+        robustness_curve(
+            recorded, (torch.rand(4, 1, 16, 16), y), "l2", [0.5], CurveSettings(checks=False)
+        )
 
 
 def test_the_fit_check_leaves_the_model_mode_alone():

@@ -140,3 +140,30 @@ def test_render_error_names_every_flagged_field_the_message_mentions():
     exc = ConfigError("toy.steps 3 needs toy.norm linf (toy.other, steps)", field="toy.steps")
     assert render_error(exc, flags) == "--steps 3 needs --norm linf (toy.other, steps)"
     assert str(exc) == "toy.steps 3 needs toy.norm linf (toy.other, steps)"
+
+
+@dataclass
+class Renamed:
+    """A field whose flag is not its name, and one whose flag text the class parses."""
+
+    attacks: list[str] = setting(factory=lambda: ["pgd"], flag="--attack")
+    """attacks in order"""
+    grid: list[float] | None = setting(None, text=True)
+    """a grid given as text"""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.grid, str):
+            self.grid = [float(part) for part in self.grid.split(":")]
+        check_settings(self, "toy")
+
+
+def test_a_flag_may_be_renamed_and_may_take_raw_text():
+    parser = argparse.ArgumentParser()
+    flags = add_settings_flags(parser, Renamed, section="toy")
+    assert flags == {"toy.attacks": "--attack", "toy.grid": "--grid"}
+    args = parser.parse_args(["--attack", "pgd,square", "--grid", "0:0.5"])
+    assert given_values(args, Renamed) == {"attacks": ["pgd", "square"], "grid": "0:0.5"}
+    assert Renamed(**given_values(args, Renamed)).grid == [0.0, 0.5]
+    with pytest.raises(ConfigError) as caught:
+        Renamed(attacks=[1])  # type: ignore[list-item]
+    assert render_error(caught.value, flags).startswith("--attack: expected a list")

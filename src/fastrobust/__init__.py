@@ -6,7 +6,14 @@ Adversarial Perturbations" (HPEC 2020).
 
 from fastrobust.attacks import L2, Linf, ThreatModel, fgsm, pgd, threat_model
 from fastrobust.checkpoint import load_model
-from fastrobust.evaluation import RobustnessCurve, robustness_curve
+from fastrobust.evaluation import (
+    CurveSettings,
+    EvaluationSettings,
+    RobustnessCurve,
+    evaluate,
+    robustness_curve,
+)
+from fastrobust.evaluation.report import write_report
 from fastrobust.represent import (
     interpolate_representations,
     targeted_perturbation,
@@ -17,12 +24,15 @@ from fastrobust.version import __version__
 
 __all__ = [
     "__version__",
+    "CurveSettings",
+    "EvaluationSettings",
     "L2",
     "Linf",
     "RobustnessCurve",
     "ThreatModel",
     "TrainConfig",
     "TrainResult",
+    "evaluate",
     "fgsm",
     "fit",
     "interpolate_representations",
@@ -33,4 +43,5 @@ __all__ = [
     "targeted_perturbation",
     "threat_model",
     "visualize_features",
+    "write_report",
 ]

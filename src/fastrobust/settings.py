@@ -101,6 +101,8 @@ def in_range(low: float, high: float, *, low_open: bool = False, high_open: bool
 
 _RULE = "fastrobust.rule"
 _SPACED = "fastrobust.spaced"
+_FLAG = "fastrobust.flag"
+_TEXT = "fastrobust.text"
 
 
 def setting(
@@ -109,13 +111,23 @@ def setting(
     rule: Rule | None = None,
     factory: Any = None,
     spaced: bool = False,
+    flag: str | None = None,
+    text: bool = False,
 ) -> Any:
     """A dataclass field with a range rule (``steps: int = setting(20, rule=at_least(1))``);
     ``factory`` for a mutable default (a list); ``spaced``: a list whose flag takes
-    space-separated values (``--lambdas 0.25 0.5``) instead of one comma-separated value."""
+    space-separated values (``--lambdas 0.25 0.5``) instead of one comma-separated value.
+    ``flag`` names its command-line flag when that is not the field's name (``attacks`` ->
+    ``--attack``); ``text`` makes the flag take the raw text, which the settings class parses
+    itself in ``__post_init__`` (so a value it cannot read is its own one-line error, not
+    argparse's)."""
     metadata: dict[str, Any] = {_RULE: rule} if rule is not None else {}
     if spaced:
         metadata[_SPACED] = True
+    if flag is not None:
+        metadata[_FLAG] = flag
+    if text:
+        metadata[_TEXT] = True
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -293,12 +305,13 @@ def add_settings_flags(
     for f in dataclasses.fields(cls):
         if f.name in skipped or not f.init:
             continue
-        flag = flag_name(f.name)
-        kind = flag_type(hints[f.name])
+        flag = f.metadata.get(_FLAG) or flag_name(f.name)
+        raw = bool(f.metadata.get(_TEXT))
+        kind = str if raw else flag_type(hints[f.name])
         text = docs.get(f.name, "")
         if kind is bool:
             parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=None, help=text
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text
             )
         elif f.metadata.get(_SPACED):
             parser.add_argument(
@@ -309,11 +322,14 @@ def add_settings_flags(
                 help=text + _default_text(f, sep=" "),
             )
         else:
+            choices = None if raw else flag_choices(hints[f.name])
             parser.add_argument(
                 flag,
+                dest=f.name,
+                metavar=None if choices else flag.lstrip("-").replace("-", "_").upper(),
                 type=kind,
                 default=None,
-                choices=flag_choices(hints[f.name]),
+                choices=choices,
                 help=text + _default_text(f),
             )
         flags[qualified(section, f.name)] = flag

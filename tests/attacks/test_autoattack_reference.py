@@ -28,6 +28,7 @@ from fastrobust.attacks.square import square
 from fastrobust.attacks.threat import L2, Linf
 from fastrobust.checkpoint import load_model
 from fastrobust.data.base import to_float
+from fastrobust.evaluation import CurveSettings
 from fastrobust.evaluation.curve import robustness_curve
 from masked_models import Quantised
 
@@ -173,8 +174,13 @@ def test_standard_autoattack_matches_reference(fast_model, digits, norm):
     """The whole standard version, AutoAttack's budgets, at one eps on the same 100 points."""
     threat = THREATS[norm]
     x, y = to_float(digits.test_x[:100]), digits.test_y[:100]
-    curve = robustness_curve(fast_model, (x, y), norm.lower(), [threat.eps],
-                             attacks="autoattack", checks=False)  # fmt: skip
+    curve = robustness_curve(
+        fast_model,
+        (x, y),
+        norm.lower(),
+        [threat.eps],
+        CurveSettings(attacks="autoattack", checks=False),
+    )
     ours = curve.robust_mask[0]
     peer = reference.AutoAttack(fast_model, norm=norm, eps=threat.eps, version="standard", seed=0)
     x_ref, _ = peer.run_standard_evaluation(x, y, batch_size=250)

@@ -16,6 +16,7 @@ from fastrobust.attacks.projected_gradient import pgd
 from fastrobust.attacks.threat import threat_model
 from fastrobust.checkpoint import load_model
 from fastrobust.data.base import to_float
+from fastrobust.evaluation import CurveSettings
 from fastrobust.evaluation.curve import robustness_curve
 
 torchattacks = pytest.importorskip(
@@ -59,9 +60,12 @@ def test_pgd_l2_curve_with_restarts_no_weaker_than_torchattacks(setup):
     model, x, y = setup
     eps_list, restarts = [1.0], 5
     curve = robustness_curve(
-        model, (x, y), "l2", eps_list, steps=STEPS, restarts=restarts, random_start="radius",
-        checks=False,
-    )  # fmt: skip
+        model,
+        (x, y),
+        "l2",
+        eps_list,
+        CurveSettings(steps=STEPS, restarts=restarts, random_start="radius", checks=False),
+    )
     torch.manual_seed(0)
     for j, eps in enumerate(eps_list):
         peer = torchattacks.PGDL2(model, eps=eps, alpha=2.5 * eps / STEPS, steps=STEPS)

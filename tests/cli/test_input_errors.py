@@ -172,7 +172,7 @@ CASES: list[tuple[str, list[str], str]] = [
     # -- eval -----------------------------------------------------------------------------------
     ("eval-steps-zero", [*EVAL, "--steps", "0"], "--steps must be >= 1, got 0"),
     ("eval-restarts-zero", [*EVAL, "--restarts", "0"], "--restarts must be >= 1, got 0"),
-    ("eval-step-size-factor-nan", [*EVAL, "--step-size-factor", "nan"], "--step-size-factor must be a finite number > 0, got nan"),
+    ("eval-step-size-factor-nan", [*EVAL, "--step-size-factor", "nan"], "--step-size-factor: expected a finite number, got nan"),
     ("eval-step-size-factor-zero", [*EVAL, "--step-size-factor", "0"], "--step-size-factor must be a finite number > 0, got 0"),
     ("eval-batch-size-zero", [*EVAL, "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
     ("eval-limit-zero", [*EVAL, "--limit", "0"], "--limit must be >= 1, got 0"),

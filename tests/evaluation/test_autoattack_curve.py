@@ -12,6 +12,7 @@ from torch import nn
 
 from fastrobust.attacks.registry import VERSIONS
 from fastrobust.errors import ConfigError, DataError
+from fastrobust.evaluation import CurveSettings
 from fastrobust.evaluation.curve import robustness_curve
 from fastrobust.evaluation.report import format_fooled_by, write_report
 
@@ -26,8 +27,8 @@ def test_fab_runs_once_and_settles_every_eps(mlp, points):
     are deterministic), for less attack work than the separate curves together."""
     x, y = points
     kw = dict(SMALL, attacks="apgd-ce,fab-t", random_start="none")
-    grid = robustness_curve(mlp, (x, y), "l2", EPS, **kw)
-    singles = [robustness_curve(mlp, (x, y), "l2", [eps], **kw) for eps in EPS]
+    grid = robustness_curve(mlp, (x, y), "l2", EPS, CurveSettings(**kw))
+    singles = [robustness_curve(mlp, (x, y), "l2", [eps], CurveSettings(**kw)) for eps in EPS]
     for j, single in enumerate(singles):
         assert grid.robust[j] <= single.robust[0] + 1, (EPS[j], grid.robust, single.robust)
         assert grid.fooled_by[j]["fab-t"] + grid.fooled_by[j]["smaller_eps"] > 0 or j == 0
@@ -39,8 +40,9 @@ def test_fab_runs_once_and_settles_every_eps(mlp, points):
 
 def test_any_subset_in_any_order_with_budgets_in_the_report(mlp, points, tmp_path):
     x, y = points
-    curve = robustness_curve(mlp, (x[:30], y[:30]), "linf", [0.05, 0.1], attacks="square,apgd-t",
-                             **SMALL)  # fmt: skip
+    curve = robustness_curve(
+        mlp, (x[:30], y[:30]), "linf", [0.05, 0.1], CurveSettings(attacks="square,apgd-t", **SMALL)
+    )
     assert curve.attacks == ["square", "apgd-t"]
     assert curve.budgets == {
         "square": {"queries": 50, "p_init": 0.8},
@@ -90,22 +92,32 @@ class Probabilities(nn.Module):
 def test_bad_input_is_one_clear_error(mlp, points, kwargs, message):
     x, y = points
     with pytest.raises(ConfigError, match=message):
-        robustness_curve(mlp, (x[:4], y[:4]), "l2", [0.5], checks=False, **kwargs)
+        robustness_curve(mlp, (x[:4], y[:4]), "l2", [0.5], CurveSettings(checks=False, **kwargs))
 
 
 def test_probabilities_are_refused(mlp, points):
     x, y = points
     with pytest.raises(DataError, match="need logits"):
-        robustness_curve(Probabilities(mlp), (x[:4], y[:4]), "l2", [0.5], attacks="autoattack",
-                         checks=False)  # fmt: skip
+        robustness_curve(
+            Probabilities(mlp),
+            (x[:4], y[:4]),
+            "l2",
+            [0.5],
+            CurveSettings(attacks="autoattack", checks=False),
+        )
 
 
 def test_targets_clipped_to_the_classes_with_a_note(points):
     x, y = points
     five = nn.Sequential(nn.Flatten(), nn.Linear(64, 5))
     y5 = y % 5
-    curve = robustness_curve(five, (x[:8], y5[:8]), "l2", [0.5], attacks="apgd-t,fab-t",
-                             **SMALL | {"targets": 9})  # fmt: skip
+    curve = robustness_curve(
+        five,
+        (x[:8], y5[:8]),
+        "l2",
+        [0.5],
+        CurveSettings(attacks="apgd-t,fab-t", **SMALL | {"targets": 9}),
+    )
     assert any("9 target classes asked for, the model has 5 classes" in n for n in curve.notes)
     assert curve.budgets["apgd-t"]["targets"] == 4
     assert not math.isnan(curve.accuracy[0])
@@ -121,7 +133,9 @@ def test_square_attacks_every_pair_still_robust_over_the_grid(mlp, points):
 
     x, y = points
     kw = dict(SMALL, steps=1, queries=200, random_start="none")  # a weak APGD leaves Square work
-    before = robustness_curve(mlp, (x, y), "l2", [0.0, *EPS], attacks="apgd-ce", **kw)
+    before = robustness_curve(
+        mlp, (x, y), "l2", [0.0, *EPS], CurveSettings(attacks="apgd-ce", **kw)
+    )
     calls, square = [], attack_spec("square")
 
     def spy(model, xs, ys, threat, start, settings, generator):
@@ -131,7 +145,9 @@ def test_square_attacks_every_pair_still_robust_over_the_grid(mlp, points):
 
     register_attack(replace(square, run=spy), replace=True)
     try:
-        curve = robustness_curve(mlp, (x, y), "l2", [0.0, *EPS], attacks="apgd-ce,square", **kw)
+        curve = robustness_curve(
+            mlp, (x, y), "l2", [0.0, *EPS], CurveSettings(attacks="apgd-ce,square", **kw)
+        )
     finally:
         register_attack(square, replace=True)
     assert 1 <= len(calls) <= len(EPS) and {c[2] for c in calls} == {200}  # the whole budget

@@ -10,6 +10,7 @@ from fastrobust.attacks.restarts import seeded_starts
 from fastrobust.attacks.threat import threat_model
 from fastrobust.data.base import to_float
 from fastrobust.data.subsets import stratified_subset
+from fastrobust.evaluation import CurveSettings
 from fastrobust.evaluation.curve import robustness_curve
 
 EPS = [0.0, 0.3, 0.6, 1.2]
@@ -64,7 +65,7 @@ def plain_loop(model, x, y, eps_list, *, steps, restarts, seed, batch_size, fact
 def curve_and_plain_loop(model, mlp, points, **kw):
     """The curve of ``model`` (``mlp`` or a wrapper of it) and the plain loop's results."""
     x, y = points
-    curve = robustness_curve(model, (x, y), "l2", EPS, checks=False, **kw)
+    curve = robustness_curve(model, (x, y), "l2", EPS, CurveSettings(checks=False, **kw))
     return curve, *plain_loop(mlp, x, y, EPS, **kw)
 
 
@@ -109,8 +110,10 @@ def test_fooled_samples_are_never_attacked_again(mlp, points):
 def test_cascade_only_removes_robust_samples(mlp, points):
     x, y = points
     kw = dict(steps=4, restarts=2, seed=3, checks=False)
-    alone = robustness_curve(mlp, (x, y), "l2", EPS, attacks="pgd", **kw)
-    cascade = robustness_curve(mlp, (x, y), "l2", EPS, attacks="pgd,apgd-ce,apgd-dlr", **kw)
+    alone = robustness_curve(mlp, (x, y), "l2", EPS, CurveSettings(attacks="pgd", **kw))
+    cascade = robustness_curve(
+        mlp, (x, y), "l2", EPS, CurveSettings(attacks="pgd,apgd-ce,apgd-dlr", **kw)
+    )
     assert not (cascade.robust_mask & ~alone.robust_mask).any()  # pgd part is identical
     assert sum(cascade.robust) < sum(alone.robust)
     j = 2
@@ -123,12 +126,18 @@ def test_cascade_only_removes_robust_samples(mlp, points):
 def test_data_forms_and_limit_agree(mlp, digits):
     """``limit`` evaluates the stratified subset of the seed, which the curve records."""
     kw = dict(steps=3, restarts=2, checks=False, seed=3)
-    a = robustness_curve(mlp, digits, "l2", [0.5, 1.0], limit=50, **kw)
+    a = robustness_curve(mlp, digits, "l2", [0.5, 1.0], CurveSettings(limit=50, **kw))
     idx = stratified_subset(digits.test_y, 50, 3)
     assert a.data["sample"]["indices"] == idx.tolist()
-    b = robustness_curve(mlp, (digits.test_x[idx], digits.test_y[idx]), "l2", [0.5, 1.0], **kw)
+    b = robustness_curve(
+        mlp, (digits.test_x[idx], digits.test_y[idx]), "l2", [0.5, 1.0], CurveSettings(**kw)
+    )
     c = robustness_curve(
-        mlp, (to_float(digits.test_x[idx]), digits.test_y[idx]), "l2", [0.5, 1.0], **kw
+        mlp,
+        (to_float(digits.test_x[idx]), digits.test_y[idx]),
+        "l2",
+        [0.5, 1.0],
+        CurveSettings(**kw),
     )
     assert torch.equal(a.robust_mask, b.robust_mask) and torch.equal(a.robust_mask, c.robust_mask)
     assert a.subset == "a class-stratified sample of 50 of 360 test points (seed 3)"
@@ -137,7 +146,7 @@ def test_data_forms_and_limit_agree(mlp, digits):
 
 def test_eps_zero_is_clean_accuracy_without_attacks(mlp, points):
     counted = Counting(mlp)
-    curve = robustness_curve(counted, points, "linf", [0.0], checks=False)
+    curve = robustness_curve(counted, points, "linf", [0.0], CurveSettings(checks=False))
     assert counted.attacked == 0 and curve.attack_gradients == 0
     assert curve.accuracy == [curve.clean_accuracy]
 
@@ -149,7 +158,7 @@ def test_model_state_is_left_alone(digits, points):
     )
     net.train()
     stats = net[2].running_mean.clone()
-    robustness_curve(net, points, "l2", [0.5], steps=2, restarts=2, check_size=8)
+    robustness_curve(net, points, "l2", [0.5], CurveSettings(steps=2, restarts=2, check_size=8))
     assert net.training and net[2].training
     assert torch.equal(net[2].running_mean, stats)
     assert all(p.grad is None for p in net.parameters())

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from fastrobust.attacks.threat import L2
+from fastrobust.evaluation import CurveSettings
 from fastrobust.evaluation.curve import robustness_curve
 from fastrobust.evaluation.masking import CheckInputs, Stream, run_checks
 
@@ -17,7 +18,9 @@ EPS = [0.0, 0.3, 0.6, 1.2]
 
 
 def test_healthy_model_passes_every_check(mlp, points):
-    curve = robustness_curve(mlp, points, "l2", EPS, steps=5, restarts=2, check_size=32)
+    curve = robustness_curve(
+        mlp, points, "l2", EPS, CurveSettings(steps=5, restarts=2, check_size=32)
+    )
     names = [c.name for c in curve.checks]
     assert names == [
         "logits",
@@ -80,19 +83,23 @@ def _failed(curve) -> set[str]:
 
 def test_checks_flag_probabilities(mlp, points):
     curve = robustness_curve(
-        nn.Sequential(mlp, nn.Softmax(1)), points, "l2", [0.5], steps=3, restarts=1
+        nn.Sequential(mlp, nn.Softmax(1)), points, "l2", [0.5], CurveSettings(steps=3, restarts=1)
     )
     assert "logits" in _failed(curve)
     assert any("probabilities" in w for w in curve.warnings)
 
 
 def test_checks_flag_zero_gradients(mlp, points):
-    curve = robustness_curve(Quantised(mlp), points, "l2", [0.5, 1.0], steps=3, restarts=1)
+    curve = robustness_curve(
+        Quantised(mlp), points, "l2", [0.5, 1.0], CurveSettings(steps=3, restarts=1)
+    )
     assert "gradients" in _failed(curve)
 
 
 def test_checks_flag_misleading_gradients(mlp, points):
-    curve = robustness_curve(Lying(mlp), points, "l2", [0.3, 0.6, 1.2], steps=5, restarts=2)
+    curve = robustness_curve(
+        Lying(mlp), points, "l2", [0.3, 0.6, 1.2], CurveSettings(steps=5, restarts=2)
+    )
     assert {"noise", "large_eps"} <= _failed(curve)
 
 
@@ -118,7 +125,9 @@ def _inputs(model, points, curve) -> CheckInputs:
 
 
 def test_checks_flag_accuracy_rising_with_steps_or_eps(mlp, points):
-    curve = robustness_curve(mlp, points, "l2", [0.3, 0.6], steps=2, restarts=1, checks=False)
+    curve = robustness_curve(
+        mlp, points, "l2", [0.3, 0.6], CurveSettings(steps=2, restarts=1, checks=False)
+    )
     inputs = _inputs(mlp, points, curve)
     assert {c.name for c in run_checks(inputs) if not c.passed} == set()
 
@@ -136,5 +145,7 @@ def test_checks_flag_accuracy_rising_with_steps_or_eps(mlp, points):
 
 
 def test_checks_flag_randomness(mlp, points):
-    curve = robustness_curve(Noisy(mlp), points, "l2", [0.5, 1.0], steps=3, restarts=1)
+    curve = robustness_curve(
+        Noisy(mlp), points, "l2", [0.5, 1.0], CurveSettings(steps=3, restarts=1)
+    )
     assert "deterministic" in _failed(curve)

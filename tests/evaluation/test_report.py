@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from fastrobust.evaluation import CurveSettings
 from fastrobust.evaluation.curve import robustness_curve
 from fastrobust.evaluation.report import format_table, write_report
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 def test_report_files(mlp, digits, tmp_path):
     curves = {
         "mlp": robustness_curve(
-            mlp, digits, "l2", [0, 0.5], steps=2, restarts=1, limit=40, check_size=8
+            mlp, digits, "l2", [0, 0.5], CurveSettings(steps=2, restarts=1, limit=40, check_size=8)
         ),
     }
     paths = write_report(tmp_path, curves, extra={"note": "x"})

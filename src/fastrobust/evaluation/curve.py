@@ -43,6 +43,7 @@ types in :mod:`fastrobust.evaluation.results` and the table, JSON/CSV files and 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -53,8 +54,6 @@ from typing import Any
 import torch
 
 from fastrobust.attacks.contract import (
-    PGD_STEP_FACTOR,
-    BNMode,
     Model,
     attack_mode,
     fools,
@@ -64,16 +63,11 @@ from fastrobust.attacks.registry import VERSIONS, RunSettings, SeededRuns, attac
 from fastrobust.attacks.restarts import worst_case_over_restarts
 from fastrobust.attacks.threat import ThreatModel, threat_model
 from fastrobust.errors import ConfigError, DataError
-from fastrobust.evaluation.inputs import (
-    Data,
-    as_float_images,
-    data_tensors,
-    validate_attacks,
-    validate_eps_list,
-)
+from fastrobust.evaluation.inputs import Data, as_float_images, data_tensors, validate_eps_list
 from fastrobust.evaluation.masking import CheckInputs, run_checks
 from fastrobust.evaluation.results import RobustnessCurve
-from fastrobust.model_info import check_model_fits, model_device, model_info
+from fastrobust.evaluation.settings import RESTARTS, STEPS, CurveSettings
+from fastrobust.model_info import ModelInfo, check_model_fits, model_device, model_info
 
 log = logging.getLogger(__name__)
 
@@ -277,191 +271,259 @@ def _show_restart(bar: Any, what: str, restarts: int, restart: int) -> None:
     bar.set_postfix_str(f"{what} restart {restart + 1}/{restarts}", refresh=True)
 
 
+@dataclass(frozen=True)
+class CurveRun:
+    """How one curve runs beyond its settings (internal to :mod:`fastrobust.evaluation`)."""
+
+    device: str | torch.device | None = None
+    """where the attacks run (None: the model's device)"""
+    progress: bool = False
+    label: str = "eval"
+    """the model's name in the progress bar and the log lines"""
+    first_chunk: int = 0
+    """the chunks are numbered from here in the random-start keys: points ``lo..hi`` of a
+    larger set, ``lo = first_chunk * batch_size``, then get the starts they get in the whole
+    set (:mod:`fastrobust.evaluation.sharding` evaluates a shard so)"""
+
+
 def robustness_curve(
     model: Model,
     data: Data,
     threat_name: str | ThreatModel,
     eps_list: Sequence[float],
+    settings: CurveSettings | None = None,
     *,
-    steps: int | None = None,
-    restarts: int | None = None,
-    step_size_factor: float = PGD_STEP_FACTOR,
-    attacks: str | Sequence[str] = ("pgd",),
-    targets: int = 9,
-    queries: int = 5000,
-    eot: int = 1,
-    random_start: str | None = None,
-    limit: int | None = None,
-    batch_size: int = 500,
-    seed: int = 0,
-    first_chunk: int = 0,
     device: str | torch.device | None = None,
-    bn_mode: BNMode = "eval",
-    checks: bool = True,
-    check_size: int = 64,
     progress: bool = False,
-    label: str = "eval",
 ) -> RobustnessCurve:
     """Adversarial accuracy at each eps of ``eps_list`` (Goodwin et al. 2020, Figure 2).
 
     A sample counts as robust at ``eps`` only if it is classified correctly and no restart of
-    any attack (``pgd``, ``apgd-ce``, ``apgd-dlr``, ``apgd-t``, ``fab-t``, ``fab``, ``square``,
-    run as a cascade in the given order), at this eps or a smaller one, fools it. Defaults are
-    the paper's evaluation: 20-step PGD, 10 random restarts, step size ``2.5 * eps / steps``.
-    ``restarts`` applies to pgd and the untargeted APGDs; APGD-T and FAB-T run once per target
+    any attack of ``settings.attacks`` (``pgd``, ``apgd-ce``, ``apgd-dlr``, ``apgd-t``,
+    ``fab-t``, ``fab``, ``square``, run as a cascade in the given order), at this eps or a
+    smaller one, fools it. The default :class:`CurveSettings` is the paper's evaluation:
+    20-step PGD, 10 random restarts, step size ``2.5 * eps / steps``; e.g.
+    ``robustness_curve(model, data, "l2", [0, 1], CurveSettings(steps=10))``. ``restarts``
+    applies to pgd and the untargeted APGDs; APGD-T and FAB-T run once per target
     (``targets``), Square once with ``queries`` queries; ``eot`` averages APGD's gradients.
-    ``attacks="autoattack"`` is AutoAttack's standard version (APGD-CE, APGD-T, FAB-T, Square;
-    100 steps, 1 restart, 9 targets, 5000 queries) and ``"autoattack-rand"`` its version for
-    randomised models (APGD-CE, APGD-DLR; 100 steps, EOT over 20 passes); their budgets are
-    fixed, so ``steps`` and ``restarts`` must then be left out.
+    ``attacks=["autoattack"]`` is AutoAttack's standard version (APGD-CE, APGD-T, FAB-T,
+    Square; 100 steps, 1 restart, 9 targets, 5000 queries) and ``"autoattack-rand"`` its
+    version for randomised models (APGD-CE, APGD-DLR; 100 steps, EOT over 20 passes).
 
     ``data`` is an :class:`ImageDataset` (its test split) or ``(x, y)`` tensors (uint8, or
-    floats in ``[0,1]``); ``limit`` keeps a class-stratified sample of N of them drawn from
-    ``seed`` (:func:`~fastrobust.data.subsets.stratified_subset`), recorded in ``.data``. ``threat_name`` is ``l2`` or
-    ``linf`` (or a :class:`ThreatModel`, whose random start is then used). Attack work runs
-    only on still-robust samples; see the module docstring for why the result is nonetheless
-    the same as the plain loop's. With ``checks`` the gradient-masking checks run on up to
-    ``check_size`` samples each and are returned in ``.checks`` / ``.warnings``.
-
-    ``first_chunk`` numbers the chunks from there in the random-start keys: points
-    ``lo..hi`` of a larger set, with ``lo = first_chunk * batch_size``, then get the starts they
-    get in the whole set (:mod:`fastrobust.evaluation.sharding` evaluates a shard so).
+    floats in ``[0,1]``); ``settings.limit`` keeps a class-stratified sample of N of them
+    drawn from ``settings.seed`` (:func:`~fastrobust.data.subsets.stratified_subset`),
+    recorded in ``.data``. ``threat_name`` is ``l2`` or ``linf`` (or a :class:`ThreatModel`,
+    whose random start is then used). Attack work runs only on still-robust samples; see the
+    module docstring for why the result is nonetheless the same as the plain loop's. With
+    ``settings.checks`` the gradient-masking checks run on up to ``check_size`` samples each
+    and are returned in ``.checks`` / ``.warnings``.
     """
-    eps_values = validate_eps_list(eps_list)
-    attack_names = validate_attacks(attacks)
-    version = attack_names[0] if attack_names[0] in VERSIONS else None
+    run = CurveRun(device=device, progress=progress)
+    return curve_for_run(model, data, threat_name, eps_list, settings or CurveSettings(), run)
+
+
+@dataclass(frozen=True)
+class _Budget:
+    """The attacks a curve runs and what each may spend, AutoAttack's versions resolved."""
+
+    attacks: list[str]
+    version: str | None
+    steps: int
+    restarts: int
+    run: RunSettings
+
+
+def _budget(settings: CurveSettings) -> _Budget:
+    """The cascade and budgets of ``settings`` (a version's own; else 20 steps, 10 restarts)."""
+    names, steps, restarts = list(settings.attacks), settings.steps, settings.restarts
+    targets, queries, eot = settings.targets, settings.queries, settings.eot
+    version = settings.version
     if version is not None:
-        if steps is not None or restarts is not None:
-            raise ConfigError(
-                f"{version} runs AutoAttack's own budgets: leave steps/restarts out, or list "
-                f"its attacks ({','.join(VERSIONS[version][0])}) to choose them"
-            )
-        names, fixed, restarts = VERSIONS[version]
-        attack_names, steps, eot = list(names), fixed.steps, fixed.eot
+        fixed_names, fixed, restarts = VERSIONS[version]
+        names, steps, eot = list(fixed_names), fixed.steps, fixed.eot
         targets, queries = fixed.targets, fixed.queries
-    steps = 20 if steps is None else steps
-    restarts = 10 if restarts is None else restarts
-    if steps < 1 or restarts < 1:
-        raise ConfigError(f"need steps >= 1 and restarts >= 1, got {steps} and {restarts}")
-    settings = RunSettings(steps, step_size_factor, bn_mode, targets, queries, eot)
-    if step_size_factor <= 0 or batch_size < 1 or check_size < 1:
-        raise ConfigError("step_size_factor, batch_size and check_size must be positive")
-    if first_chunk < 0:
-        raise ConfigError(f"first_chunk must be >= 0, got {first_chunk}")
-    if isinstance(threat_name, ThreatModel):
-        random_start = random_start or threat_name.random_start
-        threat_name = threat_name.name
-    base = threat_model(threat_name, eps_values[-1], random_start=random_start)
-    x_all, y_all, data_info = data_tensors(data, limit, seed)
-    dev = torch.device(device) if device is not None else model_device(model)
-    outputs = check_model_fits(model, x_all, y_all, classes=data_info.get("classes"))
-    info = model_info(model)
+    steps = STEPS if steps is None else steps
+    restarts = RESTARTS if restarts is None else restarts
+    run = RunSettings(steps, settings.step_size_factor, settings.bn_mode, targets, queries, eot)
+    return _Budget(names, version, steps, restarts, run)
+
+
+def _fit_to_classes(budget_: _Budget, outputs: int) -> tuple[_Budget, list[str]]:
+    """The budget for a model with ``outputs`` classes: attacks that need more classes are
+    refused, targets are clipped to ``outputs - 1`` (with a note)."""
+    attack_names, run = budget_.attacks, budget_.run
     specs = [attack_spec(name) for name in attack_names]
     for spec in specs:
         spec.check_classes(outputs)
     notes = []
     targeted = "/".join(spec.name for spec in specs if spec.targeted)
-    if targeted and targets > outputs - 1:
+    if targeted and run.targets > outputs - 1:
         notes.append(
-            f"{targets} target classes asked for, the model has {outputs} classes: "
+            f"{run.targets} target classes asked for, the model has {outputs} classes: "
             f"{targeted} use {outputs - 1}"
         )
-        settings = RunSettings(steps, step_size_factor, bn_mode, outputs - 1, queries, eot)
-    if version is not None or any(spec.needs_logits for spec in specs):
-        with attack_mode(model, bn_mode), torch.no_grad():
-            probe = model(as_float_images(x_all[: min(len(y_all), 64)].to(dev)))
-        if looks_like_probabilities(probe):
-            raise DataError(
-                "the model outputs probabilities (rows are non-negative and sum to 1), "
-                "AutoAttack's attacks need logits: remove the final softmax"
-            )
+        budget_ = dataclasses.replace(budget_, run=dataclasses.replace(run, targets=outputs - 1))
+    return budget_, notes
+
+
+def _refuse_probabilities(
+    model: Model, x_all: torch.Tensor, dev: torch.device, budget_: _Budget
+) -> None:
+    """AutoAttack's attacks (DLR and targeted losses, FAB, Square's margin) need logits."""
+    needs_logits = any(attack_spec(name).needs_logits for name in budget_.attacks)
+    if budget_.version is None and not needs_logits:
+        return
+    with attack_mode(model, budget_.run.bn_mode), torch.no_grad():
+        probe = model(as_float_images(x_all[: min(len(x_all), 64)].to(dev)))
+    if looks_like_probabilities(probe):
+        raise DataError(
+            "the model outputs probabilities (rows are non-negative and sum to 1), "
+            "AutoAttack's attacks need logits: remove the final softmax"
+        )
+
+
+def _base_threat(
+    threat_name: str | ThreatModel, eps: float, random_start: str | None
+) -> ThreatModel:
+    """The threat model at the largest eps (a given ThreatModel's random start by default)."""
+    if isinstance(threat_name, ThreatModel):
+        random_start = random_start or threat_name.random_start
+        threat_name = threat_name.name
+    return threat_model(threat_name, eps, random_start=random_start)
+
+
+def curve_for_run(
+    model: Model,
+    data: Data,
+    threat_name: str | ThreatModel,
+    eps_list: Sequence[float],
+    settings: CurveSettings,
+    run: CurveRun,
+) -> RobustnessCurve:
+    """:func:`robustness_curve` with the run's internals (caption, first chunk) given."""
+    eps_values = validate_eps_list(eps_list)
+    if run.first_chunk < 0:
+        raise ConfigError(f"first_chunk must be >= 0, got {run.first_chunk}")
+    budget_ = _budget(settings)
+    base = _base_threat(threat_name, eps_values[-1], settings.random_start)
+    x_all, y_all, data_info = data_tensors(data, settings.limit, settings.seed)
+    dev = torch.device(run.device) if run.device is not None else model_device(model)
+    outputs = check_model_fits(model, x_all, y_all, classes=data_info.get("classes"))
+    info = model_info(model)
+    budget_, notes = _fit_to_classes(budget_, outputs)
+    _refuse_probabilities(model, x_all, dev, budget_)
 
     from tqdm.auto import tqdm
 
     n = len(y_all)
     started = time.perf_counter()
-    chunks: list[_Chunk] = []
     with (
-        attack_mode(model, bn_mode),
+        attack_mode(model, settings.bn_mode),
         tqdm(
-            total=n * len(eps_values),
-            desc=label,
-            unit="pt",
-            disable=not progress,
-            leave=False,
-            dynamic_ncols=True,
+            total=n * len(eps_values), desc=run.label, unit="pt", disable=not run.progress,
+            leave=False, dynamic_ncols=True,
         ) as bar,
-    ):
-        for c, lo in enumerate(range(0, n, batch_size)):
-            x = as_float_images(x_all[lo : lo + batch_size].to(dev))
-            y = y_all[lo : lo + batch_size].to(dev)
-            chunks.append(
-                _curve_chunk(
-                    model,
-                    x,
-                    y,
-                    base,
-                    eps_values,
-                    attack_names,
-                    settings=settings,
-                    restarts=restarts,
-                    seed=seed,
-                    chunk=first_chunk + c,
-                    bar=bar,
-                )
-            )
-        robust = torch.cat([ch.robust for ch in chunks], 1).cpu()
-        how = torch.cat([ch.how for ch in chunks], 1).cpu()
-        clean_correct = torch.cat([ch.clean_correct for ch in chunks]).cpu()
-        curve = RobustnessCurve(
-            norm=base.name,
-            eps=eps_values,
-            attacks=attack_names,
-            steps=steps,
-            restarts=restarts,
-            step_size_factor=step_size_factor,
-            random_start=base.random_start,
-            seed=seed,
-            n=n,
-            clean_correct=int(clean_correct.sum()),
-            robust=[int(r) for r in robust.sum(1)],
-            fooled_by=[_fooled_counts(row, attack_names) for row in how],
-            robust_mask=robust,
-            data={k: v for k, v in data_info.items() if k != "classes"},
-            model_info=info,
-            attack_gradients=sum(ch.gradients for ch in chunks),
-            version=version,
-            budgets={spec.name: spec.budget(settings, restarts) for spec in specs},
-            notes=notes,
-        )
-        unstable = sum(ch.unstable for ch in chunks)
+    ):  # fmt: skip
+        chunks = [
+            _curve_chunk(
+                model,
+                as_float_images(x_all[lo : lo + settings.batch_size].to(dev)),
+                y_all[lo : lo + settings.batch_size].to(dev),
+                base,
+                eps_values,
+                budget_.attacks,
+                settings=budget_.run,
+                restarts=budget_.restarts,
+                seed=settings.seed,
+                chunk=run.first_chunk + c,
+                bar=bar,
+            )  # fmt: skip
+            for c, lo in enumerate(range(0, n, settings.batch_size))
+        ]
+        curve = _assemble(chunks, base, eps_values, budget_, settings, data_info, info, notes)
         curve.time_s = time.perf_counter() - started
-        if checks:
-            started = time.perf_counter()
+        if settings.checks:
             bar.set_postfix_str("masking checks", refresh=True)
-            inputs = CheckInputs(
-                model=model,
-                x=x_all,
-                y=y_all,
-                curve=curve,
-                threat=base,
-                clean_correct=clean_correct,
-                fooled_by_attack=(how >= 0) & (how < len(attack_names)),
-                unstable=unstable,
-                device=dev,
-                batch_size=batch_size,
-                check_size=check_size,
-                bn_mode=bn_mode,
-            )
-            curve.checks = run_checks(inputs)
-            curve.checks_time_s = time.perf_counter() - started
+            _masking_checks(curve, chunks, model, x_all, y_all, base, settings, dev)
     if info.adversarially_trained and info.norm != base.name:
         curve.notes.append(
             f"trained against {info.norm} eps {info.eps:g}, evaluated under {base.name}"
         )
     for message in curve.warnings:
-        log.warning("%s: %s", label, message)
+        log.warning("%s: %s", run.label, message)
     return curve
+
+
+def _assemble(
+    chunks: list[_Chunk],
+    base: ThreatModel,
+    eps_values: list[float],
+    budget_: _Budget,
+    settings: CurveSettings,
+    data_info: dict[str, Any],
+    info: ModelInfo,
+    notes: list[str],
+) -> RobustnessCurve:
+    """The curve of the chunks' counts, in the order of the points."""
+    robust = torch.cat([ch.robust for ch in chunks], 1).cpu()
+    how = torch.cat([ch.how for ch in chunks], 1).cpu()
+    clean_correct = torch.cat([ch.clean_correct for ch in chunks]).cpu()
+    attack_names = budget_.attacks
+    return RobustnessCurve(
+        norm=base.name,
+        eps=eps_values,
+        attacks=attack_names,
+        steps=budget_.steps,
+        restarts=budget_.restarts,
+        step_size_factor=settings.step_size_factor,
+        random_start=base.random_start,
+        seed=settings.seed,
+        n=int(clean_correct.numel()),
+        clean_correct=int(clean_correct.sum()),
+        robust=[int(r) for r in robust.sum(1)],
+        fooled_by=[_fooled_counts(row, attack_names) for row in how],
+        robust_mask=robust,
+        data={k: v for k, v in data_info.items() if k != "classes"},
+        model_info=info,
+        attack_gradients=sum(ch.gradients for ch in chunks),
+        version=budget_.version,
+        budgets={
+            name: attack_spec(name).budget(budget_.run, budget_.restarts) for name in attack_names
+        },
+        notes=notes,
+    )
+
+
+def _masking_checks(
+    curve: RobustnessCurve,
+    chunks: list[_Chunk],
+    model: Model,
+    x_all: torch.Tensor,
+    y_all: torch.Tensor,
+    base: ThreatModel,
+    settings: CurveSettings,
+    dev: torch.device,
+) -> None:
+    """Run the gradient-masking checks of ``curve`` into ``curve.checks``."""
+    started = time.perf_counter()
+    how = torch.cat([ch.how for ch in chunks], 1).cpu()
+    inputs = CheckInputs(
+        model=model,
+        x=x_all,
+        y=y_all,
+        curve=curve,
+        threat=base,
+        clean_correct=torch.cat([ch.clean_correct for ch in chunks]).cpu(),
+        fooled_by_attack=(how >= 0) & (how < len(curve.attacks)),
+        unstable=sum(ch.unstable for ch in chunks),
+        device=dev,
+        batch_size=settings.batch_size,
+        check_size=settings.check_size,
+        bn_mode=settings.bn_mode,
+    )
+    curve.checks = run_checks(inputs)
+    curve.checks_time_s = time.perf_counter() - started
 
 
 def _fooled_counts(how_row: torch.Tensor, attacks: list[str]) -> dict[str, int]:

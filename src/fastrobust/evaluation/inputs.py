@@ -25,8 +25,10 @@ def as_float_images(x: torch.Tensor) -> torch.Tensor:
     return to_float(x) if x.dtype == torch.uint8 else x
 
 
-def parse_eps_list(text: str) -> list[float]:
-    """``"0,0.25,0.5"`` (fractions such as ``8/255`` allowed) -> validated list of floats."""
+def parse_eps_list(text: str, *, field: str | None = None) -> list[float]:
+    """``"0,0.25,0.5"`` (fractions such as ``8/255`` allowed) -> validated list of floats.
+    ``field`` is the setting's name in the errors (``evaluation.eps``; default ``eps``)."""
+    name = field or "eps"
     values = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
@@ -35,32 +37,35 @@ def parse_eps_list(text: str) -> list[float]:
             num, _, den = part.partition("/")
             values.append(float(num) / float(den) if den else float(num))
         except (ValueError, ZeroDivisionError):
-            raise ConfigError(f"eps value {part!r} is not a number") from None
-    return validate_eps_list(values)
+            raise ConfigError(f"{name} value {part!r} is not a number", field=field) from None
+    return validate_eps_list(values, field=field)
 
 
-def validate_eps_list(eps_list: Sequence[float]) -> list[float]:
-    """A non-empty, finite, non-negative, strictly increasing list of floats (else ConfigError)."""
+def validate_eps_list(eps_list: Sequence[float], *, field: str | None = None) -> list[float]:
+    """A non-empty, finite, non-negative, strictly increasing list of floats (else ConfigError
+    naming ``field``, default ``eps``)."""
+    name = field or "eps"
     values = [float(e) for e in eps_list]
     if not values:
-        raise ConfigError("the eps list is empty; give e.g. --eps 0,0.25,0.5,1")
+        raise ConfigError(f"{name} is empty; give e.g. 0,0.25,0.5,1", field=field)
     bad = [e for e in values if not math.isfinite(e) or e < 0]
     if bad:
-        raise ConfigError(f"eps values must be finite and >= 0, got {bad[0]:g}")
+        raise ConfigError(f"{name} values must be finite and >= 0, got {bad[0]:g}", field=field)
     for a, b in zip(values, values[1:]):
         if b <= a:
             raise ConfigError(
-                f"eps values must be strictly increasing, got {a:g} before {b:g} "
-                f"(e.g. {','.join(f'{e:g}' for e in sorted(set(values)))})"
+                f"{name} values must be strictly increasing, got {a:g} before {b:g} "
+                f"(e.g. {','.join(f'{e:g}' for e in sorted(set(values)))})",
+                field=field,
             )
     return values
 
 
-def validate_attacks(attacks: str | Sequence[str]) -> list[str]:
+def validate_attacks(attacks: str | Sequence[str], *, field: str | None = None) -> list[str]:
     """``"pgd,apgd-ce"`` or a sequence of names -> a list of known, distinct attack names.
 
     An AutoAttack version (``autoattack``, ``autoattack-rand``) is a whole cascade with its own
-    budgets, so it comes alone: ``["autoattack"]``.
+    budgets, so it comes alone: ``["autoattack"]``. ``field`` is carried by the errors.
     """
     names = [
         a.strip().lower() for a in (attacks.split(",") if isinstance(attacks, str) else attacks)
@@ -68,17 +73,18 @@ def validate_attacks(attacks: str | Sequence[str]) -> list[str]:
     names = [a for a in names if a]
     known = ", ".join([*attack_names(), *VERSIONS])
     if not names:
-        raise ConfigError(f"no attack given; choose from {known}")
+        raise ConfigError(f"no attack given; choose from {known}", field=field)
     for name in names:
         if not is_attack(name) and name not in VERSIONS:
-            raise ConfigError(f"unknown attack {name!r}; choose from {known}")
+            raise ConfigError(f"unknown attack {name!r}; choose from {known}", field=field)
     if len(set(names)) != len(names):
-        raise ConfigError(f"attack listed twice in {','.join(names)}")
+        raise ConfigError(f"attack listed twice in {','.join(names)}", field=field)
     versions = [name for name in names if name in VERSIONS]
     if versions and len(names) > 1:
         raise ConfigError(
             f"{versions[0]} is a whole cascade ({', '.join(VERSIONS[versions[0]][0])}); give it "
-            "alone, or list the attacks you want instead"
+            "alone, or list the attacks you want instead",
+            field=field,
         )
     return names
 

@@ -130,3 +130,45 @@ class RobustnessCurve:
         if self.shards is not None:
             out["shards"] = self.shards
         return out
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any], model_info: ModelInfo | None = None) -> RobustnessCurve:
+        """The curve of a :meth:`to_dict` document (its ``to_dict`` is that document again),
+        so a report can be written from curves saved earlier. The document holds no
+        per-sample mask (``robust_mask`` is empty) and only what the model was trained with,
+        so ``model_info`` (the model's own, when at hand) replaces it."""
+        n = doc["n"]
+        checks = [
+            Check(
+                c["name"],
+                c["passed"],
+                c["message"],
+                {k: v for k, v in c.items() if k not in ("name", "passed", "message")},
+            )
+            for c in doc["checks"]
+        ]
+        return cls(
+            norm=doc["norm"],
+            eps=list(doc["eps"]),
+            attacks=list(doc["attacks"]),
+            steps=doc["steps"],
+            restarts=doc["restarts"],
+            step_size_factor=float(doc["step_size"].split("*")[0]),
+            random_start=doc["random_start"],
+            seed=doc["seed"],
+            n=n,
+            clean_correct=round(doc["clean_accuracy"] * n),
+            robust=list(doc["robust"]),
+            fooled_by=list(doc["fooled_by"]),
+            robust_mask=torch.zeros(0, 0, dtype=torch.bool),
+            data=doc["data"],
+            model_info=model_info if model_info is not None else ModelInfo(),
+            checks=checks,
+            notes=list(doc["notes"]),
+            attack_gradients=doc["attack_gradients"],
+            time_s=doc["time_s"],
+            checks_time_s=doc["checks_time_s"],
+            version=doc["version"],
+            budgets=doc["budgets"],
+            shards=doc.get("shards"),
+        )

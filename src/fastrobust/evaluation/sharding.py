@@ -9,7 +9,7 @@ rank 0 the first). No point is padded or repeated; a rank left without a chunk (
 than chunks) evaluates nothing and only joins the merge.
 
 A chunk's random starts and Square's windows are keyed by the chunk's index in the *whole* set
-(``first_chunk``), and every chunk holds the same points as in one process. So each point is
+(:attr:`~fastrobust.evaluation.curve.CurveRun.first_chunk`), and every chunk holds the same points as in one process. So each point is
 attacked from the same starts, in the same batch, as in a one-process run with the same
 ``batch_size`` and ``seed``: the merged curve is that run's curve, whatever the number of
 processes (bit for bit on CPUs with the same thread count; GPU kernels that are not
@@ -39,9 +39,10 @@ from fastrobust.attacks.threat import ThreatModel
 from fastrobust.data.imagefolder import LazyImages
 from fastrobust.distributed import gather_together
 from fastrobust.errors import ConfigError
-from fastrobust.evaluation.curve import robustness_curve
+from fastrobust.evaluation.curve import CurveRun, curve_for_run
 from fastrobust.evaluation.inputs import Data, data_tensors
 from fastrobust.evaluation.results import RobustnessCurve
+from fastrobust.evaluation.settings import CurveSettings
 from fastrobust.model_info import check_model_fits
 
 log = logging.getLogger(__name__)
@@ -162,37 +163,46 @@ def sharded_robustness_curve(
     data: Data,
     threat_name: str | ThreatModel,
     eps_list: Sequence[float],
+    settings: CurveSettings | None = None,
     *,
-    limit: int | None = None,
-    batch_size: int = 500,
-    seed: int = 0,
-    checks: bool = True,
+    device: str | torch.device | None = None,
     progress: bool = False,
-    label: str = "eval",
     world: distributed.WorldInfo | None = None,
-    **options: Any,
 ) -> RobustnessCurve:
     """:func:`~fastrobust.evaluation.curve.robustness_curve` with the points shared out over
     the ranks of the job; every rank must call it, and every rank gets the merged curve.
 
     ``world`` defaults to :func:`fastrobust.distributed.world_info_from_env`; in one process
     this is ``robustness_curve`` itself. With several ranks the process group must be up
-    (:func:`fastrobust.distributed.init_distributed`). ``options`` are the other keywords of
-    ``robustness_curve`` (``steps``, ``restarts``, ``attacks``, ``device``, ...). The merged
-    curve equals the one-process curve with the same ``batch_size`` and ``seed``, apart from
+    (:func:`fastrobust.distributed.init_distributed`). The merged curve equals the
+    one-process curve with the same ``settings.batch_size`` and ``settings.seed``, apart from
     the times and the checks (rank 0's shard; see the module docstring); ``shards`` records
     which rank took which points.
     """
+    run = CurveRun(device=device, progress=progress)
+    return sharded_curve_for_run(
+        model, data, threat_name, eps_list, settings or CurveSettings(), run, world
+    )
+
+
+def sharded_curve_for_run(
+    model: Model,
+    data: Data,
+    threat_name: str | ThreatModel,
+    eps_list: Sequence[float],
+    settings: CurveSettings,
+    run: CurveRun,
+    world: distributed.WorldInfo | None = None,
+) -> RobustnessCurve:
+    """:func:`sharded_robustness_curve` with the run's internals (the caption) given."""
     world = distributed.world_info_from_env() if world is None else world
     if not world.distributed:
-        return robustness_curve(
-            model, data, threat_name, eps_list, limit=limit, batch_size=batch_size, seed=seed,
-            checks=checks, progress=progress, label=label, **options,
-        )  # fmt: skip
+        return curve_for_run(model, data, threat_name, eps_list, settings, run)
     _check_group(world)
+    batch_size = settings.batch_size
 
     def work() -> tuple[RobustnessCurve | None, list[Shard], dict[str, Any]]:
-        x_all, y_all, info = data_tensors(data, limit, seed)
+        x_all, y_all, info = data_tensors(data, settings.limit, settings.seed)
         classes = info.pop("classes")
         # a shard travels as plain tensors: the class names are checked here, on the whole set
         check_model_fits(model, x_all, y_all, classes=classes)
@@ -200,13 +210,15 @@ def sharded_robustness_curve(
         mine = shards[world.rank]
         if mine.n == 0:
             return None, shards, info
-        part = robustness_curve(
-            model, (_take(x_all, mine), y_all[mine.start : mine.stop]), threat_name, eps_list,
-            batch_size=batch_size, seed=seed, first_chunk=mine.first_chunk,
-            checks=checks and world.is_main, progress=progress and world.is_main, label=label,
-            **options,
-        )  # fmt: skip
-        return part, shards, info
+        # the shard is the whole data of its curve: no second sample is drawn from it
+        own = dataclasses.replace(
+            settings.curve_only(), limit=None, checks=settings.checks and world.is_main
+        )
+        here = dataclasses.replace(
+            run, first_chunk=mine.first_chunk, progress=run.progress and world.is_main
+        )
+        points = (_take(x_all, mine), y_all[mine.start : mine.stop])
+        return curve_for_run(model, points, threat_name, eps_list, own, here), shards, info
 
     results = gather_together(work, world)
     _, shards, info = results[0]
@@ -215,7 +227,7 @@ def sharded_robustness_curve(
     times = [part.time_s if part is not None else 0.0 for part, _, _ in results]
     curve.shards = [{**s.to_dict(), "time_s": round(t, 3)} for s, t in zip(shards, times)]
     zero, idle = shards[0], sum(s.n == 0 for s in shards)
-    if checks and zero.n < curve.n:
+    if settings.checks and zero.n < curve.n:
         curve.notes.append(
             f"gradient-masking checks ran on rank 0's shard only: points {zero.start}-"
             f"{zero.stop - 1} of {curve.n}"
@@ -229,7 +241,7 @@ def sharded_robustness_curve(
     if world.is_main:
         log.info(
             "%s: %d points on %d processes (%s)",
-            label,
+            run.label,
             curve.n,
             world.world_size,
             ", ".join(f"rank {s.rank}: {s.n}" for s in shards),

@@ -14,13 +14,14 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from fastrobust.errors import ConfigError, DataError
+from fastrobust.evaluation.settings import CurveSettings
 from fastrobust.figure_settings import TOOL_SETTINGS, FeatureSettings, InterpolationSettings
-from fastrobust.settings import at_least, check_settings, setting
+from fastrobust.settings import at_least, check_settings, non_negative, setting
 from fastrobust.timing.settings import TimingSettings
 from fastrobust.training.config import TrainConfig, flatten
 
@@ -46,21 +47,21 @@ class MethodSpec:
 
 
 @dataclass
-class EvaluationSection:
-    """Robustness curves (the paper's Figure 2): one cascade per model over the eps grid."""
+class EvaluationSection(CurveSettings):
+    """Robustness curves (the paper's Figure 2): one cascade per model over the eps grid, with
+    the settings of ``fastrobust eval`` (:class:`~fastrobust.evaluation.CurveSettings`)."""
 
-    eps: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0])
+    # a wider type than CurveSettings.seed on purpose: None defers to the study's seed
+    seed: int | None = setting(None, rule=non_negative())  # type: ignore[assignment]
+    """seed of the random starts and of the sample under a limit (None: the study's seed)"""
+    eps: list[float] = setting(factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0])
     """eps grid; the training eps is added when missing"""
-    steps: int = 20
-    """PGD steps (the paper: 20)"""
-    restarts: int = 10
-    """random restarts, worst case per sample (the paper: 10)"""
-    attacks: list[str] = field(default_factory=lambda: ["pgd"])
-    """attacks run as a cascade, e.g. [pgd, apgd-ce]"""
-    limit: int | None = None
-    """evaluate a class-stratified sample of N test images, drawn from the seed (None: all)"""
-    checkpoint: str = "best"
+    checkpoint: Literal["best", "last"] = "best"
     """which weights of each run to study: best (the paper's Table I) or last"""
+
+    def curve_settings(self, study_seed: int) -> CurveSettings:
+        """The curve's settings, the study's seed where none is set here."""
+        return self.curve_only(seed=study_seed if self.seed is None else self.seed)
 
 
 @dataclass
@@ -179,12 +180,6 @@ class StudyConfig:
             raise ConfigError("study config: evaluation.eps must be a list of numbers >= 0")
         if self.eps not in ev.eps:
             ev.eps = sorted([*ev.eps, self.eps])
-        if ev.steps < 1 or ev.restarts < 1:
-            raise ConfigError("study config: evaluation.steps and restarts must be >= 1")
-        if ev.checkpoint not in ("best", "last"):
-            raise ConfigError(
-                f"study config: evaluation.checkpoint must be best or last, got {ev.checkpoint!r}"
-            )
         al = self.alignment
         if not al.budgets or any(not math.isfinite(b) or b <= 0 for b in al.budgets):
             raise ConfigError("study config: alignment.budgets must be numbers > 0")
@@ -362,6 +357,8 @@ def _section(cls: type, key: str, value: Any) -> Any:
         return cls(**value)
     except TypeError as exc:
         raise ConfigError(f"study config: {key}: {exc}") from None
+    except ConfigError as exc:  # a settings class's own check, naming the field
+        raise ConfigError(f"study config: {exc}", field=exc.field) from None
 
 
 _SCALARS: dict[str, tuple[type, ...]] = {

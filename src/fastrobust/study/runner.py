@@ -15,6 +15,7 @@ import torch
 
 from fastrobust import distributed
 from fastrobust.errors import ConfigError
+from fastrobust.evaluation.settings import RESTARTS, STEPS
 from fastrobust.study.config import STAGES, StudyConfig, check_stage
 from fastrobust.study.folder import STATE, StageCache, StudyFolder, fingerprint
 from fastrobust.study.report import write_report
@@ -95,7 +96,8 @@ def _setup_lines(ctx: StudyContext) -> list[tuple[str, str]]:
         ("training", f"{first.epochs} epochs, batch {first.batch_size}, SGD lr {first.lr:g} "
                      f"({first.schedule}), momentum {first.momentum:g}, weight decay "
                      f"{first.weight_decay:g}, validation every {every} epoch(s)"),
-        ("evaluation", f"{', '.join(ev.attacks)}: {ev.steps} steps x {ev.restarts} restarts "
+        ("evaluation", f"{', '.join(ev.attacks)}: {ev.steps or STEPS} steps x "
+                       f"{ev.restarts or RESTARTS} restarts "
                        f"over eps {', '.join(f'{e:g}' for e in ev.eps)}; weights: "
                        f"{ev.checkpoint}.pt of each run"),
         ("hardware", f"{describe_device(ctx.device)}, {ctx.world.world_size} process(es)"),

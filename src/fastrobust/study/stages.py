@@ -5,7 +5,7 @@ Every stage splits into pieces of work (``train/<label>``, ``curves/<label>``, `
 with the same key; the key hashes the piece's settings and the *contents* of its inputs
 (checkpoint and metrics digests), so deleting or retraining a run redoes exactly what was made
 from it. Stages use the library's public functions only: :func:`fastrobust.fit`,
-:func:`fastrobust.robustness_curve`, :mod:`fastrobust.figures`, :mod:`fastrobust.timing`.
+:mod:`fastrobust.evaluation.workflow`, :mod:`fastrobust.figures`, :mod:`fastrobust.timing`.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import Any, cast
 import torch
 
 from fastrobust import distributed
-from fastrobust.attacks.registry import VERSIONS
 from fastrobust.checkpoint import load_model
 from fastrobust.data.base import ImageDataset, to_float
 from fastrobust.errors import CheckpointError, ConfigError
+from fastrobust.evaluation.settings import EvaluationSettings
 from fastrobust.study.alignment import AlignmentScore, choose_sources, score_model
 from fastrobust.study.config import StudyConfig, parse_judge
 from fastrobust.study.folder import StageCache, StudyFolder, file_digest, fingerprint
@@ -178,67 +178,68 @@ def stage_train(ctx: StudyContext) -> None:
 
 
 # -- curves -------------------------------------------------------------------------------------
-def stage_curves(ctx: StudyContext) -> None:
-    """The robustness curve of every model (Figure 2), then the plot and table of all."""
-    from fastrobust.evaluation import sharded_robustness_curve
+def evaluation_settings(ctx: StudyContext) -> EvaluationSettings:
+    """The settings ``fastrobust eval`` would be given for the study's curves."""
+    cfg = ctx.config
+    curve = cfg.evaluation.curve_settings(cfg.seed)
+    return EvaluationSettings(
+        **curve.to_dict(),
+        norm=cfg.norm,  # checked by EvaluationSettings (l2 or linf)
+        eps=list(cfg.evaluation.eps),
+        dataset=cfg.dataset,
+        data_dir=cfg.data_dir,
+        progress=ctx.progress,
+    )
 
-    ev = ctx.config.evaluation
+
+def stage_curves(ctx: StudyContext) -> None:
+    """The robustness curve of every model (Figure 2), then the report of all: the
+    evaluation workflow's own steps, so the files are those ``fastrobust eval`` writes."""
+    from fastrobust.evaluation.workflow import evaluate_model
+
+    settings = evaluation_settings(ctx)
+    recorded = {"settings": settings.curve_only().to_dict(), "eps": settings.eps}
     ctx.folder.curves.mkdir(parents=True, exist_ok=True)
     for spec in ctx.config.methods:
         ckpt = ctx.need_checkpoint(spec.label, "curves")
-        key = fingerprint(ev.__dict__, ctx.config.norm, ctx.config.seed, file_digest(ckpt))
+        key = fingerprint(recorded, ctx.config.norm, file_digest(ckpt))
         out = ctx.folder.curves / f"{spec.label}.json"
 
         def work(ckpt: Path = ckpt, out: Path = out, label: str = spec.label) -> list[Path]:
             model = load_model(ckpt, device=ctx.device)
-            # an AutoAttack version brings its own fixed budgets
-            fixed = any(name in VERSIONS for name in ev.attacks)
             # under torchrun each rank evaluates its own shard of the points; counts are merged
-            curve = sharded_robustness_curve(
-                model,
-                ctx.data,
-                ctx.config.norm,
-                ev.eps,
-                steps=None if fixed else ev.steps,
-                restarts=None if fixed else ev.restarts,
-                attacks=ev.attacks,
-                limit=ev.limit,
-                seed=ctx.config.seed,
-                device=ctx.device,
-                progress=ctx.progress,
-                label=label,
-                world=ctx.world,
-            ).to_dict()
+            curve = evaluate_model(
+                model, ctx.data, settings, label=label, device=ctx.device, world=ctx.world
+            )
             if ctx.is_main:
-                out.write_text(json.dumps(curve, indent=2) + "\n")
+                out.write_text(json.dumps(curve.to_dict(), indent=2) + "\n")
             return [out]
 
         ctx.run_piece("curves", f"curves/{spec.label}", key, work, all_ranks=True)
     curves = {s.label: ctx.folder.curves / f"{s.label}.json" for s in ctx.config.methods}
-    key = fingerprint({k: file_digest(p) for k, p in curves.items()}, ctx.config.eps)
-    ctx.run_piece("curves", "curves/plot", key, lambda: plot_curves(ctx))
+    key = fingerprint({k: file_digest(p) for k, p in curves.items()}, recorded)
+    ctx.run_piece("curves", "curves/plot", key, lambda: plot_curves(ctx, settings))
 
 
-def plot_curves(ctx: StudyContext) -> list[Path]:
-    """One accuracy-vs-eps plot of every model, the training eps dotted, and a CSV table."""
-    from matplotlib.figure import Figure
+def plot_curves(ctx: StudyContext, settings: EvaluationSettings) -> list[Path]:
+    """The report of every model's curve (``robustness.json`` / ``.csv`` / ``.png``), written
+    by the evaluation workflow from the curves the study saved."""
+    from fastrobust.evaluation.results import RobustnessCurve
+    from fastrobust.evaluation.workflow import write_evaluation
+    from fastrobust.model_info import model_info
 
-    fig = Figure(figsize=(6.4, 4.2), dpi=120)
-    ax = fig.add_subplot()
-    rows = ["model,eps,accuracy,n"]
+    curves, paths = {}, {}
     for spec in ctx.config.methods:
-        c = json.loads((ctx.folder.curves / f"{spec.label}.json").read_text())
-        ax.plot(c["eps"], c["accuracy"], marker="o", label=spec.label)
-        rows += [f"{spec.label},{e:g},{a:.6f},{c['n']}" for e, a in zip(c["eps"], c["accuracy"])]
-    ax.axvline(ctx.config.eps, color="gray", ls=":", label=f"training eps {ctx.config.eps:g}")
-    ax.set(xlabel=f"{ctx.config.norm} eps", ylabel="accuracy under attack", ylim=(-0.02, 1.02))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    png, csv = ctx.folder.curves / "robustness.png", ctx.folder.curves / "robustness.csv"
-    fig.savefig(png)
-    csv.write_text("\n".join(rows) + "\n")
-    return [png, csv]
+        doc = json.loads((ctx.folder.curves / f"{spec.label}.json").read_text())
+        ckpt = ctx.checkpoint(spec.label)
+        info = model_info(load_model(ckpt, device=torch.device("cpu")))
+        curves[spec.label] = RobustnessCurve.from_dict(doc, info)
+        paths[spec.label] = str(ckpt)
+    world_size = ctx.world.world_size
+    written = write_evaluation(
+        ctx.folder.curves, curves, settings, paths=paths, world_size=world_size
+    )
+    return [written["png"], written["csv"], written["json"]]
 
 
 # -- timing -------------------------------------------------------------------------------------
