@@ -75,6 +75,11 @@ def _report(result: Any) -> None:
             f"fastrobust train --resume {result.run_dir}"
         )
         return
+    _report_finished(result)
+
+
+def _report_finished(result: Any) -> None:
+    """The lines of a run that trained to its end (or stopped early on collapse)."""
     if result.collapsed_at is not None:
         print(f"stopped at epoch {result.collapsed_at}: catastrophic overfitting (early stop)")
     if result.val_clean_acc is not None:
