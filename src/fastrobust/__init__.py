@@ -6,6 +6,8 @@ Adversarial Perturbations" (HPEC 2020).
 
 from fastrobust.attacks import L2, Linf, ThreatModel, fgsm, pgd, threat_model
 from fastrobust.checkpoint import load_model
+from fastrobust.data import load_dataset
+from fastrobust.data.base import to_float
 from fastrobust.evaluation import (
     CurveSettings,
     EvaluationSettings,
@@ -36,12 +38,14 @@ __all__ = [
     "fgsm",
     "fit",
     "interpolate_representations",
+    "load_dataset",
     "load_model",
     "pgd",
     "resume",
     "robustness_curve",
     "targeted_perturbation",
     "threat_model",
+    "to_float",
     "visualize_features",
     "write_report",
 ]

@@ -24,6 +24,7 @@ from fastrobust.attacks.contract import (
     cross_entropy_per_sample,
     input_gradient,
     is_fooled,
+    pgd_step_size,
 )
 from fastrobust.attacks.restarts import AttackRun, check_start, worst_case_over_restarts
 from fastrobust.attacks.threat import ThreatModel
@@ -41,7 +42,7 @@ def pgd(
     threat: ThreatModel,
     *,
     steps: int,
-    step_size: float,
+    step_size: float | None = None,
     restarts: int = 1,
     start: torch.Tensor | None = None,
     targeted: bool = False,
@@ -59,8 +60,11 @@ def pgd(
     restart has fooled (misclassified, or for ``targeted`` classified as ``y``), and among
     unfooled samples the highest-loss run is kept. ``y`` is the true label, or the target label
     when ``targeted``. ``on_step(step, loss)``, if given, sees the per-sample loss before every
-    step (to record the objective's trajectory).
+    step (to record the objective's trajectory). ``step_size`` defaults to the PGD rule,
+    ``2.5 * eps / steps`` (:func:`~fastrobust.attacks.contract.pgd_step_size`).
     """
+    if step_size is None:
+        step_size = pgd_step_size(threat.eps, steps)
     if steps < 0 or restarts < 1:
         raise ConfigError(f"need steps >= 0 and restarts >= 1, got {steps} and {restarts}")
     if step_size < 0:
