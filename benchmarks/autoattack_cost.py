@@ -4,7 +4,7 @@ Two comparisons, measured in one run, interleaved (reference, fastrobust, refere
 fastrobust grid, repeat), on the same model and the same test points:
 
 * ``single``: AutoAttack's standard version (APGD-CE, APGD-T, FAB-T, Square with their
-  budgets) at one eps: ``robustness_curve(..., [eps], attacks="autoattack")`` against
+  budgets) at one eps: ``robustness_curve(..., [eps], CurveSettings(attacks="autoattack"))`` against
   ``AutoAttack(version="standard").run_standard_evaluation``. Goal: <= 1.0x the reference's
   time with equal or lower robust accuracy.
 * ``grid``: the standard version over a 5-eps grid, fastrobust's cascade (a point fooled at a

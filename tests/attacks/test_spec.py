@@ -16,6 +16,7 @@ from fastrobust.attacks.registry import (
 from fastrobust.attacks.restarts import worst_case_over_restarts
 from fastrobust.attacks.threat import L2
 from fastrobust.errors import ConfigError
+from fastrobust.evaluation import CurveSettings
 from fastrobust.evaluation.curve import robustness_curve
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
@@ -61,15 +62,16 @@ def test_too_few_classes_is_one_clear_error(points, attacks, classes, message):
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, classes))
     with pytest.raises(ConfigError, match=message):
         robustness_curve(
-            model, (x[:8], y[:8] % classes), "l2", [0.5], attacks=attacks, checks=False
-        )
+            model, (x[:8], y[:8] % classes), "l2", [0.5],
+            CurveSettings(attacks=attacks, checks=False),
+        )  # fmt: skip
 
 
 def test_enough_classes_run(points):
     x, y = points
     three = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
-    curve = robustness_curve(three, (x[:8], y[:8] % 3), "l2", [0.5], attacks="apgd-dlr",
-                             steps=1, restarts=1, checks=False)  # fmt: skip
+    curve = robustness_curve(three, (x[:8], y[:8] % 3), "l2", [0.5],
+                             CurveSettings(attacks="apgd-dlr", steps=1, restarts=1, checks=False))  # fmt: skip
     assert curve.attacks == ["apgd-dlr"]
 
 

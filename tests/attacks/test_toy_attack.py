@@ -30,6 +30,7 @@ from fastrobust.attacks.restarts import seeded_starts, worst_case_over_restarts
 from fastrobust.attacks.threat import L2, Linf, ThreatModel, threat_model
 from fastrobust.cli import main
 from fastrobust.errors import ConfigError
+from fastrobust.evaluation import CurveSettings
 from fastrobust.evaluation.curve import robustness_curve
 from fastrobust.evaluation.inputs import validate_attacks
 
@@ -107,14 +108,18 @@ def test_toy_through_the_cascade_equals_the_plain_loop(toy_registered, mlp, poin
     x, y = points
     eps = [0.0, 0.5, 1.5, 3.0]
     kw = dict(restarts=3, seed=4, batch_size=32)  # three chunks (32, 32, 6)
-    curve = robustness_curve(mlp, (x, y), "l2", eps, attacks="toy", checks=False, **kw)
+    curve = robustness_curve(
+        mlp, (x, y), "l2", eps, CurveSettings(attacks="toy", checks=False, **kw)
+    )
     expected = toy_plain_loop(mlp, x, y, "l2", eps, **kw)
     assert torch.equal(curve.robust_mask, expected)
     assert 0 < curve.robust[-1] < curve.robust[1] < curve.n  # the oracle has teeth
     assert curve.budgets == {"toy": {"random_steps": 1, "restarts": 3}}
     assert curve.attack_gradients == 0
     # after PGD in a cascade it only sees what PGD left robust, and fools some of it at 3.0
-    both = robustness_curve(mlp, (x, y), "l2", eps, attacks="pgd,toy", steps=1, checks=False, **kw)
+    both = robustness_curve(
+        mlp, (x, y), "l2", eps, CurveSettings(attacks="pgd,toy", steps=1, checks=False, **kw)
+    )
     assert set(both.fooled_by[-1]) == {"clean", "smaller_eps", "pgd", "toy"}
 
 
