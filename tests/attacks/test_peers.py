@@ -1,8 +1,9 @@
 """Cross-checks against an independent implementation (torchattacks, the ``peers`` extra).
 
 On the fast-trained digits model, this package's attacks must be no weaker than torchattacks'
-with the same budget: PGD-L2 within one sample, APGD-CE within 2% of the points (its random
-starts differ, so runs of either vary by a few points).
+with the same budget: PGD-L2 from zero within one sample; with random restarts (whose starts
+differ between the two) PGD-L2 and APGD-CE within 2% of the points, as runs of either vary by a
+few points (seen here: 35 vs 33 of 200 robust, depending on the fixture model's thread count).
 """
 
 from __future__ import annotations
@@ -72,7 +73,12 @@ def test_pgd_l2_curve_with_restarts_no_weaker_than_torchattacks(setup):
         theirs = _robust(model, x, y)
         for _ in range(restarts):
             theirs &= _robust(model, peer(x, y), y)
-        assert curve.robust[j] <= int(theirs.sum()) + 1, (eps, curve.robust[j], int(theirs.sum()))
+        slack = max(1, round(0.02 * len(y)))  # the random starts differ: see the module docstring
+        assert curve.robust[j] <= int(theirs.sum()) + slack, (
+            eps,
+            curve.robust[j],
+            int(theirs.sum()),
+        )
 
 
 def test_apgd_ce_no_weaker_than_torchattacks(setup):
