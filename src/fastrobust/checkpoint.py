@@ -194,7 +194,7 @@ def load_model(
         try:
             model = model_from_checkpoint(state, net=net, import_factory=import_factory)
         except ConfigError as exc:
-            raise CheckpointError(f"{p}: {exc}") from None
+            raise CheckpointError(f"{p}: {exc}", field=exc.field) from None
         model = model.to(device).eval()
         return attach_info(model, ModelInfo.from_checkpoint(state))
     if not isinstance(state, dict):

@@ -56,7 +56,7 @@ def test_malicious_pickle_is_refused(tmp_path):
 def test_missing_and_malformed_data_folders(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_dataset("cifar10", tmp_path / "nope")
-    with pytest.raises(ConfigError, match="data-dir"):
+    with pytest.raises(ConfigError, match="data_dir"):
         load_dataset("cifar10", None)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="missing CIFAR file"):

@@ -122,7 +122,7 @@ def test_restricted_imagenet_default_size(tmp_path):
 
 
 def test_errors(tmp_path):
-    with pytest.raises(ConfigError, match="data-dir"):
+    with pytest.raises(ConfigError, match="data_dir"):
         load_dataset("imagefolder", None)
     with pytest.raises(DataError, match="does not exist"):
         load_dataset("imagefolder", tmp_path / "nope")

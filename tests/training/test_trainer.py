@@ -167,7 +167,7 @@ def test_existing_run_folder_is_not_overwritten(tmp_path):
 
 def test_user_model_factory_and_module(tmp_path):
     result = fit(tiny_config(tmp_path, name="u", model="user_models:tiny_mlp", epochs=1))
-    with pytest.raises(CheckpointError, match="import-model-factory"):
+    with pytest.raises(CheckpointError, match="import_factory"):
         load_model(result.run_dir)  # the factory the file names is not imported by default
     model = load_model(result.run_dir, import_factory=True)
     assert isinstance(model.net[1], torch.nn.Linear)

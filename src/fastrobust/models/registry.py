@@ -127,7 +127,8 @@ def build_model(spec: ModelSpec, *, import_factory: bool = False) -> NormalizedM
         if not import_factory:
             raise ConfigError(
                 f"the model {spec.name!r} is a Python factory, which is not imported by "
-                "default; set import_factory only if you trust the file, or give the architecture",
+                "default; set import_factory only if you trust the file, or give the architecture "
+                "(load_model(path, net=...))",
                 field="import_factory",
             )
         factory = _import_factory(spec.name)
