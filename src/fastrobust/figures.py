@@ -168,6 +168,8 @@ def load_images_file(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | Non
     p = Path(path).expanduser()
     if not p.is_file():
         raise DataError(f"images file {p} does not exist")
+    x: torch.Tensor | None
+    y: torch.Tensor | None
     try:
         if p.suffix == ".npz":
             import numpy as np

@@ -28,7 +28,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -162,13 +162,13 @@ class RepresentResult:
 
     def records(self) -> list[dict[str, Any]]:
         """One JSON-ready dict of numbers per image."""
-        cols = {
+        tensors = {
             f"{self.objective}_before": self.before,
             f"{self.objective}_after": self.after,
             "perturbation_norm": self.perturbation_norm,
             **self.extra,
         }
-        cols = {k: v.detach().cpu().tolist() for k, v in cols.items()}
+        cols = {k: v.detach().cpu().tolist() for k, v in tensors.items()}
         return [{k: v[i] for k, v in cols.items()} for i in range(self.images.shape[0])]
 
 
@@ -323,6 +323,7 @@ def _optimise(
     ``progress``: a progress bar over the steps on stderr."""
     from tqdm.auto import tqdm
 
+    assert budget.steps is not None and budget.step_size is not None  # a resolved budget
     trajectory: list[torch.Tensor] = []
     with tqdm(total=budget.steps, desc="steps", disable=not progress, leave=False) as bar:
 
@@ -412,6 +413,7 @@ def visualize_features(
     budget = default_budget(
         "features", seeds.shape[1:], norm=norm, eps=eps, steps=steps, step_size=step_size
     )
+    assert budget.eps is not None  # resolved by default_budget
     threat = threat_model(norm, budget.eps, random_start="none")
 
     def activation(act: torch.Tensor, node: torch.Tensor) -> torch.Tensor:
@@ -522,10 +524,11 @@ def interpolate_representations(
     budget = default_budget(
         "interpolate", x1.shape[1:], norm=norm, eps=eps, steps=steps, step_size=step_size
     )
+    assert budget.eps is not None  # resolved by default_budget
     threat = threat_model(norm, budget.eps, random_start="none")
 
     def distance(act: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return (act.flatten(1) - target).norm(dim=1)
+        return cast(torch.Tensor, (act.flatten(1) - target).norm(dim=1))
 
     images, traj = _optimise(
         probe,
@@ -585,6 +588,7 @@ def targeted_perturbation(
     budget = default_budget(
         "targeted", x.shape[1:], norm=norm, eps=eps, steps=steps, step_size=step_size
     )
+    assert budget.eps is not None  # resolved by default_budget
     threat = threat_model(norm, budget.eps, random_start="none")
 
     images, traj = _optimise(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from fastrobust.errors import ConfigError
 
@@ -25,7 +25,7 @@ def check_numbers(
 
     ``positive``: finite and > 0; ``at_least_one``: >= 1; ``non_negative``: >= 0; ``finite``:
     every value of a list option is finite."""
-    rules = [
+    rules: list[tuple[Iterable[str], Callable[[float], bool], str]] = [
         (positive, lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
         (at_least_one, lambda v: v >= 1, ">= 1"),
         (non_negative, lambda v: v >= 0, ">= 0"),

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from fastrobust.errors import DataError
-from fastrobust.represent import targeted_perturbation
+from fastrobust.represent import Norm, targeted_perturbation
 from fastrobust.study.judges import Judge
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def score_model(
     steps: int,
     bootstrap: int = 2000,
     seed: int = 0,
-    norm: str = "l2",
+    norm: Norm = "l2",
 ) -> tuple[list[AlignmentScore], dict[float, torch.Tensor]]:
     """Scores of one model under every judge at every budget, and the perturbed images per
     budget (for the report's example grid)."""

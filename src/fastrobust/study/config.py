@@ -52,7 +52,7 @@ class EvaluationSection(CurveSettings):
     the settings of ``fastrobust eval`` (:class:`~fastrobust.evaluation.CurveSettings`)."""
 
     # a wider type than CurveSettings.seed on purpose: None defers to the study's seed
-    seed: int | None = setting(None, rule=non_negative())  # type: ignore[assignment]
+    seed: int | None = setting(None, rule=non_negative())  # type: ignore[assignment]  # see above
     """seed of the random starts and of the sample under a limit (None: the study's seed)"""
     eps: list[float] = setting(factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0])
     """eps grid; the training eps is added when missing"""
@@ -292,7 +292,7 @@ class StudyConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-DEFAULT_METHODS = ("standard", "fast", "pgd-7")
+DEFAULT_METHODS: tuple[str, ...] = ("standard", "fast", "pgd-7")
 
 
 def parse_method(entry: Any, index: int) -> MethodSpec:

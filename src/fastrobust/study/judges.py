@@ -34,8 +34,10 @@ JUDGE_MODELS = {"mlp": "fastrobust.study.judges:mlp"}
 class Judge(Protocol):
     """Anything that labels ``[0,1]`` images: ``judge(x) -> classes``."""
 
-    name: str
-    description: str
+    @property
+    def name(self) -> str: ...
+    @property
+    def description(self) -> str: ...
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
 

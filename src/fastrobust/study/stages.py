@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -38,6 +38,9 @@ from fastrobust.study.judges import (
 )
 from fastrobust.training.config import TrainConfig
 from fastrobust.training.run_folder import RunFolder
+
+if TYPE_CHECKING:
+    from fastrobust.represent import Norm
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +187,7 @@ def evaluation_settings(ctx: StudyContext) -> EvaluationSettings:
     curve = cfg.evaluation.curve_settings(cfg.seed)
     return EvaluationSettings(
         **curve.to_dict(),
-        norm=cfg.norm,  # checked by EvaluationSettings (l2 or linf)
+        norm=cast("Norm", cfg.norm),  # checked by EvaluationSettings (l2 or linf)
         eps=list(cfg.evaluation.eps),
         dataset=cfg.dataset,
         data_dir=cfg.data_dir,
@@ -319,11 +322,11 @@ def stage_figures(ctx: StudyContext) -> None:
     figures of ``fastrobust visualize``, :func:`fastrobust.figures.draw_figure`)."""
     from fastrobust import figures
     from fastrobust.figure_settings import TargetedSettings
-    from fastrobust.represent import Norm
+    from fastrobust.represent import Budget, Norm
 
     fig_cfg, cfg = ctx.config.figures, ctx.config
     digests = {s.label: file_digest(ctx.need_checkpoint(s.label, "figures")) for s in cfg.methods}
-    budget = figures.Budget(norm=cast(Norm, cfg.norm), steps=fig_cfg.steps)
+    budget = Budget(norm=cast(Norm, cfg.norm), steps=fig_cfg.steps)
     for tool in fig_cfg.tools:
         key = fingerprint(tool, fig_cfg.__dict__, cfg.seed, digests)
         out = ctx.folder.figures / tool
@@ -398,7 +401,7 @@ def build_judges(ctx: StudyContext) -> list[Judge]:
             judges.append(KnnJudge(to_float(ctx.data.train_x), ctx.data.train_y, k=int(arg)))
             continue
         run_cfg = _judge_run(ctx, name)
-        run_dir = ctx.folder.judges / run_cfg.name  # type: ignore[operator]
+        run_dir = ctx.folder.judges / run_cfg.name
 
         def work(run_cfg: TrainConfig = run_cfg, run_dir: Path = run_dir) -> list[Path]:
             if run_dir.exists():
@@ -456,7 +459,8 @@ def stage_alignment(ctx: StudyContext) -> None:
             model = load_model(ctx.checkpoint(label), device=ctx.device)
             scores, images = score_model(
                 model, label, x_all[idx.to(x_all.device)], targets, judges, al.budgets,
-                steps=al.steps, bootstrap=al.bootstrap, seed=cfg.seed, norm=cfg.norm,
+                steps=al.steps, bootstrap=al.bootstrap, seed=cfg.seed,
+                norm=cast("Norm", cfg.norm),
             )  # fmt: skip
             out.write_text(json.dumps([s.to_dict() for s in scores], indent=2) + "\n")
             examples = out.with_suffix(".npz")

@@ -27,12 +27,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from fastrobust.attacks.contract import pgd_step_size
+from fastrobust.attacks.contract import BNMode, pgd_step_size
 from fastrobust.attacks.threat import ThreatModel
 from fastrobust.errors import ConfigError
 from fastrobust.timing.settings import TimingSettings
@@ -198,7 +198,7 @@ def measure_curves(
     warmup: int = _DEFAULTS.warmup,
     amp: str = "none",
     channels_last: bool = False,
-    bn_mode: str = "eval",
+    bn_mode: BNMode = "eval",
     name: str | None = None,
 ) -> TimingCurves:
     """Time one forward pass, one training step and one K-step PGD attack per batch size.
@@ -219,14 +219,15 @@ def measure_curves(
     work = _copy_to(model, device, channels_last)
     optimizer = torch.optim.SGD(work.parameters(), lr=0.0, momentum=0.9, weight_decay=5e-4)
     no_attack = Standard()
+    eps = cast(float, threat.eps)  # a timing threat has one radius
     attacks = {
-        k: Adversary(threat, steps=k, step_size=pgd_step_size(threat.eps, k), bn_mode=bn_mode)  # type: ignore[arg-type]
+        k: Adversary(threat, steps=k, step_size=pgd_step_size(eps, k), bn_mode=bn_mode)
         for k in steps
     }
     curves = TimingCurves(
         device=describe_device(device),
         model=name or type(model).__name__,
-        image_shape=tuple(image_shape),  # type: ignore[arg-type]
+        image_shape=cast("tuple[int, int, int]", tuple(image_shape)),
     )
     for b in batch_sizes:
         x = torch.rand(b, *image_shape, device=device)
@@ -271,7 +272,7 @@ def _copy_to(model: nn.Module, device: torch.device, channels_last: bool) -> nn.
 
     work = copy.deepcopy(model).to(device)
     if channels_last:
-        work = work.to(memory_format=torch.channels_last)
+        work = work.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stub lacks memory_format
     return work.train()
 
 
