@@ -11,7 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fastrobust.study.config import STAGES
+from fastrobust.settings import add_settings_flags, given_values
+from fastrobust.study.config import StudyCommand
 
 
 def add_parser(subparsers: Any) -> None:
@@ -25,49 +26,30 @@ def add_parser(subparsers: Any) -> None:
         "folder and skipped when run again with the same settings. Without --config: the "
         "bundled digits study (standard, fast, pgd-7; a few minutes on a CPU).",
     )
-    p.add_argument("--config", help="study YAML (default: the bundled digits study)")
-    p.add_argument("--out", help="study folder (default: runs/study-TIMESTAMP)")
-    p.add_argument("--data-dir", help="dataset folder (overrides the config's data_dir)")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted study: unfinished training runs resume where they stopped",
-    )
-    p.add_argument(
-        "--only",
-        choices=STAGES,
-        metavar="STAGE",
-        help=f"rerun one stage (its inputs must exist): {', '.join(STAGES)}",
-    )
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    p.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="progress bars: stage, run, epoch and ETA (default: on)",
-    )
-    p.set_defaults(func=run)
+    flags = add_settings_flags(p, StudyCommand, section="study")
+    p.set_defaults(func=run, flag_of=flags)
 
 
 def run(args: argparse.Namespace) -> int:
     from fastrobust.study.config import StudyConfig
     from fastrobust.study.runner import run_study
 
-    if args.config:
-        config = StudyConfig.from_yaml(args.config, data_dir=args.data_dir)
+    command = StudyCommand(**given_values(args, StudyCommand))
+    if command.config:
+        config = StudyConfig.from_yaml(command.config, data_dir=command.data_dir)
     else:
-        config = StudyConfig.from_dict({"data_dir": args.data_dir} if args.data_dir else {})
-    if args.out:
-        out = Path(args.out).expanduser()
+        config = StudyConfig.from_dict({"data_dir": command.data_dir} if command.data_dir else {})
+    if command.out:
+        out = Path(command.out).expanduser()
     else:
         out = Path("runs") / f"study-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     results = run_study(
         config,
         out,
-        resume=args.resume,
-        only=args.only,
-        progress=args.progress,
-        device=args.device,
+        resume=command.resume,
+        only=command.only,
+        progress=command.progress,
+        device=command.device,
     )
     from fastrobust.distributed import world_info_from_env
     from fastrobust.study.claims import check_claims

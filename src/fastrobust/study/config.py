@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +27,33 @@ from fastrobust.timing.settings import TimingSettings
 from fastrobust.training.config import TrainConfig, flatten
 
 #: every stage of a study, in the order they run
-STAGES = ("train", "curves", "table1", "figure1", "figures", "alignment", "report")
+Stage = Literal["train", "curves", "table1", "figure1", "figures", "alignment", "report"]
+STAGES: tuple[str, ...] = typing.get_args(Stage)
+
+
+@dataclass
+class StudyCommand:
+    """How one invocation of ``fastrobust study`` runs (the study itself is its YAML config)."""
+
+    config: str | None = None
+    """study YAML (default: the bundled digits study)"""
+    out: str | None = None
+    """study folder (default: runs/study-TIMESTAMP)"""
+    data_dir: str | None = None
+    """dataset folder (overrides the config's data_dir)"""
+    resume: bool = False
+    """continue an interrupted study: unfinished training runs resume where they stopped"""
+    only: Stage | None = None
+    """rerun one stage (its inputs must exist)"""
+    device: str = "auto"
+    """auto | cpu | cuda | cuda:N"""
+    progress: bool = True
+    """progress bars: stage, run, epoch and ETA"""
+
+    def __post_init__(self) -> None:
+        check_settings(self, "study")
+
+
 #: the three visualisations of the paper (Figures 3, 4 and 5)
 FIGURE_TOOLS = tuple(TOOL_SETTINGS)
 #: settings of a method entry that belong to the study, not to the training run
