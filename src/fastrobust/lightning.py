@@ -39,7 +39,7 @@ Needs the optional extra: ``pip install -e ".[lightning]"``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -62,7 +62,7 @@ from fastrobust.training.validation import fixed_batch_pgd_accuracy
 __all__ = ["AdversarialTraining"]
 
 
-class AdversarialTraining(pl.LightningModule):
+class AdversarialTraining(pl.LightningModule):  # type: ignore[misc]  # lightning: no stubs, Any
     """A LightningModule training ``model`` with a fastrobust training method.
 
     ``attack`` picks the method and threat model (default: fast L2, eps 1.0); ``optimisation``
@@ -112,11 +112,11 @@ class AdversarialTraining(pl.LightningModule):
         return self.method.epochs_to_run(passes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        return cast(torch.Tensor, self.model(x))
 
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | None:
         x, y = batch
         if not self.automatic_optimization:
             loss, accuracy = self._replay(x, y)
@@ -142,7 +142,7 @@ class AdversarialTraining(pl.LightningModule):
             self.manual_backward(loss)
             optimizer.step()
             if scheduler is not None:
-                scheduler.step()  # type: ignore[union-attr]
+                scheduler.step()
             losses.append(loss.detach())
             correct.append((logits.detach().argmax(1) == y).float().mean())
         return torch.stack(losses).mean(), torch.stack(correct).mean()
@@ -196,7 +196,7 @@ class AdversarialTraining(pl.LightningModule):
                 y,
                 self.threat,
                 steps=self.eval_steps,
-                step_size=2.5 * self.threat.eps / self.eval_steps,
+                step_size=2.5 * cast(float, self.threat.eps) / self.eval_steps,
             )
             with torch.no_grad():
                 adv = (self.model(x_adv).argmax(1) == y).float().mean()
@@ -205,7 +205,7 @@ class AdversarialTraining(pl.LightningModule):
         self.log("val_clean_acc", clean, on_epoch=True, sync_dist=True, batch_size=size)
         self.log("val_adv_acc", adv, on_epoch=True, sync_dist=True, prog_bar=True, batch_size=size)
 
-    def configure_optimizers(self):  # noqa: ANN201  Lightning's own return type
+    def configure_optimizers(self) -> dict[str, Any]:
         epochs = max(1, self._planned_epochs())
         batches_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // epochs)
         # the schedule counts passes, as the native engine's: free steps it once per replay

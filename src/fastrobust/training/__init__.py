@@ -2,6 +2,7 @@
 ``fit``/``resume``. See docs/architecture.md."""
 
 from fastrobust.training.config import TrainConfig
-from fastrobust.training.trainer import TrainResult, fit, resume
+from fastrobust.training.run_folder import TrainResult
+from fastrobust.training.trainer import fit, resume
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "resume"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -89,13 +89,15 @@ class BetweenEpochs:
                 collapsed = parts.monitor.update(acc, epoch=epoch)
                 if collapsed:
                     metrics["catastrophic_overfitting"] = True
-            collapsed, acc = distributed.broadcast_object((bool(collapsed), acc))  # type: ignore[misc]
+            shared = distributed.broadcast_object((bool(collapsed), acc))
+            collapsed, acc = cast(tuple[bool, float | None], shared)
             parts.method.end_epoch(acc, collapsed)
             stop = collapsed and plan.cfg.evaluation.early_stop
             if stop:  # every rank takes rank 0's last good weights
                 good = parts.monitor.good_weights
-                good = distributed.broadcast_object(good) if plan.world.distributed else good
-                parts.monitor.restore(good)  # type: ignore[arg-type]
+                shared = distributed.broadcast_object(good) if plan.world.distributed else good
+                good = cast("dict[str, torch.Tensor] | None", shared)
+                parts.monitor.restore(good)
             last = epoch == total
             if epoch % plan.intervals.eval_every == 0 or last or stop:
                 t0 = time.perf_counter()
@@ -149,7 +151,7 @@ class BetweenEpochs:
             weights = distributed.broadcast_object(weights)
         final = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         try:
-            self.model.load_state_dict(weights)  # type: ignore[arg-type]
+            self.model.load_state_dict(cast(dict[str, Any], weights))
             with torch.random.fork_rng(devices=self._devices()):
                 torch.manual_seed(plan.seeds.best_epoch_test(epoch))
                 clean, adv = self.validate(whole_split=True)

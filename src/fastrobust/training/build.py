@@ -7,7 +7,7 @@ own seed before the method and the loader)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -59,7 +59,7 @@ def build(plan: Plan, *, net: nn.Module | None = None, import_factory: bool = Fa
         std=list(data.std),
     )
     torch.manual_seed(plan.seeds.weights())
-    model = (
+    model: nn.Module = (
         NormalizedModel(net, spec.mean, spec.std)
         if net is not None
         else build_model(spec, import_factory=import_factory)
@@ -67,7 +67,7 @@ def build(plan: Plan, *, net: nn.Module | None = None, import_factory: bool = Fa
     model.to(device)
     check_model_fits(model, data.test_x[:2], classes=data.classes, what=f"{data.name} images")
     if cfg.runtime.channels_last:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stubs
     if world.rank > 0:
         # every rank starts from the same weights, but draws its own random starts (rank 0
         # keeps the one-process stream); per-rank RNG states are saved for exact resumes
@@ -80,7 +80,7 @@ def build(plan: Plan, *, net: nn.Module | None = None, import_factory: bool = Fa
     model, train_model = wrap_for_training(
         model, world, device, sync_bn=runtime.sync_bn, compile_model=runtime.compile
     )
-    attack_model = torch.compile(model) if runtime.compile else model
+    attack_model = cast(nn.Module, torch.compile(model)) if runtime.compile else model
     monitor = OverfittingMonitor(
         model, armed=method.perturbs, keep_good_weights=cfg.evaluation.early_stop
     )

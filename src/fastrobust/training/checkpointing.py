@@ -5,7 +5,7 @@ schedule, scaler, monitor, training method and every rank's random generators)."
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -48,8 +48,10 @@ class Checkpointing:
         rng = {"cpu": torch.get_rng_state()}  # this rank's generators (its own GPU only)
         if device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(device)
-        state.rng_ranks = distributed.all_gather_object(rng)  # type: ignore[assignment]
-        state.method_ranks = distributed.all_gather_object(parts.method.state_dict())  # type: ignore[assignment]
+        rng_ranks = distributed.all_gather_object(rng)
+        state.rng_ranks = cast(list[dict[str, torch.Tensor]], rng_ranks)
+        method_ranks = distributed.all_gather_object(parts.method.state_dict())
+        state.method_ranks = cast(list[dict[str, Any]], method_ranks)
         record = {**self.weights(state.epoch, metrics), **state.to_checkpoint()}
         self.folder.save(self.folder.last_pt, record)
 

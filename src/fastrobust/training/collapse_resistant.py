@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as functional
@@ -115,7 +115,7 @@ class SingleEpsStep(TrainingMethod):
 
     @classmethod
     def default_step_size(cls, threat: ThreatModel, steps: int) -> float:
-        return threat.eps
+        return cast(float, threat.eps)
 
     def __init__(self, attack: AttackSettings) -> None:
         super().__init__(attack)
@@ -143,7 +143,7 @@ class NoiseFGSM(SingleEpsStep):
             self.threat,
             noise_factor=self.noise_factor,
             step_size=self.step_size,
-            bn_mode=self.bn_mode,  # type: ignore[arg-type]
+            bn_mode=self.bn_mode,
         )
 
     def describe(self) -> str:
@@ -186,7 +186,7 @@ class GradAlign(TrainingMethod):
         eta = self.threat.sample(x)
         # torch.compile cannot differentiate a gradient twice: the penalty runs uncompiled
         penalty_model = getattr(attack_model, "_orig_mod", attack_model)
-        penalty, grad = gradalign_terms(penalty_model, x, y, eta, bn_mode=self.bn_mode)  # type: ignore[arg-type]
+        penalty, grad = gradalign_terms(penalty_model, x, y, eta, bn_mode=self.bn_mode)
         delta = self.threat.project(self.threat.step(eta, grad, self.step_size), x)
         logits = train_model(x + delta)
         return functional.cross_entropy(logits.float(), y) + self.weight * penalty, logits
@@ -294,8 +294,8 @@ class Curriculum(TrainingMethod):
         elif steps == 1:
             alpha = Fast.default_step_size(self.threat, 1)
         else:
-            alpha = pgd_step_size(self.threat.eps, steps)
-        return Adversary(self.threat, steps, alpha, self.bn_mode)  # type: ignore[arg-type]
+            alpha = pgd_step_size(cast(float, self.threat.eps), steps)
+        return Adversary(self.threat, steps, alpha, self.bn_mode)
 
     def start_epoch(self, epoch: int, total: int) -> None:
         steps = CURRICULUM_SCHEDULES[self.schedule](self, epoch, total)

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 
@@ -221,7 +221,7 @@ def _method_options(method: str, options: Any, given: dict[str, Any]) -> Any:
         defaults = dataclasses.asdict(type(options)())
         values.update({k: v for k, v in dataclasses.asdict(options).items() if v != defaults[k]})
     elif options is not None:
-        values.update(dataclasses.asdict(options))
+        values.update(dataclasses.asdict(cast(Any, options)))
     values.update(given)
     mine = {f.name for f in dataclasses.fields(cls)}
     for name in values:

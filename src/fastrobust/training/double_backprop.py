@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -51,18 +51,21 @@ def _convolution_backward(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """PyTorch's own convolution backward kernel, computing the gradients ``mask`` asks for."""
     stride, padding, dilation, groups = geometry
-    return torch.ops.aten.convolution_backward(
-        grad_out,
-        inp,
-        weight,
-        [weight.shape[0]] if bias else None,
-        stride,
-        padding,
-        dilation,
-        False,
-        [0, 0],
-        groups,
-        list(mask),
+    return cast(
+        tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None],
+        torch.ops.aten.convolution_backward(
+            grad_out,
+            inp,
+            weight,
+            [weight.shape[0]] if bias else None,
+            stride,
+            padding,
+            dilation,
+            False,
+            [0, 0],
+            groups,
+            list(mask),
+        ),
     )
 
 
@@ -70,16 +73,17 @@ class _ConvInputGradient(Function):
     """``g_x = conv_backward_input(g_y, w)`` with its derivatives as two ordinary kernels."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, grad_out: torch.Tensor, weight: torch.Tensor, inp: torch.Tensor, geometry: Any
     ) -> torch.Tensor:
         ctx.save_for_backward(grad_out, weight, inp)
         ctx.geometry = geometry
-        return _convolution_backward(grad_out, inp, weight, geometry, (True, False, False))[0]
+        grad_in = _convolution_backward(grad_out, inp, weight, geometry, (True, False, False))[0]
+        return cast(torch.Tensor, grad_in)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, incoming: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx: Any, incoming: torch.Tensor) -> tuple[Any, ...]:
         grad_out, weight, _ = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.geometry
         d_grad_out = d_weight = None
@@ -96,7 +100,7 @@ class _Conv2d(Function):
     """``F.conv2d`` whose backward builds a cheap-to-differentiate input gradient."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         inp: torch.Tensor,
         weight: torch.Tensor,
@@ -110,12 +114,14 @@ class _Conv2d(Function):
         return F.conv2d(inp, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:
         inp, weight = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: the differentiable input gradient only
             grad_in = None
             if ctx.needs_input_grad[0]:
-                grad_in = _ConvInputGradient.apply(grad_out, weight, inp, ctx.geometry)
+                grad_in = _ConvInputGradient.apply(  # type: ignore[no-untyped-call]  # torch stubs
+                    grad_out, weight, inp, ctx.geometry
+                )
             return grad_in, None, None, None
         want = ctx.needs_input_grad[:3]
         grads = _convolution_backward(
@@ -130,7 +136,9 @@ class _Conv2d(Function):
 
 
 def _pair(value: int | Sequence[int]) -> list[int]:
-    return [int(v) for v in value] if isinstance(value, (tuple, list)) else [int(value)] * 2
+    return (
+        [int(v) for v in value] if isinstance(value, (tuple, list)) else [int(cast(int, value))] * 2
+    )
 
 
 def _conv_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -165,7 +173,9 @@ class _CheapConvMode(TorchFunctionMode):
                     _pair(a["dilation"]),
                     int(a["groups"]),
                 )
-                return _Conv2d.apply(a["input"], a["weight"], a["bias"], geometry)
+                return _Conv2d.apply(  # type: ignore[no-untyped-call]  # torch stubs: untyped
+                    a["input"], a["weight"], a["bias"], geometry
+                )
         return func(*args, **kwargs)
 
 

@@ -23,13 +23,13 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, cast
 
 import torch
 import torch.nn.functional as functional
 from torch import nn
 
-from fastrobust.attacks.contract import pgd_step_size
+from fastrobust.attacks.contract import BNMode, pgd_step_size
 from fastrobust.attacks.threat import ThreatModel
 from fastrobust.errors import ConfigError
 from fastrobust.training.adversaries import Adversary
@@ -44,7 +44,7 @@ class AttackSettings(Protocol):
     registry, so this module must not import the config back (docs/architecture.md)."""
 
     method: str
-    bn_mode: str
+    bn_mode: BNMode
     alpha: float | None
     options: Any
     """the method's own options (an instance of its ``Options`` class)"""
@@ -145,7 +145,7 @@ class TrainingMethod:
     @classmethod
     def default_step_size(cls, threat: ThreatModel, steps: int) -> float:
         """Attack step size when the config leaves ``alpha`` unset (PGD's ``2.5*eps/K``)."""
-        return pgd_step_size(threat.eps, steps)
+        return pgd_step_size(cast(float, threat.eps), steps)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The batch the weights are trained on (``x`` itself for clean training)."""
@@ -248,7 +248,7 @@ class ProjectedGradientMethod(TrainingMethod):
             threat=attack.threat(),
             steps=attack.attack_steps,
             step_size=attack.attack_alpha,
-            bn_mode=attack.bn_mode,  # type: ignore[arg-type]
+            bn_mode=attack.bn_mode,
         )
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -267,7 +267,7 @@ class Fast(ProjectedGradientMethod):
 
     @classmethod
     def default_step_size(cls, threat: ThreatModel, steps: int) -> float:
-        return threat.fast_alpha_factor * threat.eps
+        return threat.fast_alpha_factor * cast(float, threat.eps)
 
 
 @register_method("pgd")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +67,7 @@ def nfgsm_noise(
         noise_factor = nfgsm_default_noise_factor(threat)
     if noise_factor < 0 or not math.isfinite(noise_factor):
         raise ConfigError(f"N-FGSM noise factor must be a finite number >= 0, got {noise_factor}")
-    return threat.with_eps(noise_factor * threat.eps).sample(x, generator=generator)
+    return threat.with_eps(noise_factor * cast(float, threat.eps)).sample(x, generator=generator)
 
 
 def nfgsm_step(
@@ -86,7 +87,7 @@ def nfgsm_step(
 
 def nfgsm_bound(threat: ThreatModel, noise_factor: float, step_size: float) -> float:
     """Largest norm an N-FGSM perturbation can have (triangle inequality)."""
-    return noise_factor * threat.eps + step_size
+    return noise_factor * cast(float, threat.eps) + step_size
 
 
 def nfgsm_perturbation(
@@ -106,7 +107,7 @@ def nfgsm_perturbation(
     The model runs in ``bn_mode`` and is returned in the mode it was in; only the input gets a
     gradient.
     """
-    alpha = threat.eps if step_size is None else float(step_size)
+    alpha = cast(float, threat.eps) if step_size is None else float(step_size)
     x = x.detach()
     noise = nfgsm_noise(threat, x, noise_factor=noise_factor)
     loss_fn = cross_entropy_per_sample if loss_fn is None else loss_fn
@@ -128,7 +129,7 @@ GRADALIGN_DEFAULT_LAMBDA: dict[str, Callable[[float], float]] = {
 
 def gradalign_default_lambda(threat: ThreatModel) -> float:
     """GradAlign's regularisation weight for ``threat`` (see :data:`GRADALIGN_DEFAULT_LAMBDA`)."""
-    return GRADALIGN_DEFAULT_LAMBDA[threat.name](threat.eps)
+    return GRADALIGN_DEFAULT_LAMBDA[threat.name](cast(float, threat.eps))
 
 
 def cosine_per_sample(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -193,7 +194,7 @@ def free_update(
 ) -> torch.Tensor:
     """Free AT's perturbation update from the training step's input gradient: one step of size
     ``step_size`` (default eps, as Shafahi et al. 2019), projected into the ball and the box."""
-    alpha = threat.eps if step_size is None else float(step_size)
+    alpha = cast(float, threat.eps) if step_size is None else float(step_size)
     return threat.project(threat.step(delta, grad, alpha), x).detach()
 
 

@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -202,12 +202,14 @@ class RunFolder:
                 folder.write_config(cfg, resolved=resolved)
             except FastRobustError as exc:
                 problem = exc
-        problem, path = distributed.broadcast_object((problem, path))  # type: ignore[misc]
+        shared = distributed.broadcast_object((problem, path))
+        problem, path = cast("tuple[FastRobustError | None, Path | None]", shared)
         if problem is not None:
             raise problem
         if world.is_main:
             return folder
-        return cls(path, writer=False)  # type: ignore[arg-type]
+        assert path is not None  # rank 0 made the folder: no problem means a path
+        return cls(path, writer=False)
 
     def check_writable(self) -> None:
         """Raise OutputError unless the writer can write into the folder (before work starts)."""
@@ -294,13 +296,13 @@ class RunFolder:
         """``subsets.json`` as a dict (empty for runs recorded before it existed)."""
         if not self.subsets_json.is_file():
             return {}
-        return json.loads(self.subsets_json.read_text())
+        return cast(dict[str, dict[str, Any]], json.loads(self.subsets_json.read_text()))
 
     def read_summary(self) -> dict[str, Any]:
         """``summary.json`` as a dict (empty while the run has not finished)."""
         if not self.summary_json.is_file():
             return {}
-        return json.loads(self.summary_json.read_text())
+        return cast(dict[str, Any], json.loads(self.summary_json.read_text()))
 
     def _missing(self, name: str) -> CheckpointError:
         return CheckpointError(f"{self.path} is not a fastrobust run folder ({name} missing)")

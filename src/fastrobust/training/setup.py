@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from typing import cast
 
 import torch
 from torch import nn
@@ -88,7 +89,8 @@ def wrap_for_training(
                 raise ConfigError(
                     "runtime.sync_bn needs GPUs (NCCL); drop it on CPU", field="runtime.sync_bn"
                 )
-            model = train_model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            convert = nn.SyncBatchNorm.convert_sync_batchnorm
+            model = train_model = convert(model)  # type: ignore[no-untyped-call]  # torch stubs
         ids = [device.index] if device.type == "cuda" else None
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    return model, torch.compile(train_model) if compile_model else train_model
+    return model, cast(nn.Module, torch.compile(train_model)) if compile_model else train_model

@@ -8,6 +8,7 @@ the weight update (Goodwin et al. 2020, Algorithm 1). Nothing here syncs with th
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,7 +19,7 @@ from fastrobust.training.methods import TrainingMethod
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def autocast_context(amp: str, device: torch.device) -> AbstractContextManager:
+def autocast_context(amp: str, device: torch.device) -> AbstractContextManager[Any]:
     """Autocast to ``amp`` (none | bf16 | fp16) on ``device``; a no-op for ``none``."""
     if amp == "none":
         return nullcontext()
@@ -36,7 +37,7 @@ def training_step(
     y: torch.Tensor,
     *,
     scaler: torch.amp.GradScaler | None = None,
-    autocast: AbstractContextManager | None = None,
+    autocast: AbstractContextManager[Any] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on ``method``'s loss of ``(x, y)``; returns the (device) loss and
     logits, detached. The attack runs on ``attack_model`` (the unwrapped module: no DDP
@@ -45,10 +46,10 @@ def training_step(
         loss, logits = method.loss(train_model, attack_model, x, y)
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None and scaler.is_enabled():
-        scaler.scale(loss).backward()
+        scaler.scale(loss).backward()  # type: ignore[no-untyped-call]  # Tensor.backward untyped
         scaler.step(optimizer)
         scaler.update()
     else:
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch: Tensor.backward untyped
         optimizer.step()
     return loss.detach(), logits.detach()

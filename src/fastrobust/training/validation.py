@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -83,7 +83,9 @@ def _correct(
     """Clean and PGD-attacked correct counts of one batch (device tensors, no host sync)."""
     with torch.no_grad():
         clean = (model(x).argmax(1) == y).sum()
-    x_adv = pgd(model, x, y, threat, steps=steps, step_size=pgd_step_size(threat.eps, steps))
+    x_adv = pgd(
+        model, x, y, threat, steps=steps, step_size=pgd_step_size(cast(float, threat.eps), steps)
+    )
     with torch.no_grad():
         adv = (model(x_adv).argmax(1) == y).sum()
     return clean, adv
@@ -137,7 +139,14 @@ def fixed_batch_pgd_accuracy(
     correct = torch.zeros((), device=y.device)
     for start in range(0, len(y), chunk):
         xb, yb = x[start : start + chunk], y[start : start + chunk]
-        x_adv = pgd(model, xb, yb, threat, steps=steps, step_size=pgd_step_size(threat.eps, steps))
+        x_adv = pgd(
+            model,
+            xb,
+            yb,
+            threat,
+            steps=steps,
+            step_size=pgd_step_size(cast(float, threat.eps), steps),
+        )
         with torch.no_grad():
             model.eval()
             correct += (model(x_adv).argmax(1) == yb).sum()
