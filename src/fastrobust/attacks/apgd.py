@@ -37,7 +37,7 @@ later iterations compute only the others (and a run whose points are all fooled 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 
@@ -149,19 +149,20 @@ def _evaluator(
     ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
         xs, ys = (x, y) if idx is None else (x[idx], y[idx])
         ds = points if idx is None else points[idx]
+        fn: LossFn
         if target is None:
-            fn = loss_fn
+            fn = cast(LossFn, loss_fn)  # untargeted: loss_fn(logits, y)
         else:
             ts = target if idx is None else target[idx]
 
             def fn(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-                return loss_fn(out, labels, ts)  # type: ignore[call-arg]
+                return cast(TargetedLossFn, loss_fn)(out, labels, ts)
 
         if gradient:
-            return _averaged_gradient(model, xs + ds, ys, fn, eot)  # type: ignore[arg-type]
+            return _averaged_gradient(model, xs + ds, ys, fn, eot)
         with torch.no_grad():
             out = model(xs + ds)
-            return None, out, fn(out, ys)  # type: ignore[call-arg]
+            return None, out, fn(out, ys)
 
     return evaluate
 
@@ -193,7 +194,8 @@ def _apgd_run(
     n = x.shape[0]
     evaluate = _evaluator(model, x, y, loss_fn, target, eot)
     checks = set(apgd_checkpoints(steps))
-    eta = torch.full((n,), 2.0 * threat.eps, device=x.device, dtype=x.dtype)
+    eps = cast(float, threat.eps)  # one radius: no per-row eps for APGD (spec per_row_eps)
+    eta = torch.full((n,), 2.0 * eps, device=x.device, dtype=x.dtype)
     first_grad, logits, loss = evaluate(delta, None, True)
     grad = torch.zeros_like(x) if first_grad is None else first_grad
     fooled = is_fooled(logits, y)

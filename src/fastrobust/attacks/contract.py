@@ -70,7 +70,7 @@ def attack_mode(model: Model, bn_mode: BNMode = "eval") -> Iterator[None]:
         yield
         return
     modes = [(m, m.training) for m in model.modules()]
-    tracked: list[tuple[nn.Module, bool]] = []
+    tracked: list[tuple[nn.modules.batchnorm._BatchNorm, bool]] = []
     try:
         model.train(bn_mode == "train")
         if bn_mode == "train":

@@ -13,6 +13,7 @@ sample, and every result projected back into the threat model.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 
@@ -120,7 +121,8 @@ def fgsm(
     L-inf), as in Goodwin et al. 2020 and Wong et al. 2020. Classic FGSM (no random start) is
     ``start=torch.zeros_like(x)`` or a threat model with ``random_start="none"``.
     """
-    alpha = threat.fast_alpha_factor * threat.eps if step_size is None else step_size
+    eps = cast(float, threat.eps)  # one radius: pgd takes one step size
+    alpha = threat.fast_alpha_factor * eps if step_size is None else step_size
     return pgd(
         model,
         x,

@@ -16,10 +16,11 @@ gradient-masking checks rely on this).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 
-from fastrobust.attacks.apgd import apgd, apgd_targeted
+from fastrobust.attacks.apgd import APGDLoss, apgd, apgd_targeted
 from fastrobust.attacks.contract import (
     PGD_STEP_FACTOR,
     BNMode,
@@ -64,7 +65,8 @@ __all__ = [
 register_attack(AttackSpec(
     "pgd",
     run=lambda model, x, y, threat, start, run, _g: pgd(
-        model, x, y, threat, steps=run.steps, step_size=run.pgd_step_size(threat.eps),
+        model, x, y, threat, steps=run.steps,
+        step_size=run.pgd_step_size(cast(float, threat.eps)),  # one radius: not per_row_eps
         start=start, bn_mode=run.bn_mode,
     ),
     budget=lambda s, restarts: {
@@ -75,7 +77,7 @@ register_attack(AttackSpec(
 ))  # fmt: skip
 
 
-def _apgd(loss: str) -> NamedAttack:
+def _apgd(loss: APGDLoss) -> NamedAttack:
     """APGD with ``loss`` (``"ce"`` or ``"dlr"``) as a named attack."""
     return lambda model, x, y, threat, start, run, _g: apgd(
         model, x, y, threat, steps=run.steps, loss=loss, start=start, bn_mode=run.bn_mode,

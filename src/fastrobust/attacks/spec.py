@@ -68,7 +68,7 @@ NamedAttack = Callable[
 #: for the smallest perturbation, whose one run answers every eps (a sample leaves once its
 #: perturbation is ``<= enough``, per sample)
 MinimalAttack = Callable[
-    [Model, torch.Tensor, torch.Tensor, ThreatModel, RunSettings, torch.Tensor],
+    [Model, torch.Tensor, torch.Tensor, ThreatModel, RunSettings, torch.Tensor | float],
     MinimalPerturbation,
 ]
 #: what one attack may spend per sample and eps, as reports write it (``{"steps": 20, ...}``)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import math
 from abc import ABC, abstractmethod
+from typing import cast
 
 import torch
 
@@ -46,7 +47,7 @@ def window_fraction(query: int, p_init: float, *, queries: int, rescale: bool = 
     With ``rescale`` the schedule, written for 10,000 queries, is stretched to ``queries``.
     """
     at = int(query / queries * 10000) if rescale else query
-    return p_init / 2 ** sum(at > h for h in HALVINGS)
+    return cast(float, p_init / 2 ** sum(at > h for h in HALVINGS))
 
 
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -90,7 +91,7 @@ def mountain(rows: int, cols: int, *, device: torch.device | None = None) -> tor
     weights = 1.0 / torch.arange(1, levels + 1, device=device, dtype=torch.float64) ** 2
     tail = weights.flip(0).cumsum(0).flip(0)  # tail[k] = sum_{j >= k} weights[j]
     pattern = tail[dist.long()]
-    return (pattern / pattern.norm()).float()
+    return cast(torch.Tensor, (pattern / pattern.norm()).float())
 
 
 def two_mountains(side: int, *, device: torch.device | None = None) -> torch.Tensor:
@@ -98,7 +99,7 @@ def two_mountains(side: int, *, device: torch.device | None = None) -> torch.Ten
     top = mountain(side // 2, side, device=device) if side // 2 else torch.zeros(0, side)
     bottom = mountain(side - side // 2, side, device=device)
     both = torch.cat([top.to(bottom.device), -bottom])
-    return both / both.norm()
+    return cast(torch.Tensor, both / both.norm())
 
 
 @functools.lru_cache(maxsize=64)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 
@@ -100,7 +100,7 @@ class ThreatModel(ABC):
         seventh digit where ``C*H*W`` is not a square, e.g. 3x32x32)."""
         return float(self.norm(torch.ones(1, *image_shape, dtype=torch.float64)))
 
-    def with_eps(self, eps: float) -> ThreatModel:
+    def with_eps(self, eps: float | torch.Tensor) -> ThreatModel:
         """The same norm and random start with another radius."""
         return type(self)(eps, random_start=self.random_start)
 
@@ -207,7 +207,7 @@ class L2(ThreatModel):
     fast_alpha_factor = 1.5
 
     def norm(self, delta: torch.Tensor) -> torch.Tensor:
-        return delta.flatten(1).norm(p=2, dim=1)
+        return cast(torch.Tensor, delta.flatten(1).norm(p=2, dim=1))
 
     def direction(self, grad: torch.Tensor) -> torch.Tensor:
         return grad / per_sample(self.norm(grad).clamp_min(_TINY), grad)
@@ -271,7 +271,7 @@ class Linf(ThreatModel):
 
     def project_ball(self, delta: torch.Tensor) -> torch.Tensor:
         eps = self.radius(delta)
-        return delta.clamp(-eps, eps)
+        return delta.clamp(-eps, eps)  # type: ignore[arg-type]  # torch stub: no union overload
 
     def _sample_ball(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         u = torch.rand(x.shape, device=x.device, dtype=x.dtype, generator=generator)

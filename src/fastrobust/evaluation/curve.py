@@ -49,7 +49,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -147,13 +147,13 @@ def _curve_chunk(
         if not joint:
             bar.update(n)
     for a in range(len(per_eps), len(attacks)):
-        found, spent = _over_the_grid(
+        on_grid, spent = _over_the_grid(
             model, x, y, threat, eps_list, how == robust_code, attacks[a],
             settings=settings, key=(seed, chunk, len(eps_list), a), bar=bar,
         )  # fmt: skip
         gradients += spent
-        first = found.int().cummax(0).values.bool()  # fooled by it here or at a smaller eps
-        at_first = found & (first.int().cumsum(0) == 1)
+        first = on_grid.int().cummax(0).values.bool()  # fooled by it here or at a smaller eps
+        at_first = on_grid & (first.int().cumsum(0) == 1)
         how[at_first] = a
         # at every larger eps the point counts as fooled at a smaller eps, as in a cascade run
         # eps by eps (where it would not have been attacked there at all)
@@ -258,7 +258,8 @@ def _minimal_norms(
     todo = (~fooled & (norm < 0)).nonzero().squeeze(1)
     if todo.numel() == 0:
         return (delta, norm), 0
-    enough = torch.full((todo.numel(),), threat.eps, dtype=x.dtype, device=x.device)
+    eps = cast(float, threat.eps)  # one radius: the cascade runs one eps at a time
+    enough = torch.full((todo.numel(),), eps, dtype=x.dtype, device=x.device)
     spec = attack_spec(name)
     assert spec.minimal is not None  # the cascade calls this for minimal attacks only
     found = spec.minimal(model, x[todo], y[todo], threat, settings, enough)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -91,13 +92,17 @@ def validate_attacks(attacks: str | Sequence[str], *, field: str | None = None) 
 
 def data_tensors(
     data: Data, limit: int | None, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor, dict]:
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """The evaluation tensors and a description of where they come from. With ``limit``, a
     class-stratified sample of ``limit`` of them drawn from ``seed``
     (:func:`~fastrobust.data.subsets.stratified_subset`); the description then holds it."""
     if isinstance(data, ImageDataset):
         x, y = data.test_x, data.test_y
-        info = {"dataset": data.name, "split": "test", "classes": list(data.classes)}
+        info: dict[str, Any] = {
+            "dataset": data.name,
+            "split": "test",
+            "classes": list(data.classes),
+        }
     elif isinstance(data, tuple | list) and len(data) == 2:
         x, y = data
         info = {"dataset": None, "split": "given", "classes": None}

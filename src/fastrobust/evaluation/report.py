@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 from fastrobust.evaluation.results import RobustnessCurve
 
@@ -67,11 +68,11 @@ def describe_attack(curve: RobustnessCurve) -> str:
 _SHORT_FORM = {"steps", "restarts", "eot", "step_size"}
 
 
-def _budgets(curve: RobustnessCurve) -> list[dict]:
+def _budgets(curve: RobustnessCurve) -> list[dict[str, Any]]:
     return [curve.budgets.get(name, {}) for name in curve.attacks]
 
 
-def _said_by_steps_and_restarts(curve: RobustnessCurve, budget: dict) -> bool:
+def _said_by_steps_and_restarts(curve: RobustnessCurve, budget: dict[str, Any]) -> bool:
     """Whether the short description states this attack's whole budget (as it does for the
     restartable attacks, ``AttackSpec.restartable``: PGD, APGD-CE, APGD-DLR without EOT)."""
     return (
@@ -83,7 +84,7 @@ def _said_by_steps_and_restarts(curve: RobustnessCurve, budget: dict) -> bool:
 
 
 def write_report(
-    out_dir: str | Path, curves: dict[str, RobustnessCurve], *, extra: dict | None = None
+    out_dir: str | Path, curves: dict[str, RobustnessCurve], *, extra: dict[str, Any] | None = None
 ) -> dict[str, Path]:
     """Write ``robustness.json``, ``robustness.csv`` and ``robustness.png`` into ``out_dir``."""
     out = Path(out_dir)

@@ -28,7 +28,7 @@ class Check:
         return {"name": self.name, "passed": self.passed, "message": self.message, **self.values}
 
 
-def describe_subset(data_info: dict) -> str:
+def describe_subset(data_info: dict[str, Any]) -> str:
     """``"a class-stratified sample of 100 of 360 test points (seed 0)"`` or
     ``"all 360 test points"``."""
     what = "test points" if data_info.get("split") == "test" else "given points"

@@ -28,7 +28,7 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import torch
 import torch.distributed as dist
@@ -150,6 +150,10 @@ def _check_group(world: distributed.WorldInfo) -> None:
         )
 
 
+@overload
+def _take(x: torch.Tensor, shard: Shard) -> torch.Tensor: ...
+@overload
+def _take(x: LazyImages, shard: Shard) -> LazyImages: ...
 def _take(x: torch.Tensor | LazyImages, shard: Shard) -> torch.Tensor | LazyImages:
     """Points ``start..stop`` of ``x``; images on disk stay on disk until evaluated."""
     if isinstance(x, LazyImages):

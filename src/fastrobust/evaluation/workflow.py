@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -29,7 +29,7 @@ from fastrobust.distributed import together
 from fastrobust.errors import ConfigError, DataError, OutputError
 from fastrobust.evaluation.curve import CurveRun
 from fastrobust.evaluation.results import RobustnessCurve
-from fastrobust.evaluation.settings import SECTION, EvaluationSettings
+from fastrobust.evaluation.settings import SECTION, EvaluationSettings, Norm
 from fastrobust.evaluation.sharding import sharded_curve_for_run
 from fastrobust.model_info import ModelInfo
 
@@ -135,7 +135,8 @@ def _size_option(data_name: str, info: ModelInfo) -> dict[str, Any]:
 
 def _resolved(settings: EvaluationSettings, info: ModelInfo) -> EvaluationSettings:
     """``settings`` with norm, eps and dataset read from the first model where left out."""
-    norm = settings.norm or info.norm
+    # a checkpoint records its threat model's name, "l2" or "linf"
+    norm = cast(Norm | None, settings.norm or info.norm)
     if norm is None:
         raise ConfigError(
             f"give {SECTION}.norm (the first checkpoint does not record one)",
