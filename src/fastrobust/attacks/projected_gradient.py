@@ -65,7 +65,7 @@ def pgd(
     ``2.5 * eps / steps`` (:func:`~fastrobust.attacks.contract.pgd_step_size`).
     """
     if step_size is None:
-        step_size = pgd_step_size(threat.eps, steps)
+        step_size = pgd_step_size(cast(float, threat.eps), steps)  # one radius per run
     if steps < 0 or restarts < 1:
         raise ConfigError(f"need steps >= 0 and restarts >= 1, got {steps} and {restarts}")
     if step_size < 0:
