@@ -80,6 +80,20 @@ def train_mlp(
     return net.eval()
 
 
+class GradientCounter(nn.Module):
+    """Counts the samples of every forward pass an input gradient can flow through."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.attacked = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad:
+            self.attacked += x.shape[0]
+        return self.net(x)
+
+
 def small_bn_cnn(seed: int = 0) -> nn.Module:
     """An untrained CNN with BatchNorm and dropout for 1x8x8 images (10 classes)."""
     torch.manual_seed(seed)

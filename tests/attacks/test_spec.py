@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from torch import nn
 
+from conftest import GradientCounter
 from fastrobust.attacks.registry import (
     AttackSpec,
     RunSettings,
@@ -20,20 +20,6 @@ from fastrobust.evaluation import CurveSettings
 from fastrobust.evaluation.curve import robustness_curve
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
-
-
-class GradientCounter(nn.Module):
-    """Counts the samples of every forward pass an input gradient can flow through."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.attacked = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.requires_grad:
-            self.attacked += x.shape[0]
-        return self.net(x)
 
 
 @pytest.mark.parametrize("name", attack_names())

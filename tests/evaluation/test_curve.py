@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import GradientCounter
 from fastrobust.attacks.restarts import seeded_starts
 from fastrobust.attacks.threat import threat_model
 from fastrobust.data.base import to_float
@@ -15,20 +16,6 @@ from fastrobust.evaluation.curve import robustness_curve
 
 EPS = [0.0, 0.3, 0.6, 1.2]
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
-
-
-class Counting(nn.Module):
-    """Counts the samples of every forward pass that an input gradient goes through."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.attacked = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.requires_grad:
-            self.attacked += x.shape[0]
-        return self.net(x)
 
 
 def plain_loop(model, x, y, eps_list, *, steps, restarts, seed, batch_size, factor=2.5):
@@ -92,7 +79,7 @@ def test_curve_equals_the_plain_loop(mlp, points):
 
 def test_fooled_samples_are_never_attacked_again(mlp, points):
     steps, restarts = 3, 4
-    counted = Counting(mlp)
+    counted = GradientCounter(mlp)
     curve, fooled, clean = curve_and_plain_loop(
         counted, mlp, points, steps=steps, restarts=restarts, seed=1, batch_size=40
     )
@@ -145,7 +132,7 @@ def test_data_forms_and_limit_agree(mlp, digits):
 
 
 def test_eps_zero_is_clean_accuracy_without_attacks(mlp, points):
-    counted = Counting(mlp)
+    counted = GradientCounter(mlp)
     curve = robustness_curve(counted, points, "linf", [0.0], CurveSettings(checks=False))
     assert counted.attacked == 0 and curve.attack_gradients == 0
     assert curve.accuracy == [curve.clean_accuracy]
