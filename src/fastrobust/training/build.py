@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from fastrobust import distributed
+from fastrobust.attacks.contract import InputGradientsOnly
 from fastrobust.attacks.threat import ThreatModel
 from fastrobust.data import DiskLoader, InMemoryLoader, make_loader
 from fastrobust.model_info import check_model_fits
@@ -80,7 +81,10 @@ def build(plan: Plan, *, net: nn.Module | None = None, import_factory: bool = Fa
     model, train_model = wrap_for_training(
         model, world, device, sync_bn=runtime.sync_bn, compile_model=runtime.compile
     )
-    attack_model = cast(nn.Module, torch.compile(model)) if runtime.compile else model
+    # compiled: the attack's backward graph must not compute the weight gradients as well
+    attack_model = (
+        cast(nn.Module, torch.compile(InputGradientsOnly(model))) if runtime.compile else model
+    )
     monitor = OverfittingMonitor(
         model, armed=method.perturbs, keep_good_weights=cfg.evaluation.early_stop
     )
