@@ -7,7 +7,7 @@ own seed before the method and the loader)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from fastrobust.training.methods import TrainingMethod, build_method
 from fastrobust.training.monitor import OverfittingMonitor
 from fastrobust.training.optimisation import build_optimiser
 from fastrobust.training.preflight import Plan
-from fastrobust.training.setup import wrap_for_training
+from fastrobust.training.setup import compile_static, wrap_for_training
 
 
 @dataclass
@@ -82,9 +82,7 @@ def build(plan: Plan, *, net: nn.Module | None = None, import_factory: bool = Fa
         model, world, device, sync_bn=runtime.sync_bn, compile_model=runtime.compile
     )
     # compiled: the attack's backward graph must not compute the weight gradients as well
-    attack_model = (
-        cast(nn.Module, torch.compile(InputGradientsOnly(model))) if runtime.compile else model
-    )
+    attack_model = compile_static(InputGradientsOnly(model)) if runtime.compile else model
     monitor = OverfittingMonitor(
         model, armed=method.perturbs, keep_good_weights=cfg.evaluation.early_stop
     )
