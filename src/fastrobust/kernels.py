@@ -121,3 +121,74 @@ def kernel_settings(
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
         else:
             os.environ["CUBLAS_WORKSPACE_CONFIG"] = workspace
+
+
+# -- host syncs ---------------------------------------------------------------------------------
+#: aten ops whose result the host must wait for on a GPU: a value read back (``.item()``,
+#: ``bool(t)``, ``float(t)``: ``_local_scalar_dense``; ``if t.any()``: ``is_nonzero``) or an
+#: output whose size depends on the data (``nonzero``, ``masked_select``, ``unique``...)
+SYNC_OPS = frozenset(
+    {
+        "_local_scalar_dense",
+        "is_nonzero",
+        "nonzero",
+        "nonzero_static",
+        "masked_select",
+        "masked_scatter",
+        "unique",
+        "_unique2",
+        "unique_consecutive",
+        "repeat_interleave",
+        "equal",
+        "allclose",
+    }
+)
+
+
+class HostSyncs:
+    """Counts, per op name, the host syncs the body forced (:func:`count_host_syncs`)."""
+
+    def __init__(self) -> None:
+        self.by_op: dict[str, int] = {}
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_op.values())
+
+    def add(self, name: str) -> None:
+        self.by_op[name] = self.by_op.get(name, 0) + 1
+
+
+@contextlib.contextmanager
+def count_host_syncs() -> Iterator[HostSyncs]:
+    """Count the ops of the body that force a host sync on a GPU, on any device (a CPU too):
+    every aten op is seen through a ``TorchDispatchMode``; an op of :data:`SYNC_OPS` counts
+    once, and so does indexing with a bool mask (``x[mask]``, ``x[mask] = v``: a ``nonzero``
+    inside). On CUDA ``torch.cuda.set_sync_debug_mode`` reports the same syncs as warnings."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    syncs = HostSyncs()
+    index_ops = {"index", "index_put", "index_put_", "_index_put_impl_"}
+
+    class _Counting(TorchDispatchMode):
+        def __torch_dispatch__(
+            self, func: Any, types: Any, args: Any = (), kwargs: Any = None
+        ) -> Any:
+            name = func._schema.name.split("::")[-1]
+            if name in SYNC_OPS:
+                syncs.add(name)
+            elif name in index_ops and _has_bool_index(args):
+                syncs.add(f"{name} (bool mask)")
+            return func(*args, **(kwargs or {}))
+
+    with _Counting():
+        yield syncs
+
+
+def _has_bool_index(args: Any) -> bool:
+    indices = args[1] if len(args) > 1 else ()
+    return any(
+        isinstance(i, torch.Tensor) and i.dtype == torch.bool
+        for i in (indices or ())
+        if i is not None
+    )
