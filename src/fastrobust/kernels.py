@@ -170,7 +170,7 @@ def count_host_syncs() -> Iterator[HostSyncs]:
     syncs = HostSyncs()
     index_ops = {"index", "index_put", "index_put_", "_index_put_impl_"}
 
-    class _Counting(TorchDispatchMode):
+    class _Counting(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch: untyped base
         def __torch_dispatch__(
             self, func: Any, types: Any, args: Any = (), kwargs: Any = None
         ) -> Any:
@@ -181,7 +181,7 @@ def count_host_syncs() -> Iterator[HostSyncs]:
                 syncs.add(f"{name} (bool mask)")
             return func(*args, **(kwargs or {}))
 
-    with _Counting():
+    with _Counting():  # type: ignore[no-untyped-call]  # torch: TorchDispatchMode.__init__
         yield syncs
 
 
