@@ -29,6 +29,12 @@ work done. The wall-clock time is shown next to it. On a GPU the clock is the wa
 
 ``--amp``, ``--channels-last`` and ``--compile`` are the trainer's speed options (autocast of
 the whole step, NHWC model and inputs, ``torch.compile`` of the model the step runs).
+``--compile`` times three variants interleaved in one run, each method's ratio to the same
+variant's standard step: ``eager``; ``compiled``, as the trainer compiles (the weight update
+through ``torch.compile(model)``, the attack through
+``torch.compile(InputGradientsOnly(model))``, whose backward computes input gradients only);
+and ``compiled-plain``, the attack through ``torch.compile(model)`` too, as before issue 20
+(its backward also computes every weight gradient and discards it).
 """
 
 from __future__ import annotations
@@ -36,9 +42,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any
 
 import torch
 
+from fastrobust.attacks.contract import InputGradientsOnly
 from fastrobust.models import ModelSpec, build_model
 from fastrobust.training.config import AttackConfig
 from fastrobust.training.methods import build_method
@@ -85,7 +93,11 @@ def main() -> None:
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    step_model = torch.compile(model) if args.compile else model
+    variants: dict[str, tuple[Any, Any]] = {"eager": (model, model)}  # (train, attack) models
+    if args.compile:
+        train_compiled = torch.compile(model)
+        variants["compiled"] = (train_compiled, torch.compile(InputGradientsOnly(model)))
+        variants["compiled-plain"] = (train_compiled, train_compiled)
     x = torch.rand(args.batch, 3, size, size, device=device)
     if args.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -107,41 +119,56 @@ def main() -> None:
         methods = {name: methods[name] for name in chosen}
     schedule_epochs = max(args.repeats, 2)  # curriculum: one epoch of its schedule per repeat
 
-    def one(name: str, repeat: int = 0) -> tuple[float, float]:
+    def one(name: str, variant: str, repeat: int = 0) -> tuple[float, float]:
         """(CPU seconds, wall-clock seconds) of one training step of ``name``."""
+        train_model, attack_model = variants[variant]
         methods[name].start_epoch(repeat, schedule_epochs)
         if device.type == "cuda":
             torch.cuda.synchronize()
         c0, t0 = time.process_time(), time.perf_counter()
         autocast = autocast_context(args.amp, device)
-        loss, _ = training_step(step_model, step_model, methods[name], opt, x, y, autocast=autocast)
+        loss, _ = training_step(
+            train_model, attack_model, methods[name], opt, x, y, autocast=autocast
+        )
         float(loss)  # wait for the step to finish
         if device.type == "cuda":
             torch.cuda.synchronize()
         return time.process_time() - c0, time.perf_counter() - t0
 
-    for name in methods:  # warm-up
-        one(name)
-    cpu: dict[str, list[float]] = {name: [] for name in methods}
-    wall: dict[str, list[float]] = {name: [] for name in methods}
-    for repeat in range(args.repeats):
+    for variant in variants:  # warm-up (and compilation)
         for name in methods:
-            c, w = one(name, repeat)
-            cpu[name].append(c)
-            wall[name].append(w)
-    times = cpu if clock == "cpu" else wall
-    med = {name: statistics.median(ts) for name, ts in times.items()}
-    if "curriculum" in times:
-        med["curriculum"] = statistics.mean(times["curriculum"])  # the schedule's average
-    wall_med = {name: statistics.median(ts) for name, ts in wall.items()}
-    if "curriculum" in wall:
-        wall_med["curriculum"] = statistics.mean(wall["curriculum"])
+            one(name, variant)
+    cpu = {(v, name): list[float]() for v in variants for name in methods}
+    wall = {(v, name): list[float]() for v in variants for name in methods}
+    for repeat in range(args.repeats):
+        for variant in variants:
+            for name in methods:
+                c, w = one(name, variant, repeat)
+                cpu[variant, name].append(c)
+                wall[variant, name].append(w)
     print(
         f"{args.model}, batch {args.batch}, {size}x{size}x3, device {device}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, median of {args.repeats}, "
         f"ratios in {'CPU time' if clock == 'cpu' else 'wall-clock time'}, "
         f"amp={args.amp}, channels_last={args.channels_last}, compile={args.compile}"
     )
+    for variant in variants:
+        if len(variants) > 1:
+            print(f"-- {variant}")
+        times = {name: (cpu if clock == "cpu" else wall)[variant, name] for name in methods}
+        report(times, {name: wall[variant, name] for name in methods}, args.batch, clock)
+
+
+def report(
+    times: dict[str, list[float]], wall: dict[str, list[float]], batch: int, clock: str
+) -> None:
+    """One table: per method its time per step, images/s and ratio to the standard step."""
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    if "curriculum" in times:
+        med["curriculum"] = statistics.mean(times["curriculum"])  # the schedule's average
+    wall_med = {name: statistics.median(ts) for name, ts in wall.items()}
+    if "curriculum" in wall:
+        wall_med["curriculum"] = statistics.mean(wall["curriculum"])
     head = "cpu s/step" if clock == "cpu" else "s/step"
     print(f"{'method':<12}{head:>11}{'wall s':>9}{'img/s':>8}{'ratio':>8}{'floor':>8}{'target':>8}")
     ratios = {name: t / med["standard"] for name, t in med.items()}
@@ -152,7 +179,7 @@ def main() -> None:
             inside = ratios["fast"] <= ratios[name] <= ratios["pgd7"]
             verdict = "  between fast and pgd7" if inside else "  OUTSIDE fast..pgd7"
         print(
-            f"{name:<12}{t:>11.4f}{wall_med[name]:>9.4f}{args.batch / t:>8.1f}{ratios[name]:>8.2f}"
+            f"{name:<12}{t:>11.4f}{wall_med[name]:>9.4f}{batch / t:>8.1f}{ratios[name]:>8.2f}"
             f"{(f'{floor:.2f}' if floor else '-'):>8}{(f'{target:.2f}' if target else '-'):>8}"
             f"{verdict}"
         )

@@ -113,6 +113,13 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     args = p.parse_args()
     procs = [int(v) for v in args.procs.split(",")]
+    if args.device.startswith("cuda"):  # one process per GPU: NCCL refuses two on one GPU
+        gpus = torch.cuda.device_count()
+        if any(n > gpus for n in procs):
+            print(f"{gpus} GPU(s) visible: skipping --procs {[n for n in procs if n > gpus]}")
+        procs = [n for n in procs if n <= gpus]
+        if not procs:
+            p.error(f"no --procs value fits the {gpus} visible GPU(s)")
     methods = args.methods.split(",")
     if args.epochs < 2:
         p.error("--epochs must be >= 2 (the first epoch is warm-up)")

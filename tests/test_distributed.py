@@ -281,3 +281,70 @@ def test_a_failing_rank_fails_the_job_with_its_error(tmp_path):
     assert "node1 does not exist" in proc.stderr
     assert proc.stderr.count("fastrobust: error") == 1  # rank 0 was stopped, not failed
     assert not re.search(r'File ".*fastrobust', proc.stderr)  # no traceback of ours
+
+
+# -- issue 20: ranks and GPUs, without a GPU (torch.cuda is stood in for) --------------------
+def _fake_gpus(monkeypatch, count: int) -> list[torch.device]:
+    current: list[torch.device] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: current.append(torch.device(d)))
+    return current
+
+
+def _torchrun_env(rank: int, nproc: int) -> dict[str, str]:
+    return dict(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc)
+    )
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_more_torchrun_ranks_than_gpus_fail_on_every_rank_before_rendezvous(
+    monkeypatch, tmp_path, digits, rank
+):
+    """torchrun --nproc_per_node 2 on a one-GPU machine: every rank (rank 0 too, which would
+    otherwise wait at the rendezvous) fails in one line; before, both got cuda:0."""
+    _fake_gpus(monkeypatch, 1)
+    with pytest.raises(ConfigError, match=r"2 processes on this node but 1 GPU\(s\) visible"):
+        distributed.resolve_device("cuda", rank, env=_torchrun_env(rank, 2))
+    init = []
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kw: init.append(kw))
+    for key, value in _torchrun_env(rank, 2).items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match="GPU"):
+        fit(tiny_config(tmp_path, device="cuda"), dataset=digits)
+    assert init == []  # no rendezvous was attempted
+
+
+def test_one_gpu_per_task_and_explicit_gpus_are_set_as_current(monkeypatch):
+    current = _fake_gpus(monkeypatch, 1)
+    slurm = dict(SLURM_PROCID="1", SLURM_LOCALID="1", SLURM_STEP_NUM_TASKS="2")
+    assert distributed.resolve_device("cuda", 1, env=slurm) == torch.device("cuda", 0)
+    _fake_gpus(monkeypatch, 2)
+    assert distributed.resolve_device("cuda", 1, env=_torchrun_env(1, 2)) == torch.device("cuda", 1)
+    current = _fake_gpus(monkeypatch, 2)
+    assert distributed.resolve_device("cuda:1", 0, env={}) == torch.device("cuda", 1)
+    assert current == [torch.device("cuda", 1)]  # --device cuda:1 in one process: set_device
+
+
+def _slow_rank_worker(out: str) -> None:
+    """Rank 1 joins the object gather 2.5 s late; the tensor collectives' timeout is 1 s."""
+    import time
+
+    world = distributed.world_info_from_env()
+    distributed.init_distributed(world, torch.device("cpu"))
+    if world.rank == 1:
+        time.sleep(2.5)
+    gathered = distributed.all_gather_object(world.rank * 10)
+    shared = distributed.broadcast_object("from rank 0" if world.rank == 0 else None)
+    Path(out, f"rank{world.rank}.json").write_text(json.dumps([gathered, shared]))
+
+
+def test_object_collectives_wait_past_the_collective_timeout(tmp_path, monkeypatch):
+    """Ranks done early wait for a slow one in the object collectives (their own gloo group
+    with FASTROBUST_OBJECT_TIMEOUT), not the collectives' timeout (issue 20, item 4)."""
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, "1")
+    monkeypatch.setenv(distributed.OBJECT_TIMEOUT_ENV, "60")
+    distributed.launch_local(_slow_rank_worker, 2, str(tmp_path), threads=1)
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [[0, 10], "from rank 0"]

@@ -29,6 +29,13 @@ log = logging.getLogger(__name__)
 
 #: env var: seconds a collective may wait for a missing rank before failing (default 1800)
 TIMEOUT_ENV = "FASTROBUST_DIST_TIMEOUT"
+#: env var: seconds an object collective (results gathered, failures settled) may wait for a
+#: rank still working (default 86400): sharded evaluation and the study gather whole chunks
+#: whose attacks can outlast the tensor collectives' timeout (an AutoAttack chunk at 224 px)
+OBJECT_TIMEOUT_ENV = "FASTROBUST_OBJECT_TIMEOUT"
+
+_objects: Any = None
+"""the gloo group object collectives use (None: the default group, or no group)"""
 
 
 @dataclass(frozen=True)
@@ -93,29 +100,54 @@ def _slurm_rendezvous(env: MutableMapping[str, str]) -> None:
     env.setdefault("MASTER_PORT", str(20000 + int(job) % 20000) if job.isdigit() else "29500")
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+def resolve_device(
+    name: str, local_rank: int = 0, *, env: MutableMapping[str, str] | None = None
+) -> torch.device:
     """``auto`` -> the local GPU when there is one, else the CPU; a bare ``cuda`` -> this
-    process's GPU (``local_rank``; the only visible one under ``srun --gpus-per-task=1``)."""
+    process's GPU (``local_rank``; the only visible one under ``srun --gpus-per-task=1``).
+
+    Under torchrun every process of a node sees the same GPUs, and NCCL refuses two ranks on
+    one GPU: more processes on the node (``LOCAL_WORLD_SIZE``) than visible GPUs is a
+    ConfigError on *every* rank, before any rendezvous (rank 0 would otherwise wait for the
+    others until the collective timeout). A CUDA device becomes the process's current device
+    (``torch.cuda.set_device``), so ``--device cuda:1`` in one process also puts library
+    kernels and ``torch.cuda`` calls without a device on GPU 1.
+    """
+    env = os.environ if env is None else env
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"unknown device {name!r}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("device cuda requested but no GPU is available")
-        if device.index is None:
-            visible = torch.cuda.device_count()
-            if visible == 1:  # srun --gpus-per-task=1: each task sees only its own GPU
-                local_rank = 0
-            elif local_rank >= visible:
-                raise ConfigError(
-                    f"local rank {local_rank} needs a GPU but only {visible} are visible; "
-                    "start one process per GPU (torchrun --nproc_per_node <GPUs>)"
-                )
-            device = torch.device("cuda", local_rank)
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        raise ConfigError("device cuda requested but no GPU is available")
+    if device.index is None:
+        device = torch.device("cuda", _local_gpu(local_rank, torch.cuda.device_count(), env))
+    torch.cuda.set_device(device)
     return device
+
+
+def _local_gpu(local_rank: int, visible: int, env: MutableMapping[str, str]) -> int:
+    """The index of this process's GPU among the ``visible`` ones (see :func:`resolve_device`)."""
+    torchrun = "LOCAL_RANK" in env and "RANK" in env and "WORLD_SIZE" in env
+    processes = int(env.get("LOCAL_WORLD_SIZE", local_rank + 1)) if torchrun else local_rank + 1
+    if torchrun and processes > visible:
+        raise ConfigError(
+            f"{processes} processes on this node but {visible} GPU(s) visible: each rank needs "
+            f"its own GPU; start at most {visible} (torchrun --nproc_per_node {visible}), or "
+            "under SLURM one task per GPU (srun --gpus-per-task=1)"
+        )
+    if visible == 1:  # srun --gpus-per-task=1: each task sees only its own GPU
+        return 0
+    if local_rank >= visible:
+        raise ConfigError(
+            f"local rank {local_rank} needs a GPU but only {visible} are visible; "
+            "start one process per GPU (torchrun --nproc_per_node <GPUs>)"
+        )
+    return local_rank
 
 
 def init_distributed(world: WorldInfo, device: torch.device) -> None:
@@ -127,10 +159,8 @@ def init_distributed(world: WorldInfo, device: torch.device) -> None:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    try:
-        timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, 1800)))
-    except ValueError:
-        raise ConfigError(f"{TIMEOUT_ENV} must be a number of seconds") from None
+    timeout = _seconds(TIMEOUT_ENV, 1800)
+    object_timeout = _seconds(OBJECT_TIMEOUT_ENV, 86400)
     kwargs: dict[str, Any] = {}
     if (
         device.type == "cuda"
@@ -144,10 +174,23 @@ def init_distributed(world: WorldInfo, device: torch.device) -> None:
         timeout=timeout,
         **kwargs,
     )
+    global _objects
+    # pickled objects travel over gloo (host memory, no GPU copies) with their own long
+    # timeout, so ranks done early can wait for the slowest without the NCCL watchdog
+    _objects = dist.new_group(backend="gloo", timeout=object_timeout)
     log.info("process group up: backend=%s rank=%d/%d", backend, world.rank, world.world_size)
 
 
+def _seconds(env_var: str, default: float) -> timedelta:
+    try:
+        return timedelta(seconds=float(os.environ.get(env_var, default)))
+    except ValueError:
+        raise ConfigError(f"{env_var} must be a number of seconds") from None
+
+
 def shutdown_distributed() -> None:
+    global _objects
+    _objects = None
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -172,7 +215,7 @@ def broadcast_object(obj: object, src: int = 0) -> object:
     """Send a picklable object from ``src`` to every rank (internal use, trusted data)."""
     if _active():
         box = [obj]
-        dist.broadcast_object_list(box, src=src)
+        dist.broadcast_object_list(box, src=src, group=_objects)
         return box[0]
     return obj
 
@@ -181,7 +224,7 @@ def all_gather_object(obj: object) -> list[object]:
     """Every rank's ``obj``, in rank order (``[obj]`` in a single process)."""
     if _active():
         out: list[object] = [None] * dist.get_world_size()
-        dist.all_gather_object(out, obj)
+        dist.all_gather_object(out, obj, group=_objects)
         return out
     return [obj]
 

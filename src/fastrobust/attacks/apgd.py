@@ -229,14 +229,17 @@ def _apgd_run(
             if sub_grad is not None:
                 grad = grad.clone()
                 grad[idx] = sub_grad
+        # masked arithmetic, not bool indexing: no host sync (the only one per iteration is
+        # the still-attacked set above, which keeps fooled samples out of the passes)
         now_fooled = is_fooled(logits, y) & ~fooled
-        adv[now_fooled] = delta[now_fooled]
+        adv = torch.where(per_sample(now_fooled, x), delta, adv)
         fooled |= now_fooled
         increases += (loss > prev_loss).to(increases.dtype)
         prev_loss = loss
         improved = loss > best_loss
-        best[improved], best_loss[improved] = delta[improved], loss[improved]
-        best_grad[improved] = grad[improved]
+        best = torch.where(per_sample(improved, x), delta, best)
+        best_loss = torch.where(improved, loss, best_loss)
+        best_grad = torch.where(per_sample(improved, x), grad, best_grad)
         if k + 1 in checks and k < steps - 1:
             oscillating = increases <= rho * (k + 1 - last_check)
             stalled = ~reduced_at_last_check & (best_at_last_check >= best_loss)

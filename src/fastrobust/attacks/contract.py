@@ -5,7 +5,9 @@ over images ``x`` in ``[0,1]`` (docs/architecture.md says where to add one). It
 
 * runs ``model`` (any callable; an :class:`torch.nn.Module` gets a stated BatchNorm mode through
   :func:`attack_mode`, restored after) and never updates BatchNorm running statistics;
-* takes gradients with respect to the input only (:func:`input_gradient`);
+* takes gradients with respect to the input only (:func:`input_gradient`; a compiled model is
+  compiled around :class:`InputGradientsOnly` so that its backward graph holds no weight
+  gradients either);
 * starts from an explicit perturbation ``start``, or from the threat model's random start
   (``threat.sample``) when ``start`` is None;
 * returns ``x + delta`` with ``delta`` projected into the threat model;
@@ -86,6 +88,22 @@ def attack_mode(model: Model, bn_mode: BNMode = "eval") -> Iterator[None]:
             m.training = was_training
 
 
+#: the constant the attack loss is multiplied by before an input gradient is taken under fp16
+#: autocast (and the gradient divided by after, in fp32): a confident sample's loss gradient
+#: (1 - p_max ~ 1e-6) times the weights falls below fp16's smallest subnormal (6e-8) and the
+#: whole input gradient became exactly zero; the per-sample gradients of an attack are
+#: independent, so this bounds the scaled ones by 2**10 times the largest true one, far below
+#: fp16's 65504 (a constant: no host sync, unlike a GradScaler)
+FP16_GRADIENT_SCALE = 2.0**10
+
+
+def gradient_scale(x: torch.Tensor) -> float:
+    """:data:`FP16_GRADIENT_SCALE` while fp16 autocast is on for ``x``'s device, else 1."""
+    device = x.device.type
+    fp16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16
+    return FP16_GRADIENT_SCALE if fp16 else 1.0
+
+
 def input_gradient(
     model: Model,
     x_adv: torch.Tensor,
@@ -94,14 +112,50 @@ def input_gradient(
     *,
     targeted: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradient of the (signed) attack loss w.r.t. the input only; also returns output and loss."""
+    """Gradient of the (signed) attack loss w.r.t. the input only; also returns output and loss.
+
+    Under fp16 autocast the loss is scaled by :data:`FP16_GRADIENT_SCALE` for the backward and
+    the gradient unscaled after, so confident samples keep a non-zero gradient.
+    """
     x_adv = x_adv.detach().requires_grad_(True)
+    scale = gradient_scale(x_adv)
     with torch.enable_grad():
         out = model(x_adv)
         loss = loss_fn(out, y)
         objective = -loss.sum() if targeted else loss.sum()
-        (grad,) = torch.autograd.grad(objective, x_adv)
-    return grad, out.detach(), loss.detach()
+        (grad,) = torch.autograd.grad(objective * scale if scale != 1.0 else objective, x_adv)
+    return (grad / scale if scale != 1.0 else grad), out.detach(), loss.detach()
+
+
+class InputGradientsOnly(nn.Module):
+    """``model`` run with its parameters detached, so no backward through it computes weight
+    gradients.
+
+    Eager autograd computes only what ``autograd.grad(loss, x)`` needs, but a compiled model's
+    backward (AOTAutograd) is one graph that returns the gradient of every input requiring one:
+    every attack step then also computed, and discarded, all weight gradients
+    (``convolution_backward`` with ``output_mask=[True, True, True]``), about one
+    forward-equivalent more per step. Detached parameters share storage with the model's, so
+    the wrapped model always sees the current weights; the attack model of a compiled run is
+    ``torch.compile(InputGradientsOnly(model))``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        detached = {name: p.detach() for name, p in self.model.named_parameters()}
+        out: torch.Tensor = torch.func.functional_call(self.model, detached, (x,))
+        return out
+
+
+def trainable_module(model: Model) -> Model:
+    """The module whose parameters get gradients behind ``model``: without the
+    ``torch.compile`` wrapper and :class:`InputGradientsOnly` (GradAlign's penalty, which is
+    differentiated w.r.t. the weights, runs on it)."""
+    model = getattr(model, "_orig_mod", model)
+    return model.model if isinstance(model, InputGradientsOnly) else model
 
 
 @torch.no_grad()

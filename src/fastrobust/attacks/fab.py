@@ -143,9 +143,11 @@ def _fab_run(
             logits = model(xk)
         adv = is_fooled(logits, ys)
         size = threat.norm(xk - xs)
-        better = adv & (size < best_norm[idx])
-        best[idx[better]] = (xk - xs)[better]
-        best_norm[idx[better]] = size[better]
+        kept_norm = best_norm[idx]
+        better = adv & (size < kept_norm)
+        # masked arithmetic over the iterating rows: no bool indexing, no host sync
+        best[idx] = torch.where(per_sample(better, xk), xk - xs, best[idx])
+        best_norm[idx] = torch.where(better, size, kept_norm)
         if step == steps - 1:
             break
         keep = best_norm[idx] > enough[idx]

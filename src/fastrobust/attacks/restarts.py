@@ -62,9 +62,12 @@ def worst_case_over_restarts(
             break
         run = run_once(active, restart)
         loss = run.loss.float()
-        keep = run.fooled | (loss > best_loss[active])
-        best[active[keep]] = run.delta[keep]
-        best_loss[active[keep]] = loss[keep]
+        kept_loss = best_loss[active]
+        keep = run.fooled | (loss > kept_loss)
+        # masked arithmetic over the active rows: no bool indexing, no host sync
+        kept = best[active]
+        best[active] = torch.where(keep.view(-1, *([1] * (kept.dim() - 1))), run.delta, kept)
+        best_loss[active] = torch.where(keep, loss, kept_loss)
         fooled[active] = run.fooled
     return AttackRun(best, fooled, best_loss)
 

@@ -67,6 +67,7 @@ from fastrobust.evaluation.inputs import Data, as_float_images, data_tensors, va
 from fastrobust.evaluation.masking import CheckInputs, run_checks
 from fastrobust.evaluation.results import RobustnessCurve
 from fastrobust.evaluation.settings import RESTARTS, STEPS, CurveSettings
+from fastrobust.kernels import kernel_settings
 from fastrobust.model_info import ModelInfo, check_model_fits, model_device, model_info
 
 log = logging.getLogger(__name__)
@@ -402,7 +403,22 @@ def curve_for_run(
     settings: CurveSettings,
     run: CurveRun,
 ) -> RobustnessCurve:
-    """:func:`robustness_curve` with the run's internals (caption, first chunk) given."""
+    """:func:`robustness_curve` with the run's internals (caption, first chunk) given; in IEEE
+    fp32 unless ``settings.tf32``, without cuDNN autotuning, recorded in ``.kernels``."""
+    with kernel_settings(tf32=settings.tf32, benchmark=False) as kernels:
+        curve = _curve_for_run(model, data, threat_name, eps_list, settings, run)
+    curve.kernels = kernels
+    return curve
+
+
+def _curve_for_run(
+    model: Model,
+    data: Data,
+    threat_name: str | ThreatModel,
+    eps_list: Sequence[float],
+    settings: CurveSettings,
+    run: CurveRun,
+) -> RobustnessCurve:
     eps_values = validate_eps_list(eps_list)
     if run.first_chunk < 0:
         raise ConfigError(f"first_chunk must be >= 0, got {run.first_chunk}")

@@ -76,6 +76,9 @@ class RobustnessCurve:
     """the AutoAttack version run (``autoattack``, ``autoattack-rand``), None for a custom list"""
     budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
     """per attack: what it may spend per sample and eps (steps, restarts, targets, queries, eot)"""
+    kernels: dict[str, Any] = field(default_factory=dict)
+    """the kernels that computed it (:func:`fastrobust.kernels.kernel_record`): float32 matrix
+    products and convolutions in ``ieee`` or ``tf32``, cuDNN autotuning, deterministic"""
     shards: list[dict[str, Any]] | None = None
     """evaluated by several processes (:mod:`fastrobust.evaluation.sharding`): per rank the
     points it took (``start``, ``stop``), its chunks and seconds; None in one process"""
@@ -126,6 +129,7 @@ class RobustnessCurve:
             "attack_gradients": self.attack_gradients,
             "time_s": round(self.time_s, 3),
             "checks_time_s": round(self.checks_time_s, 3),
+            "kernels": self.kernels,
         }
         if self.shards is not None:
             out["shards"] = self.shards
@@ -170,5 +174,6 @@ class RobustnessCurve:
             checks_time_s=doc["checks_time_s"],
             version=doc["version"],
             budgets=doc["budgets"],
+            kernels=dict(doc.get("kernels", {})),
             shards=doc.get("shards"),
         )

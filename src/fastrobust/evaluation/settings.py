@@ -71,6 +71,10 @@ class CurveSettings:
     """gradient-masking checks"""
     check_size: int = setting(64, rule=at_least(1))
     """samples each gradient-masking check runs on"""
+    tf32: bool = False
+    """run float32 matrix products and convolutions as TF32 on Ampere and later GPUs (faster,
+    10-bit mantissa); by default evaluation runs in IEEE fp32, so an adversarial example
+    re-checked on another batch shape gets the same answer (recorded as the curve's kernels)"""
 
     def __post_init__(self) -> None:
         if isinstance(self.attacks, str):

@@ -7,12 +7,13 @@ own seed before the method and the loader)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
 
 from fastrobust import distributed
+from fastrobust.attacks.contract import InputGradientsOnly
 from fastrobust.attacks.threat import ThreatModel
 from fastrobust.data import DiskLoader, InMemoryLoader, make_loader
 from fastrobust.model_info import check_model_fits
@@ -21,7 +22,7 @@ from fastrobust.training.methods import TrainingMethod, build_method
 from fastrobust.training.monitor import OverfittingMonitor
 from fastrobust.training.optimisation import build_optimiser
 from fastrobust.training.preflight import Plan
-from fastrobust.training.setup import wrap_for_training
+from fastrobust.training.setup import compile_static, wrap_for_training
 
 
 @dataclass
@@ -80,7 +81,8 @@ def build(plan: Plan, *, net: nn.Module | None = None, import_factory: bool = Fa
     model, train_model = wrap_for_training(
         model, world, device, sync_bn=runtime.sync_bn, compile_model=runtime.compile
     )
-    attack_model = cast(nn.Module, torch.compile(model)) if runtime.compile else model
+    # compiled: the attack's backward graph must not compute the weight gradients as well
+    attack_model = compile_static(InputGradientsOnly(model)) if runtime.compile else model
     monitor = OverfittingMonitor(
         model, armed=method.perturbs, keep_good_weights=cfg.evaluation.early_stop
     )

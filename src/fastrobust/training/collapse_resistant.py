@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as functional
 from torch import nn
 
-from fastrobust.attacks.contract import pgd_step_size
+from fastrobust.attacks.contract import pgd_step_size, trainable_module
 from fastrobust.attacks.threat import ThreatModel
 from fastrobust.settings import at_least, check_settings, in_range, non_negative, setting
 from fastrobust.training.adversaries import Adversary
@@ -184,8 +184,9 @@ class GradAlign(TrainingMethod):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.detach()
         eta = self.threat.sample(x)
-        # torch.compile cannot differentiate a gradient twice: the penalty runs uncompiled
-        penalty_model = getattr(attack_model, "_orig_mod", attack_model)
+        # torch.compile cannot differentiate a gradient twice: the penalty runs uncompiled, on
+        # the module whose weights it trains (not the compiled attack model's detached ones)
+        penalty_model = cast(nn.Module, trainable_module(attack_model))
         penalty, grad = gradalign_terms(penalty_model, x, y, eta, bn_mode=self.bn_mode)
         delta = self.threat.project(self.threat.step(eta, grad, self.step_size), x)
         logits = train_model(x + delta)

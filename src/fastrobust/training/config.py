@@ -316,7 +316,14 @@ class RuntimeConfig:
     channels_last: bool = False
     """store activations in NHWC (faster convolutions on GPUs)"""
     compile: bool = False
-    """torch.compile the model"""
+    """torch.compile the model, with static shapes (a partial last batch compiles its own
+    graph once instead of turning every batch's graph dynamic)"""
+    cudnn_benchmark: bool = True
+    """let cuDNN time its convolution kernels for training's fixed batch shape and keep the
+    fastest (CUDA only; off with deterministic; evaluation never autotunes)"""
+    deterministic: bool = False
+    """deterministic kernels only (torch.use_deterministic_algorithms, no cuDNN autotuning):
+    on a GPU a resumed run then equals an uninterrupted one bitwise, at some speed cost"""
     sync_bn: bool = False
     """synchronise BatchNorm statistics across processes (GPUs only)"""
     out_dir: str = "runs"

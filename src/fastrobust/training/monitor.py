@@ -5,7 +5,6 @@ means the single-step attack stopped being a useful adversary.
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any
 
@@ -40,7 +39,11 @@ class OverfittingMonitor:
         if acc > self.best:
             self.best = acc
             if self.keep_good_weights:
-                self.good_weights = copy.deepcopy(self.model.state_dict())
+                # on the CPU: no GPU memory held for them, and broadcast to the other ranks
+                # they do not all land on the GPU of rank 0 (cuda:0)
+                self.good_weights = {
+                    k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()
+                }
             return False
         collapsed = (
             self.armed

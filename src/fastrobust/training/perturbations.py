@@ -34,6 +34,7 @@ from fastrobust.attacks.contract import (
     Model,
     attack_mode,
     cross_entropy_per_sample,
+    gradient_scale,
     input_gradient,
 )
 from fastrobust.attacks.threat import ThreatModel, project_box
@@ -161,11 +162,13 @@ def gradalign_terms(
     with attack_mode(model, bn_mode):
         grad_clean, _, _ = input_gradient(model, x, y, loss_fn)
         x_noisy = (x + eta.detach()).requires_grad_(True)
+        scale = gradient_scale(x_noisy)  # fp16: keeps the gradient from underflowing to zero
         with torch.enable_grad(), cheap_conv_double_backward():
             loss = loss_fn(model(x_noisy), y).sum()
-            (grad_noisy,) = torch.autograd.grad(loss, x_noisy, create_graph=True)
+            (grad_noisy,) = torch.autograd.grad(loss * scale, x_noisy, create_graph=True)
+    # the cosine does not see the constant scale
     penalty = (1.0 - cosine_per_sample(grad_clean, grad_noisy)).mean()
-    return penalty, grad_noisy.detach()
+    return penalty, (grad_noisy / scale).detach()
 
 
 def gradalign_penalty(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -93,4 +93,11 @@ def wrap_for_training(
             model = train_model = convert(model)  # type: ignore[no-untyped-call]  # torch stubs
         ids = [device.index] if device.type == "cuda" else None
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    return model, cast(nn.Module, torch.compile(train_model)) if compile_model else train_model
+    return model, compile_static(train_model) if compile_model else train_model
+
+
+def compile_static(module: nn.Module, backend: Any = "inductor") -> nn.Module:
+    """``torch.compile(module)`` with static shapes: training's batches all have one shape but
+    the partial last one, which then gets a graph of its own (compiled once) instead of
+    turning the graph every batch runs dynamic (``automatic_dynamic_shapes``)."""
+    return cast(nn.Module, torch.compile(module, dynamic=False, backend=backend))

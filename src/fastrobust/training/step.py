@@ -2,7 +2,11 @@
 
 Per batch: the training method perturbs the batch on the *unwrapped* model (input gradients
 only), then the loss of the perturbed batch goes through the (possibly DDP-wrapped) model for
-the weight update (Goodwin et al. 2020, Algorithm 1). Nothing here syncs with the host.
+the weight update (Goodwin et al. 2020, Algorithm 1). Nothing here syncs with the host, except
+under ``amp="fp16"``: the GradScaler reads whether the weight gradients are finite on the host
+every step (``scaler.step``) to skip the update when they are not. The attacks' input gradients
+under fp16 use a constant loss scale instead (:data:`fastrobust.attacks.contract.FP16_GRADIENT_SCALE`),
+which needs no such check; bf16 needs neither.
 """
 
 from __future__ import annotations

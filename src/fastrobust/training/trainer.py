@@ -32,6 +32,7 @@ from fastrobust.checkpoint import load_checkpoint
 from fastrobust.data import ImageDataset
 from fastrobust.default_logging import log_to_stderr_unless_configured
 from fastrobust.errors import CheckpointError, ConfigError, OutputError
+from fastrobust.kernels import kernel_settings
 from fastrobust.training.between_epochs import BetweenEpochs
 from fastrobust.training.build import build
 from fastrobust.training.checkpointing import Checkpointing, restore
@@ -116,8 +117,13 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         """Train the remaining epochs; the run folder is locked until this returns."""
+        runtime = self.cfg.runtime
+        kernels = kernel_settings(
+            benchmark=runtime.cudnn_benchmark, deterministic=runtime.deterministic
+        )
         try:
-            return self._fit()
+            with kernels:
+                return self._fit()
         except OutputError as exc:  # e.g. the disk filled up: the last saved epoch is intact
             raise OutputError(
                 f"{exc}; the run resumes from its last saved epoch: "
