@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from fastrobust import distributed
+from fastrobust import distributed, stops
 from fastrobust.checkpoint import load_model
 from fastrobust.data.base import ImageDataset, to_float
 from fastrobust.errors import CheckpointError, ConfigError
@@ -37,7 +38,7 @@ from fastrobust.study.judges import (
     mlp,
 )
 from fastrobust.training.config import TrainConfig
-from fastrobust.training.run_folder import RunFolder
+from fastrobust.training.run_folder import RunFolder, TrainResult
 
 if TYPE_CHECKING:
     from fastrobust.represent import Norm
@@ -113,6 +114,15 @@ class StudyContext:
 
 
 # -- train --------------------------------------------------------------------------------------
+def stop_if_interrupted(result: TrainResult) -> TrainResult:
+    """A run stopped by Ctrl-C (the trainer catches it and returns) stops the study too: the
+    piece is not recorded as done, so ``--resume`` continues the run where it stopped."""
+    if result.interrupted:
+        log.warning("study stopped; continue it with: fastrobust study --resume (same --out)")
+        raise stops.Stopped(result.stop_signal or signal.SIGINT)
+    return result
+
+
 def _settings(cfg: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in cfg.to_flat_dict().items() if k not in _RUNTIME_ONLY}
 
@@ -169,11 +179,11 @@ def stage_train(ctx: StudyContext) -> None:
                         f"run folder {run_dir} is unfinished (interrupted?); pass --resume to "
                         "continue it"
                     )
-                resume(run_dir, progress=cfg.progress)
+                stop_if_interrupted(resume(run_dir, progress=cfg.progress))
             elif state == "empty":
                 if run_dir.is_dir():
                     run_dir.rmdir()
-                fit(cfg)
+                stop_if_interrupted(fit(cfg))
             return [run.summary_json, run.config_yaml, ctx.checkpoint(spec_label)]
 
         # the run folder's own state decides on every rank, so all ranks enter fit together
@@ -408,7 +418,7 @@ def build_judges(ctx: StudyContext) -> list[Judge]:
                 import shutil
 
                 shutil.rmtree(run_dir)  # a judge is the study's own, never a user's run
-            fit(run_cfg)
+            stop_if_interrupted(fit(run_cfg))
             return [run_dir / "last.pt", run_dir / "summary.json"]
 
         ctx.run_piece(
