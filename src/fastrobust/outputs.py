@@ -4,11 +4,14 @@ Every command that writes (train, eval, visualize, timing) calls :func:`check_ou
 its output folder before loading models or data, so a mistyped or unwritable location costs
 nothing; writes go through :func:`writing`, which turns an ``OSError`` into an
 :class:`~fastrobust.errors.OutputError` naming what was being written and where, while the
-files finished before it stay in place.
+files finished before it stay in place. Files inside an output folder are written without
+following symbolic links (:func:`replace_text`, :func:`append_text`, :func:`refuse_symlinks`):
+a link planted in a run folder never redirects a write to the file it points at.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -94,3 +97,56 @@ def writing(what: str, where: str | Path) -> Iterator[None]:
             f"could not write {what} to {where} ({_reason(exc)}{failed}); "
             "files written before it are kept"
         ) from None
+
+
+def symlink_error(path: Path) -> OutputError:
+    """The one-line refusal to write through the symbolic link ``path``."""
+    target = os.readlink(path) if path.is_symlink() else "?"
+    return OutputError(
+        f"{path} is a symbolic link (to {target}); fastrobust does not write through links "
+        "in its output folders: remove it"
+    )
+
+
+def refuse_symlinks(folder: Path, names: tuple[str, ...]) -> None:
+    """Raise OutputError if any of ``names`` in ``folder`` is a symbolic link (checked before
+    work starts, so a resume refuses before it trains)."""
+    for name in names:
+        if (folder / name).is_symlink():
+            raise symlink_error(folder / name)
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: a link at ``path`` is
+    replaced, never followed, and a failed write keeps the old file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def append_text(path: Path, text: str) -> None:
+    """Append ``text`` to ``path`` (created if missing), refusing a symbolic link there."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise symlink_error(path) from None
+        raise
+    with os.fdopen(fd, "a") as fh:
+        fh.write(text)
+
+
+def open_no_follow(path: Path, flags: int) -> int:
+    """``os.open(path, flags)`` that refuses a symbolic link at ``path`` (OutputError)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise symlink_error(path) from None
+        raise

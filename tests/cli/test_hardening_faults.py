@@ -8,7 +8,9 @@ was half written or lost (folders are compared byte for byte before and after).
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -134,3 +136,180 @@ def test_ctrl_c_stops_the_study_and_resume_continues_it_exactly(tmp_path, capsys
         assert torch.equal(straight["rng_ranks"][0]["cpu"], resumed["rng_ranks"][0]["cpu"])
         summary = json.loads((out / "runs" / label / "summary.json").read_text())
         assert summary["interrupted"] is False
+
+
+# -- symlinks in a run folder never redirect a write outside it ---------------------------------
+LINKED = [".lock", "metrics.jsonl", "summary.json", "subsets.json"]
+
+
+@pytest.mark.parametrize("name", LINKED)
+def test_a_symlink_in_a_run_folder_is_refused_on_resume(name, run_copy, tmp_path, capsys):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not yours")
+    (run_copy / name).unlink(missing_ok=True)
+    (run_copy / name).symlink_to(outside)
+    assert main(["train", "--resume", str(run_copy), "--epochs", "2"]) == 2
+    message = one_line_error(capsys)
+    assert "symbolic link" in message and str(run_copy / name) in message, message
+    assert outside.read_text() == "not yours"
+    assert load_checkpoint(run_copy / "last.pt")["epoch"] == 1  # nothing trained
+
+
+def test_a_symlinked_lock_in_a_new_run_folder_is_refused(tmp_path, capsys):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not yours")
+    (tmp_path / "runs" / "r").mkdir(parents=True)
+    (tmp_path / "runs" / "r" / ".lock").symlink_to(outside)
+    argv = ["train", "--out-dir", str(tmp_path / "runs"), "--name", "r", "--epochs", "1"]
+    assert main([*argv, *QUICK]) == 2
+    assert "symbolic link" in one_line_error(capsys)
+    assert outside.read_text() == "not yours"
+    assert sorted(p.name for p in (tmp_path / "runs" / "r").iterdir()) == [".lock"]
+
+
+def test_files_written_mid_run_replace_a_link_instead_of_following_it(tmp_path):
+    """Defence in depth: a link planted while the run trains is replaced (or refused, for the
+    appended metrics) by the writers themselves, never followed."""
+    from fastrobust.errors import OutputError
+    from fastrobust.training.run_folder import RunFolder, TrainResult
+
+    folder = RunFolder(tmp_path / "r")
+    folder.path.mkdir()
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not yours")
+    for name in ("summary.json", "metrics.jsonl"):
+        (folder.path / name).symlink_to(outside)
+    folder.write_summary(TrainResult(folder.path, epochs_done=1))
+    assert not folder.summary_json.is_symlink() and folder.read_summary()["epochs_done"] == 1
+    with pytest.raises(OutputError, match="symbolic link"):
+        folder.append_metrics({"epoch": 1})
+    folder.rewrite_metrics([{"epoch": 1}])
+    assert folder.read_metrics() == [{"epoch": 1}] and not folder.metrics_jsonl.is_symlink()
+    assert outside.read_text() == "not yours"
+
+
+# -- faults in the middle of a run ----------------------------------------------------------------
+class _DiskFullAfter:
+    """A binary file that fails with ENOSPC once ``limit`` bytes were written, as a full disk
+    does (torch.save turns that OSError into a RuntimeError)."""
+
+    def __init__(self, fh, limit: int) -> None:
+        self.fh, self.left = fh, limit
+
+    def write(self, data) -> int:
+        self.left -= len(data)
+        if self.left < 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self.fh.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.fh.close()
+
+
+def test_a_full_disk_while_torch_saves_last_pt_is_one_line_and_resumes(
+    tmp_path, capsys, monkeypatch
+):
+    from fastrobust import checkpoint
+
+    real_fdopen, saves = os.fdopen, []
+
+    def full_from_the_third_save(fd, mode="r", *args):  # epoch 0 and 1 saved, then full
+        fh = real_fdopen(fd, mode, *args)
+        if ".last.pt." not in os.readlink(f"/proc/self/fd/{fd}"):
+            return fh
+        saves.append(fd)
+        return _DiskFullAfter(fh, 10_000) if len(saves) >= 3 else fh
+
+    monkeypatch.setattr(checkpoint.os, "fdopen", full_from_the_third_save)
+    run = tmp_path / "r"
+    argv = ["train", "--out-dir", str(tmp_path), "--name", "r", "--epochs", "3", *QUICK]
+    assert main([*argv, "--schedule", "constant"]) == 2
+    message = one_line_error(capsys)
+    assert "No space left on device" in message and "last.pt" in message, message
+    assert f"fastrobust train --resume {run}" in message
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]  # no half-written file
+    monkeypatch.setattr(checkpoint.os, "fdopen", real_fdopen)
+    assert main(["-q", "train", "--resume", str(run)]) == 0
+    assert load_checkpoint(run / "last.pt")["epoch"] == 3
+
+
+def test_a_run_folder_deleted_mid_run_stops_in_one_line(tmp_path, capsys, monkeypatch):
+    from fastrobust.training.epoch import EpochTrainer
+
+    real = EpochTrainer.train_epoch
+    run = tmp_path / "r"
+
+    def delete_in_epoch_2(self, epoch, total):
+        if epoch == 1:
+            shutil.rmtree(run)
+        return real(self, epoch, total)
+
+    monkeypatch.setattr(EpochTrainer, "train_epoch", delete_in_epoch_2)
+    argv = ["train", "--out-dir", str(tmp_path), "--name", "r", "--epochs", "3", *QUICK]
+    assert main(argv) == 2
+    message = one_line_error(capsys)
+    assert "deleted or moved while training" in message and str(run) in message
+    assert not run.exists()  # not silently re-created without config.yaml
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_an_unwritable_run_folder_mid_run_keeps_the_real_error(tmp_path, capsys, monkeypatch):
+    from fastrobust.training.epoch import EpochTrainer
+
+    real = EpochTrainer.train_epoch
+    run = tmp_path / "r"
+
+    def read_only_in_epoch_2(self, epoch, total):
+        if epoch == 1:
+            run.chmod(0o500)
+        return real(self, epoch, total)
+
+    monkeypatch.setattr(EpochTrainer, "train_epoch", read_only_in_epoch_2)
+    argv = ["train", "--out-dir", str(tmp_path), "--name", "r", "--epochs", "3", *QUICK]
+    try:
+        assert main(argv) == 2
+        message = one_line_error(capsys)
+    finally:
+        run.chmod(0o700)
+    assert "Permission denied" in message and f"--resume {run}" in message, message
+
+
+def test_a_lock_that_cannot_be_removed_does_not_mask_the_error(tmp_path, monkeypatch):
+    """Root ignores read-only folders: the lock's removal failing is simulated."""
+    from fastrobust.training.run_folder import RunLock
+
+    lock = RunLock(tmp_path)
+    lock.acquire()
+
+    def refuse(self, missing_ok=False):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    lock.release()  # no error of its own: the run's error is the one reported
+    assert lock.fd is None
+
+
+def test_a_corrupt_image_found_by_a_worker_is_one_line(tmp_path):
+    from PIL import Image
+
+    from fastrobust.data.disk_loader import DiskLoader
+    from fastrobust.data.imagefolder import LazyImages
+    from fastrobust.errors import DataError
+
+    files = []
+    for i in range(4):
+        files.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(files[-1])
+    files[2].write_bytes(b"not a png")
+    loader = DiskLoader(LazyImages(files, 8), torch.arange(4), 2, workers=1, shuffle=False)
+    with pytest.raises(DataError) as caught:
+        list(loader)
+    text = str(caught.value)
+    assert "\n" not in text and "Traceback" not in text and str(files[2]) in text, text
