@@ -313,3 +313,63 @@ def test_a_corrupt_image_found_by_a_worker_is_one_line(tmp_path):
         list(loader)
     text = str(caught.value)
     assert "\n" not in text and "Traceback" not in text and str(files[2]) in text, text
+
+
+# -- the study refuses before any work, and a refused rerun changes nothing ----------------------
+@pytest.fixture
+def no_training(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the study started training before refusing")
+
+    monkeypatch.setattr("fastrobust.training.fit", refuse)
+    monkeypatch.setattr("fastrobust.training.resume", refuse)
+
+
+STUDY_REFUSALS = {
+    # case: (study config changes, message)
+    "an unknown judge model": (
+        {"stages": ["train", "alignment"], "alignment": {"judges": ["nosuchnet"]}},
+        "judge 'nosuchnet' is no model",
+    ),
+    "a judge of the studied architecture": (
+        {"stages": ["train", "alignment"], "alignment": {"judges": ["small_cnn"]}},
+        "has the architecture of the models under study",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STUDY_REFUSALS))
+def test_study_judges_are_checked_before_any_work(case, tmp_path, capsys, no_training):
+    changes, expected = STUDY_REFUSALS[case]
+    out = tmp_path / "s"
+    assert main(_study_argv(tmp_path, out, **changes)) == 2
+    assert expected in one_line_error(capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("stage", ["curves", "table1", "figures", "alignment"])
+def test_only_a_stage_without_trained_runs_writes_nothing(stage, tmp_path, capsys, no_training):
+    out = tmp_path / "s"
+    assert main([*_study_argv(tmp_path, out), "--only", stage]) == 2
+    assert "run the train stage first" in one_line_error(capsys)
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def trained_study(tmp_path_factory) -> tuple[Path, Path]:
+    """A finished train-only study (its config file, its folder): copy before changing it."""
+    root = tmp_path_factory.mktemp("study")
+    argv = _study_argv(root, root / "s", training={**TRAIN_ONLY_STUDY["training"], "epochs": 1})
+    assert main(argv) == 0
+    return root / "s.yaml", root / "s"
+
+
+def test_a_refused_rerun_with_other_settings_leaves_the_study_untouched(
+    trained_study, tmp_path, capsys, no_training
+):
+    out = Path(shutil.copytree(trained_study[1], tmp_path / "s"))
+    before = snapshot(out)
+    changed = {**TRAIN_ONLY_STUDY["training"], "epochs": 1, "lr": 0.05}
+    assert main(_study_argv(tmp_path, out, training=changed)) == 2
+    assert "trained with other settings" in one_line_error(capsys)
+    assert snapshot(out) == before  # study.yaml included

@@ -149,6 +149,57 @@ def _run_state(run: RunFolder) -> str:
     return "complete" if summary and not summary.get("interrupted") else "interrupted"
 
 
+def check_run_folder(cfg: TrainConfig, run: RunFolder, *, resume: bool) -> str:
+    """The state of a method's run folder (:func:`_run_state`), or ConfigError if the study
+    may not use it: trained with other settings, or unfinished without ``--resume``."""
+    state = _run_state(run)
+    if state != "empty":
+        recorded, _ = run.read_config()
+        if not same_settings(cfg, recorded):
+            raise ConfigError(
+                f"run folder {run.path} was trained with other settings than the study "
+                "config asks for; delete it (or choose another --out) to retrain"
+            )
+    if state == "interrupted" and not resume:
+        raise ConfigError(
+            f"run folder {run.path} is unfinished (interrupted?); pass --resume to continue it"
+        )
+    return state
+
+
+#: what a stage reads of each trained run: its checkpoint, or (timing) its metrics
+RUN_INPUTS = {"curves": "checkpoint", "figures": "checkpoint", "alignment": "checkpoint",
+              "table1": "metrics.jsonl", "figure1": "metrics.jsonl"}  # fmt: skip
+
+
+def check_before_work(
+    config: StudyConfig, folder: StudyFolder, *, stages: list[str], resume: bool
+) -> None:
+    """Every refusal the stages would make from the config and the study folder alone, made
+    before any work and before anything is written (``study.yaml`` included): judges, run
+    folders the train stage may not use, and trained runs a later stage reads."""
+    if "alignment" in stages:
+        for name in config.alignment.judges:
+            if parse_judge(name)[0] == "model":
+                check_judge_model(config, name)
+    for spec in config.methods:
+        cfg = config.train_config(spec, out_dir=folder.runs)
+        run = RunFolder(folder.run(spec.label))
+        if "train" in stages:
+            check_run_folder(cfg, run, resume=resume)
+            continue
+        for stage in (s for s in stages if s in RUN_INPUTS):
+            name = RUN_INPUTS[stage]
+            path = run.path / (
+                f"{config.evaluation.checkpoint}.pt" if name == "checkpoint" else name
+            )
+            if not path.is_file():
+                raise CheckpointError(
+                    f"stage {stage} needs the trained run {spec.label!r} ({path} is missing); "
+                    "run the train stage first"
+                )
+
+
 def stage_train(ctx: StudyContext) -> None:
     """One normal run folder per method (all ranks train under torchrun)."""
     from fastrobust.training import fit, resume
@@ -165,20 +216,8 @@ def stage_train(ctx: StudyContext) -> None:
             spec_label: str = spec.label,
         ) -> list[Path]:
             run = RunFolder(run_dir)
-            state = _run_state(run)
-            if state != "empty":
-                recorded, _ = run.read_config()
-                if not same_settings(cfg, recorded):
-                    raise ConfigError(
-                        f"run folder {run_dir} was trained with other settings than the study "
-                        "config asks for; delete it (or choose another --out) to retrain"
-                    )
+            state = check_run_folder(cfg, run, resume=ctx.resume)
             if state == "interrupted":
-                if not ctx.resume:
-                    raise ConfigError(
-                        f"run folder {run_dir} is unfinished (interrupted?); pass --resume to "
-                        "continue it"
-                    )
                 stop_if_interrupted(resume(run_dir, progress=cfg.progress))
             elif state == "empty":
                 if run_dir.is_dir():
@@ -358,14 +397,28 @@ def stage_figures(ctx: StudyContext) -> None:
 
 
 # -- alignment ----------------------------------------------------------------------------------
-def _judge_run(ctx: StudyContext, name: str) -> TrainConfig:
-    cfg = ctx.config
+def check_judge_model(config: StudyConfig, name: str) -> str:
+    """The model a model judge ``name`` trains, or ConfigError: the architecture under study
+    (a judge must be independent), or no model at all."""
+    from fastrobust.models import MODELS
+
     model = JUDGE_MODELS.get(name, name)
-    if model == cfg.model:
+    if model == config.model:
         raise ConfigError(
             f"judge {name!r} has the architecture of the models under study; an independent "
             "judge needs another one"
         )
+    if ":" not in model and model not in MODELS:
+        raise ConfigError(
+            f"study config: judge {name!r} is no model; choose knn, knn-K, "
+            f"{', '.join(sorted({*JUDGE_MODELS, *MODELS}))} or package.module:factory"
+        )
+    return model
+
+
+def _judge_run(ctx: StudyContext, name: str) -> TrainConfig:
+    cfg = ctx.config
+    model = check_judge_model(cfg, name)
     values = {
         **cfg.training,
         "dataset": cfg.dataset,
