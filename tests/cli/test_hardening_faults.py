@@ -373,3 +373,53 @@ def test_a_refused_rerun_with_other_settings_leaves_the_study_untouched(
     assert main(_study_argv(tmp_path, out, training=changed)) == 2
     assert "trained with other settings" in one_line_error(capsys)
     assert snapshot(out) == before  # study.yaml included
+
+
+# -- timing: every mistake is one line naming the flag, before the output folder is made --------
+def _damaged_run(one_epoch_run: Path, tmp_path: Path, name: str, text: str) -> Path:
+    run = Path(shutil.copytree(one_epoch_run, tmp_path / f"run-{name.split('.')[0]}"))
+    (run / name).write_text(text)
+    return run
+
+
+TIMING_MISTAKES = {
+    # case: (flags, expected in the message; "{run}" is a finished run folder)
+    "no repeats": (["--repeats", "0"], "--repeats must be >= 1"),
+    "no processes": (["--procs", "0"], "--procs must be >= 1"),
+    "an unknown model": (["--model", "nosuchnet"], "unknown model 'nosuchnet'"),
+    "an unknown device": (["--device", "nosuchdevice"], "unknown device 'nosuchdevice'"),
+    "a nan eps": (["--eps", "nan"], "--eps"),
+    "no training images": (["--train-size", "0"], "--train-size must be >= 1"),
+    "no epochs": (["--epochs", "0"], "--epochs must be >= 1"),
+    "no validation interval": (["--eval-every", "0"], "--eval-every must be >= 1"),
+    "a baseline that is no run": (["--runs", "{run}", "--baseline", "7"], "baseline"),
+    "GPU counts dividing no global batch": (
+        ["--gpus", "3", "--global-batch", "128"],
+        "--gpus 3: none divides the global batch 128",
+    ),
+    "a corrupt summary.json": (["--runs", "{summary}"], "summary.json is not readable JSON"),
+    "an invalid config.yaml": (["--runs", "{config}"], "config.yaml is not valid YAML"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TIMING_MISTAKES))
+def test_timing_mistakes_are_one_line_and_leave_no_folder(
+    case, one_epoch_run, tmp_path, capsys, monkeypatch
+):
+    def refuse(*args, **kwargs):
+        raise AssertionError("timing measured before checking its settings")
+
+    monkeypatch.setattr("fastrobust.timing.measure.measure_curves", refuse)
+    flags, expected = TIMING_MISTAKES[case]
+    runs = {
+        "{run}": one_epoch_run,
+        "{summary}": _damaged_run(one_epoch_run, tmp_path, "summary.json", "{not json"),
+        "{config}": _damaged_run(one_epoch_run, tmp_path, "config.yaml", "a: [1,\n b: {"),
+    }
+    flags = [str(runs.get(f, f)) for f in flags]
+    out = tmp_path / "timing"
+    argv = ["timing", "--out", str(out), "--batch-sizes", "8", "--steps", "1", *flags]
+    assert main(argv) == 2
+    message = one_line_error(capsys)
+    assert expected in message, message
+    assert not out.exists()

@@ -144,7 +144,7 @@ def _run_state(run: RunFolder) -> str:
         return "empty"
     try:
         summary = run.read_summary()
-    except json.JSONDecodeError:
+    except CheckpointError:  # a damaged summary.json: the run did not finish cleanly
         summary = {}
     return "complete" if summary and not summary.get("interrupted") else "interrupted"
 

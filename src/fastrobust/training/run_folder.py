@@ -317,7 +317,10 @@ class RunFolder:
             return TrainConfig.from_recorded(raw), raw
         except FileNotFoundError:
             raise self._missing("config.yaml") from None
-        except (yaml.YAMLError, ConfigError) as exc:
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CheckpointError(f"{self.config_yaml} is not valid YAML ({first})") from None
+        except ConfigError as exc:
             raise CheckpointError(
                 f"{self.path} is not a readable fastrobust run folder ({exc})"
             ) from None
@@ -336,15 +339,23 @@ class RunFolder:
 
     def read_subsets(self) -> dict[str, dict[str, Any]]:
         """``subsets.json`` as a dict (empty for runs recorded before it existed)."""
-        if not self.subsets_json.is_file():
-            return {}
-        return cast(dict[str, dict[str, Any]], json.loads(self.subsets_json.read_text()))
+        return cast(dict[str, dict[str, Any]], self._read_json(self.subsets_json))
 
     def read_summary(self) -> dict[str, Any]:
         """``summary.json`` as a dict (empty while the run has not finished)."""
-        if not self.summary_json.is_file():
+        return self._read_json(self.summary_json)
+
+    def _read_json(self, path: Path) -> dict[str, Any]:
+        """A JSON object file of the run ({} when absent), or CheckpointError naming it."""
+        if not path.is_file():
             return {}
-        return cast(dict[str, Any], json.loads(self.summary_json.read_text()))
+        try:
+            doc = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{path} is not readable JSON ({exc})") from None
+        if not isinstance(doc, dict):
+            raise CheckpointError(f"{path} does not hold a JSON object")
+        return doc
 
     def _missing(self, name: str) -> CheckpointError:
         return CheckpointError(f"{self.path} is not a fastrobust run folder ({name} missing)")
