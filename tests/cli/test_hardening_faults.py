@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -423,3 +424,107 @@ def test_timing_mistakes_are_one_line_and_leave_no_folder(
     message = one_line_error(capsys)
     assert expected in message, message
     assert not out.exists()
+
+
+# -- the Python API: robustness_curve's inputs raise the project's errors before any attack -----
+def _api_inputs():
+    from torch import nn
+
+    from fastrobust.models import NormalizedModel
+
+    torch.manual_seed(0)
+    model = NormalizedModel(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), [0.0], [1.0])
+    return model.eval(), torch.rand(12, 1, 8, 8), torch.arange(12) % 10
+
+
+def _with_nan(x):
+    x = x.clone()
+    x[3, 0, 2, 2] = float("nan")
+    return x
+
+
+CURVE_MISTAKES = {
+    # case: (keywords changed, error class name, message part)
+    "norm None": ({"threat_name": None}, "ConfigError", "norm must be one of l2, linf"),
+    "eps as a string": ({"eps_list": "0,1"}, "ConfigError", "parse_eps_list"),
+    "eps as a scalar": ({"eps_list": 1.0}, "ConfigError", "eps must be a list of numbers"),
+    "eps holding text": ({"eps_list": [0, "a"]}, "ConfigError", "values must be numbers"),
+    "a nan step_size_factor": ({"step_size_factor": float("nan")}, "ConfigError", "not finite"),
+    "settings as a dict": ({"settings": {"steps": 1}}, "ConfigError", "must be a CurveSettings"),
+    "float images in 0-255": ({"scale": 255.0}, "DataError", "divide by 255"),
+    "normalised images": ({"shift": -0.5}, "DataError", "must lie in [0,1]"),
+    "NaN images": ({"nan": True}, "DataError", "NaN or infinite"),
+    "float labels": ({"float_labels": True}, "DataError", "integer class indices"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CURVE_MISTAKES))
+def test_robustness_curve_input_mistakes_raise_the_projects_errors(case, monkeypatch):
+    from fastrobust import errors
+    from fastrobust.evaluation.curve import robustness_curve
+    from fastrobust.evaluation.settings import CurveSettings
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an attack ran before the inputs were checked")
+
+    monkeypatch.setattr("fastrobust.evaluation.curve._curve_chunk", refuse)
+    changes, error, expected = CURVE_MISTAKES[case]
+    model, x, y = _api_inputs()
+    x = _with_nan(x) if changes.get("nan") else x * changes.get("scale", 1.0)
+    x = x + changes.get("shift", 0.0)
+    y = y.float() if changes.get("float_labels") else y
+    settings = CurveSettings(steps=1, restarts=1, checks=False)
+    if "step_size_factor" in changes:
+        with pytest.raises(errors.ConfigError, match=expected):
+            CurveSettings(steps=1, step_size_factor=changes["step_size_factor"])
+        return
+    with pytest.raises(getattr(errors, error)) as caught:
+        robustness_curve(
+            model,
+            (x, y),
+            changes.get("threat_name", "l2"),
+            changes.get("eps_list", [0, 1]),
+            changes.get("settings", settings),
+        )
+    assert expected in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_robustness_curve_takes_eps_as_any_sequence_of_numbers():
+    """The checks above refuse text and scalars, not numpy arrays or tensors of eps."""
+    import numpy as np
+
+    from fastrobust.evaluation.curve import robustness_curve
+    from fastrobust.evaluation.settings import CurveSettings
+
+    model, x, y = _api_inputs()
+    settings = CurveSettings(steps=1, restarts=1, checks=False)
+    given = [np.array([0.0, 0.5]), torch.tensor([0.0, 0.5]), (0, 0.5)]
+    curves = [robustness_curve(model, (x, y), "l2", eps, settings) for eps in given]
+    assert all(c.eps == [0.0, 0.5] for c in curves)
+
+
+# -- a model factory with the wrong signature ----------------------------------------------------
+WRONG_FACTORY = "fastrobust_test_wrong_factory"
+
+
+@pytest.fixture
+def wrong_factory(tmp_path, monkeypatch):
+    folder = tmp_path / "on_path"
+    folder.mkdir()
+    (folder / f"{WRONG_FACTORY}.py").write_text(
+        "from torch import nn\n"
+        "def needs_depth(num_classes, depth):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))\n"
+    )
+    monkeypatch.syspath_prepend(str(folder))
+    yield f"{WRONG_FACTORY}:needs_depth"
+    sys.modules.pop(WRONG_FACTORY, None)
+
+
+def test_a_model_factory_with_the_wrong_signature_is_one_line(wrong_factory, tmp_path, capsys):
+    out = tmp_path / "runs"
+    argv = ["train", "--out-dir", str(out), "--name", "r", "--model", wrong_factory, *QUICK]
+    assert main(argv) == 2
+    message = one_line_error(capsys)
+    assert wrong_factory in message and "depth" in message, message
+    assert not (out / "r").exists()
