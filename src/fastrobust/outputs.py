@@ -61,18 +61,20 @@ def probe_writable(folder: Path, *, what: str) -> None:
 
 
 def check_output_dir(
-    path: str | Path, *, what: str = "output folder", field: str | None = None
+    path: str | Path, *, what: str = "output folder", field: str | None = None, own: bool = False
 ) -> Path:
     """Raise OutputError unless ``path`` is a writable folder or can be created as one.
 
     Creates nothing: it checks that no file stands at ``path`` or above it, and probes the
     nearest existing folder with a small synced write (a read-only folder or a full disk
     fails here, before the work). Returns ``path`` with ``~`` expanded. ``field``: the
-    setting ``path`` came from (``timing.out``), named by the error as ``what``.
+    setting ``path`` came from (``timing.out``), named by the error as ``what``. ``own``: the
+    folder holds only fastrobust's outputs (eval, timing, visualize, a study), so a symbolic
+    link to a file anywhere in it is refused (:func:`refuse_file_links`).
     """
     if field is not None:
         try:
-            return check_output_dir(path, what=field)
+            return check_output_dir(path, what=field, own=own)
         except OutputError as exc:
             exc.field = field
             raise
@@ -83,7 +85,17 @@ def check_output_dir(
     if not existing.is_dir():
         raise OutputError(f"{what} {p} cannot be created: {existing} is a file")
     probe_writable(existing, what=what)
+    if own and p.is_dir():
+        refuse_file_links(p)
     return p
+
+
+def refuse_file_links(folder: Path) -> None:
+    """OutputError if a file in ``folder`` (or below it) is a symbolic link: a command
+    rewriting its outputs there would write through it, into the file it points at."""
+    for entry in sorted(folder.rglob("*")):
+        if entry.is_symlink() and not entry.is_dir():
+            raise symlink_error(entry)
 
 
 @contextmanager

@@ -528,3 +528,37 @@ def test_a_model_factory_with_the_wrong_signature_is_one_line(wrong_factory, tmp
     message = one_line_error(capsys)
     assert wrong_factory in message and "depth" in message, message
     assert not (out / "r").exists()
+
+
+# -- symlinks in output folders (eval, visualize, timing, study) ----------------------------------
+LINKED_OUTPUTS = {
+    # command: (argv after the command with {out} and {run}, the linked file)
+    "eval": (["{run}", "--eps", "0,1", "--out", "{out}"], "robustness.json"),
+    "visualize": (["targeted", "{run}", "--out", "{out}"], "grid.png"),
+    "timing": (["--out", "{out}", "--batch-sizes", "8"], "measured.csv"),
+    "study": (["--out", "{out}", "--no-progress"], "curves/robustness.png"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(LINKED_OUTPUTS))
+def test_a_symlink_in_an_output_folder_is_refused_before_the_work(
+    command, one_epoch_run, tmp_path, capsys, monkeypatch
+):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the work started before the output folder was checked")
+
+    monkeypatch.setattr("fastrobust.checkpoint.load_tensors_file", refuse)
+    monkeypatch.setattr("fastrobust.timing.measure.measure_curves", refuse)
+    monkeypatch.setattr("fastrobust.data.load_dataset", refuse)
+    argv, name = LINKED_OUTPUTS[command]
+    out, outside = tmp_path / "out", tmp_path / "outside.txt"
+    outside.write_text("not yours")
+    (out / name).parent.mkdir(parents=True)
+    (out / name).symlink_to(outside)
+    if command == "study":
+        (out / "study.yaml").write_text("{}\n")  # a study folder
+    values = {"{out}": str(out), "{run}": str(one_epoch_run)}
+    assert main([command, *(values.get(a, a) for a in argv)]) == 2
+    message = one_line_error(capsys)
+    assert "symbolic link" in message and str(out / name) in message, message
+    assert outside.read_text() == "not yours"

@@ -164,7 +164,7 @@ def _check_folder(out: Path, config: StudyConfig) -> None:
     file in the way, or a folder that cannot be written."""
     from fastrobust.outputs import check_output_dir
 
-    check_output_dir(out, what="study folder")
+    check_output_dir(out, what="study folder", own=True)
     if out.is_dir() and any(out.iterdir()) and not (out / STATE).is_file():
         if not (out / CONFIG_COPY).is_file():
             raise ConfigError(

@@ -265,7 +265,7 @@ def run_timing(
     without runs), Figure 1; everything written into ``command.out``."""
     from fastrobust.outputs import check_output_dir
 
-    out = check_output_dir(command.out, field="timing.out")  # before any work
+    out = check_output_dir(command.out, field="timing.out", own=True)  # before any work
     runs = [read_run(p) for p in run_paths]
     report = TimingReport(out, runs)
     measuring = command.measure if command.measure is not None else not runs
