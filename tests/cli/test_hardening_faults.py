@@ -562,3 +562,35 @@ def test_a_symlink_in_an_output_folder_is_refused_before_the_work(
     message = one_line_error(capsys)
     assert "symbolic link" in message and str(out / name) in message, message
     assert outside.read_text() == "not yours"
+
+
+def test_a_training_image_corrupted_mid_run_is_one_line(tmp_path, capsys, monkeypatch):
+    """The image is decodable when the run starts (the preflight decodes it) and corrupt
+    when a DataLoader worker reads it in epoch 2: the worker's DataError, in one line."""
+    from PIL import Image
+
+    from fastrobust.training.epoch import EpochTrainer
+
+    data = tmp_path / "images"
+    for split, n in (("train", 4), ("val", 2)):
+        for c, cls in enumerate(("cat", "dog")):
+            (data / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8), (40 * c + 10 * i, 0, 0)).save(
+                    data / split / cls / f"{i}.png"
+                )
+    victim = data / "train" / "dog" / "2.png"
+    real = EpochTrainer.train_epoch
+
+    def corrupt_in_epoch_2(self, epoch, total):
+        if epoch == 1:
+            victim.write_bytes(b"not a png any more")
+        return real(self, epoch, total)
+
+    monkeypatch.setattr(EpochTrainer, "train_epoch", corrupt_in_epoch_2)
+    argv = ["train", "--dataset", "imagefolder", "--data-dir", str(data), "--workers", "1"]
+    argv += ["--out-dir", str(tmp_path / "runs"), "--name", "r", "--epochs", "3", *QUICK]
+    assert main([*argv, "--batch-size", "4"]) == 2
+    message = one_line_error(capsys)
+    assert str(victim) in message, message
+    assert load_checkpoint(tmp_path / "runs" / "r" / "last.pt")["epoch"] == 1  # kept
