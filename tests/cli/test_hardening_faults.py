@@ -99,11 +99,11 @@ def _study_argv(tmp_path: Path, out: Path, **changes) -> list[str]:
     return ["-q", "study", "--config", str(config), "--out", str(out), "--no-progress"]
 
 
-def test_ctrl_c_stops_the_study_and_resume_continues_it_exactly(tmp_path, capsys, monkeypatch):
+def _stop_in_epoch_2(monkeypatch, tmp_path: Path, out: Path) -> None:
+    """Run the study with Ctrl-C in its second epoch (the first method's epoch 2)."""
     from fastrobust.training.epoch import EpochTrainer
 
-    real = EpochTrainer.train_epoch
-    calls = []
+    real, calls = EpochTrainer.train_epoch, []
 
     def ctrl_c_in_epoch_2(self, epoch, total):
         calls.append(epoch)
@@ -111,18 +111,29 @@ def test_ctrl_c_stops_the_study_and_resume_continues_it_exactly(tmp_path, capsys
             raise KeyboardInterrupt
         return real(self, epoch, total)
 
-    monkeypatch.setattr(EpochTrainer, "train_epoch", ctrl_c_in_epoch_2)
+    with monkeypatch.context() as patched:
+        patched.setattr(EpochTrainer, "train_epoch", ctrl_c_in_epoch_2)
+        assert main(_study_argv(tmp_path, out)) == 130
+
+
+def test_ctrl_c_stops_the_study_and_the_run_is_not_recorded_as_done(tmp_path, capsys, monkeypatch):
     out = tmp_path / "stopped"
-    assert main(_study_argv(tmp_path, out)) == 130
+    _stop_in_epoch_2(monkeypatch, tmp_path, out)
     assert "interrupted" in capsys.readouterr().err
     assert not (out / "runs" / "fast").exists()  # the study stopped: no next method
     assert load_checkpoint(out / "runs" / "standard" / "last.pt")["epoch"] == 1
     state = json.loads((out / "state.json").read_text()) if (out / "state.json").exists() else {}
     assert "train/standard" not in json.dumps(state)
-
-    monkeypatch.setattr(EpochTrainer, "train_epoch", real)
+    before = snapshot(out)
     assert main(_study_argv(tmp_path, out)) == 2  # without --resume: refused in one line
     assert "--resume" in one_line_error(capsys)
+    assert snapshot(out) == before
+
+
+@pytest.mark.slow
+def test_a_study_stopped_by_ctrl_c_resumes_bitwise_like_an_uninterrupted_one(tmp_path, monkeypatch):
+    out = tmp_path / "stopped"
+    _stop_in_epoch_2(monkeypatch, tmp_path, out)
     assert main([*_study_argv(tmp_path, out), "--resume"]) == 0
     assert main(_study_argv(tmp_path, tmp_path / "straight")) == 0
     for label in ("standard", "fast"):
@@ -229,7 +240,7 @@ def test_a_full_disk_while_torch_saves_last_pt_is_one_line_and_resumes(
 
     monkeypatch.setattr(checkpoint.os, "fdopen", full_from_the_third_save)
     run = tmp_path / "r"
-    argv = ["train", "--out-dir", str(tmp_path), "--name", "r", "--epochs", "3", *QUICK]
+    argv = ["train", "--out-dir", str(tmp_path), "--name", "r", "--epochs", "2", *QUICK]
     assert main([*argv, "--schedule", "constant"]) == 2
     message = one_line_error(capsys)
     assert "No space left on device" in message and "last.pt" in message, message
@@ -238,7 +249,7 @@ def test_a_full_disk_while_torch_saves_last_pt_is_one_line_and_resumes(
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]  # no half-written file
     monkeypatch.setattr(checkpoint.os, "fdopen", real_fdopen)
     assert main(["-q", "train", "--resume", str(run)]) == 0
-    assert load_checkpoint(run / "last.pt")["epoch"] == 3
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2
 
 
 def test_a_run_folder_deleted_mid_run_stops_in_one_line(tmp_path, capsys, monkeypatch):
@@ -253,7 +264,7 @@ def test_a_run_folder_deleted_mid_run_stops_in_one_line(tmp_path, capsys, monkey
         return real(self, epoch, total)
 
     monkeypatch.setattr(EpochTrainer, "train_epoch", delete_in_epoch_2)
-    argv = ["train", "--out-dir", str(tmp_path), "--name", "r", "--epochs", "3", *QUICK]
+    argv = ["train", "--out-dir", str(tmp_path), "--name", "r", "--epochs", "2", *QUICK]
     assert main(argv) == 2
     message = one_line_error(capsys)
     assert "deleted or moved while training" in message and str(run) in message
@@ -360,7 +371,8 @@ def test_only_a_stage_without_trained_runs_writes_nothing(stage, tmp_path, capsy
 def trained_study(tmp_path_factory) -> tuple[Path, Path]:
     """A finished train-only study (its config file, its folder): copy before changing it."""
     root = tmp_path_factory.mktemp("study")
-    argv = _study_argv(root, root / "s", training={**TRAIN_ONLY_STUDY["training"], "epochs": 1})
+    training = {**TRAIN_ONLY_STUDY["training"], "epochs": 1}
+    argv = _study_argv(root, root / "s", methods=["standard"], training=training)
     assert main(argv) == 0
     return root / "s.yaml", root / "s"
 
@@ -371,7 +383,7 @@ def test_a_refused_rerun_with_other_settings_leaves_the_study_untouched(
     out = Path(shutil.copytree(trained_study[1], tmp_path / "s"))
     before = snapshot(out)
     changed = {**TRAIN_ONLY_STUDY["training"], "epochs": 1, "lr": 0.05}
-    assert main(_study_argv(tmp_path, out, training=changed)) == 2
+    assert main(_study_argv(tmp_path, out, methods=["standard"], training=changed)) == 2
     assert "trained with other settings" in one_line_error(capsys)
     assert snapshot(out) == before  # study.yaml included
 
