@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import IO, Any, TypeGuard, cast
 
 import torch
 from torch import nn
@@ -38,13 +38,38 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
+            writer = _WriteErrors(fh)
+            try:
+                torch.save(state, cast("IO[bytes]", writer))
+            except RuntimeError:
+                if writer.error is not None:  # e.g. ENOSPC, which torch reports as a
+                    raise writer.error from None  # RuntimeError ("unexpected pos")
+                raise
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class _WriteErrors:
+    """A binary file for ``torch.save`` that keeps the first OSError of a write: torch turns
+    it into a RuntimeError without the errno, so a full disk would not read as one."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return int(self.fh.write(data))
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
 
 
 def resolve_checkpoint(path: str | Path, *, prefer: str = "best") -> Path:

@@ -509,7 +509,7 @@ def _out_dir(command: VisualizeCommand, tool: str) -> Path:
     from fastrobust.outputs import check_output_dir
 
     if command.out:
-        return check_output_dir(command.out, field="visualize.out")
+        return check_output_dir(command.out, field="visualize.out", own=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return check_output_dir(Path("runs") / f"visualize-{tool}-{stamp}")
 

@@ -285,6 +285,10 @@ THREAT_MODELS: dict[str, type[ThreatModel]] = {cls.name: cls for cls in (L2, Lin
 
 def threat_model(name: str, eps: float, *, random_start: str | None = None) -> ThreatModel:
     """Build a threat model by norm name (``l2`` or ``linf``)."""
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"norm must be one of {', '.join(THREAT_MODELS)} (a name), got {name!r}", field="norm"
+        )
     key = name.lower().replace("-", "")
     if key not in THREAT_MODELS:
         raise ConfigError(f"unknown norm {name!r}; choose one of {', '.join(THREAT_MODELS)}")

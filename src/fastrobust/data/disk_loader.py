@@ -23,6 +23,7 @@ from fastrobust.data.base import ImageDataset, to_float
 from fastrobust.data.imagefolder import LazyImages
 from fastrobust.data.imagenet_augment import ResizedCropOptions, augment_file, sample_seeds
 from fastrobust.data.loader import InMemoryLoader, ShardedLoader, crop_and_flip
+from fastrobust.errors import DataError
 
 
 class AugmentedImages(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -114,11 +115,23 @@ class DiskLoader(ShardedLoader):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         non_blocking = self.device.type == "cuda"
-        for x, y in self.loader:
-            yield (
-                to_float(x.to(self.device, non_blocking=non_blocking)),
-                y.to(self.device, non_blocking=non_blocking),
-            )
+        try:
+            for x, y in self.loader:
+                yield (
+                    to_float(x.to(self.device, non_blocking=non_blocking)),
+                    y.to(self.device, non_blocking=non_blocking),
+                )
+        except DataError as exc:  # raised in a worker: torch puts its traceback in the text
+            raise DataError(worker_message(str(exc)), field=exc.field) from None
+
+
+def worker_message(text: str) -> str:
+    """The DataError's own message out of the text DataLoader re-raises it with ("Caught
+    DataError in DataLoader worker process 0. Original Traceback ...: DataError: msg")."""
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    return last.split("DataError: ", 1)[-1].strip()
 
 
 def make_loader(

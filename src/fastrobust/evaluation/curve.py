@@ -321,6 +321,11 @@ def robustness_curve(
     ``settings.checks`` the gradient-masking checks run on up to ``check_size`` samples each
     and are returned in ``.checks`` / ``.warnings``.
     """
+    if settings is not None and not isinstance(settings, CurveSettings):
+        raise ConfigError(
+            f"settings must be a CurveSettings (e.g. CurveSettings(steps=10)), got "
+            f"{type(settings).__name__}"
+        )
     run = CurveRun(device=device, progress=progress)
     return curve_for_run(model, data, threat_name, eps_list, settings or CurveSettings(), run)
 

@@ -7,7 +7,8 @@ Parsing and validating the user's inputs to :func:`fastrobust.evaluation.curve.r
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import numbers
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -19,6 +20,8 @@ from fastrobust.data.subsets import sample_split
 from fastrobust.errors import ConfigError, DataError
 
 Data = ImageDataset | tuple[torch.Tensor, torch.Tensor]
+#: rounding slack allowed around [0,1] for float images
+UNIT_BOX_SLACK = 1e-6
 
 
 def as_float_images(x: torch.Tensor) -> torch.Tensor:
@@ -46,7 +49,17 @@ def validate_eps_list(eps_list: Sequence[float], *, field: str | None = None) ->
     """A non-empty, finite, non-negative, strictly increasing list of floats (else ConfigError
     naming ``field``, default ``eps``)."""
     name = field or "eps"
-    values = [float(e) for e in eps_list]
+    if isinstance(eps_list, str | bytes) or not isinstance(eps_list, Iterable):
+        hint = " (parse_eps_list reads text such as '0,0.5,1')" if isinstance(eps_list, str) else ""
+        raise ConfigError(
+            f"{name} must be a list of numbers such as [0, 0.5, 1], got {eps_list!r}{hint}",
+            field=field,
+        )
+    items = [e.item() if isinstance(e, torch.Tensor) and e.numel() == 1 else e for e in eps_list]
+    odd = [e for e in items if isinstance(e, bool) or not isinstance(e, numbers.Real)]
+    if odd:
+        raise ConfigError(f"{name} values must be numbers, got {odd[0]!r}", field=field)
+    values = [float(e) for e in items]
     if not values:
         raise ConfigError(f"{name} is empty; give e.g. 0,0.25,0.5,1", field=field)
     bad = [e for e in values if not math.isfinite(e) or e < 0]
@@ -90,6 +103,25 @@ def validate_attacks(attacks: str | Sequence[str], *, field: str | None = None) 
     return names
 
 
+def check_unit_box(x: torch.Tensor) -> None:
+    """DataError unless float images are finite and in ``[0,1]`` (eps is in pixel units of
+    ``[0,1]`` images, and normalisation lives inside the model): 0-255 floats or normalised
+    images would give numbers for another threat model, NaN images meaningless ones."""
+    if x.numel() == 0:
+        return
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise DataError(f"images hold {bad} NaN or infinite value(s); give images in [0,1]")
+    low, high = float(x.min()), float(x.max())
+    if low < -UNIT_BOX_SLACK or high > 1 + UNIT_BOX_SLACK:
+        hint = " (0-255 values? divide by 255)" if high > 1.5 else ""
+        raise DataError(
+            f"float images must lie in [0,1], got values from {low:.4g} to {high:.4g}{hint}; "
+            "normalisation belongs inside the model"
+        )
+
+
 def data_tensors(
     data: Data, limit: int | None, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
@@ -116,6 +148,10 @@ def data_tensors(
         )
     if x.dtype != torch.uint8 and not x.is_floating_point():
         raise DataError(f"images must be uint8 or floating point in [0,1], got {x.dtype}")
+    if y.is_floating_point() or y.dtype in (torch.bool, torch.complex64, torch.complex128):
+        raise DataError(f"labels must be integer class indices, got {y.dtype}")
+    if isinstance(x, torch.Tensor) and x.is_floating_point():
+        check_unit_box(x)
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be >= 1, got {limit}")
     if len(y) == 0:

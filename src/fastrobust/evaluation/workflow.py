@@ -106,7 +106,7 @@ def output_folder(settings: EvaluationSettings, first: Path) -> Path:
     name = f"{SECTION}.out"
     out = Path(settings.out).expanduser() if settings.out else default_out_dir(first)
     try:
-        check_output_dir(out, what=name if settings.out else "output folder")
+        check_output_dir(out, what=name if settings.out else "output folder", own=True)
     except OutputError as exc:
         exc.field = name if settings.out else None
         raise

@@ -105,6 +105,21 @@ def _accepted_kwargs(factory: ModelFactory, offered: dict[str, int]) -> dict[str
     return {k: v for k, v in offered.items() if k in names}
 
 
+def _check_signature(factory: ModelFactory, name: str, kwargs: dict[str, int]) -> None:
+    """ConfigError if ``factory`` cannot be called with ``kwargs`` alone (e.g. it requires an
+    argument fastrobust does not give): a user's mistake, not a traceback."""
+    try:
+        inspect.signature(factory).bind(**kwargs)
+    except ValueError:  # no introspectable signature: the call itself decides
+        return
+    except TypeError as exc:
+        given = ", ".join(f"{k}=" for k in kwargs) or "no arguments"
+        raise ConfigError(
+            f"model factory {name!r} cannot be called with {given} ({exc}); it may take "
+            "num_classes, in_channels and image_size, and must need nothing else"
+        ) from None
+
+
 def build_model(spec: ModelSpec, *, import_factory: bool = False) -> NormalizedModel:
     """Construct the architecture named in ``spec`` wrapped with its normalisation.
 
@@ -132,7 +147,9 @@ def build_model(spec: ModelSpec, *, import_factory: bool = False) -> NormalizedM
                 field="import_factory",
             )
         factory = _import_factory(spec.name)
-        net = factory(**_accepted_kwargs(factory, offered))
+        kwargs = _accepted_kwargs(factory, offered)
+        _check_signature(factory, spec.name, kwargs)
+        net = factory(**kwargs)
         if not isinstance(net, nn.Module):
             raise ConfigError(f"model factory {spec.name!r} did not return an nn.Module")
     elif spec.name in MODELS:

@@ -20,7 +20,12 @@ from fastrobust.study.config import STAGES, StudyConfig, check_stage
 from fastrobust.study.folder import STATE, StageCache, StudyFolder, fingerprint
 from fastrobust.study.report import write_report
 from fastrobust.study.results import JudgeSummary, RunSummary, StudyResults
-from fastrobust.study.stages import STAGE_FUNCTIONS, StudyContext, load_scores
+from fastrobust.study.stages import (
+    STAGE_FUNCTIONS,
+    StudyContext,
+    check_before_work,
+    load_scores,
+)
 from fastrobust.version import __version__
 
 log = logging.getLogger(__name__)
@@ -159,7 +164,7 @@ def _check_folder(out: Path, config: StudyConfig) -> None:
     file in the way, or a folder that cannot be written."""
     from fastrobust.outputs import check_output_dir
 
-    check_output_dir(out, what="study folder")
+    check_output_dir(out, what="study folder", own=True)
     if out.is_dir() and any(out.iterdir()) and not (out / STATE).is_file():
         if not (out / CONFIG_COPY).is_file():
             raise ConfigError(
@@ -188,6 +193,8 @@ def run_study(
         check_stage(only)
     out = Path(out).expanduser()
     _check_folder(out, config)
+    stages = [s for s in config.stages if s != "report"] if only is None else [only]
+    check_before_work(config, StudyFolder(out), stages=stages, resume=resume)
     world = distributed.world_info_from_env()
     if device != "auto":  # the runs train where everything else runs (a runtime setting)
         config.training.setdefault("device", device)
@@ -199,7 +206,6 @@ def run_study(
         out.mkdir(parents=True, exist_ok=True)
         config.write_yaml(out / CONFIG_COPY)
     distributed.barrier()
-    stages = [s for s in config.stages if s != "report"] if only is None else [only]
     bar = _Progress(_pieces(config, [*stages, "report"]), progress and world.is_main)
     ctx = StudyContext(
         config=config,

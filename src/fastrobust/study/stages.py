@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from fastrobust import distributed
+from fastrobust import distributed, stops
 from fastrobust.checkpoint import load_model
 from fastrobust.data.base import ImageDataset, to_float
 from fastrobust.errors import CheckpointError, ConfigError
@@ -37,7 +38,7 @@ from fastrobust.study.judges import (
     mlp,
 )
 from fastrobust.training.config import TrainConfig
-from fastrobust.training.run_folder import RunFolder
+from fastrobust.training.run_folder import RunFolder, TrainResult
 
 if TYPE_CHECKING:
     from fastrobust.represent import Norm
@@ -113,6 +114,15 @@ class StudyContext:
 
 
 # -- train --------------------------------------------------------------------------------------
+def stop_if_interrupted(result: TrainResult) -> TrainResult:
+    """A run stopped by Ctrl-C (the trainer catches it and returns) stops the study too: the
+    piece is not recorded as done, so ``--resume`` continues the run where it stopped."""
+    if result.interrupted:
+        log.warning("study stopped; continue it with: fastrobust study --resume (same --out)")
+        raise stops.Stopped(result.stop_signal or signal.SIGINT)
+    return result
+
+
 def _settings(cfg: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in cfg.to_flat_dict().items() if k not in _RUNTIME_ONLY}
 
@@ -134,9 +144,60 @@ def _run_state(run: RunFolder) -> str:
         return "empty"
     try:
         summary = run.read_summary()
-    except json.JSONDecodeError:
+    except CheckpointError:  # a damaged summary.json: the run did not finish cleanly
         summary = {}
     return "complete" if summary and not summary.get("interrupted") else "interrupted"
+
+
+def check_run_folder(cfg: TrainConfig, run: RunFolder, *, resume: bool) -> str:
+    """The state of a method's run folder (:func:`_run_state`), or ConfigError if the study
+    may not use it: trained with other settings, or unfinished without ``--resume``."""
+    state = _run_state(run)
+    if state != "empty":
+        recorded, _ = run.read_config()
+        if not same_settings(cfg, recorded):
+            raise ConfigError(
+                f"run folder {run.path} was trained with other settings than the study "
+                "config asks for; delete it (or choose another --out) to retrain"
+            )
+    if state == "interrupted" and not resume:
+        raise ConfigError(
+            f"run folder {run.path} is unfinished (interrupted?); pass --resume to continue it"
+        )
+    return state
+
+
+#: what a stage reads of each trained run: its checkpoint, or (timing) its metrics
+RUN_INPUTS = {"curves": "checkpoint", "figures": "checkpoint", "alignment": "checkpoint",
+              "table1": "metrics.jsonl", "figure1": "metrics.jsonl"}  # fmt: skip
+
+
+def check_before_work(
+    config: StudyConfig, folder: StudyFolder, *, stages: list[str], resume: bool
+) -> None:
+    """Every refusal the stages would make from the config and the study folder alone, made
+    before any work and before anything is written (``study.yaml`` included): judges, run
+    folders the train stage may not use, and trained runs a later stage reads."""
+    if "alignment" in stages:
+        for name in config.alignment.judges:
+            if parse_judge(name)[0] == "model":
+                check_judge_model(config, name)
+    for spec in config.methods:
+        cfg = config.train_config(spec, out_dir=folder.runs)
+        run = RunFolder(folder.run(spec.label))
+        if "train" in stages:
+            check_run_folder(cfg, run, resume=resume)
+            continue
+        for stage in (s for s in stages if s in RUN_INPUTS):
+            name = RUN_INPUTS[stage]
+            path = run.path / (
+                f"{config.evaluation.checkpoint}.pt" if name == "checkpoint" else name
+            )
+            if not path.is_file():
+                raise CheckpointError(
+                    f"stage {stage} needs the trained run {spec.label!r} ({path} is missing); "
+                    "run the train stage first"
+                )
 
 
 def stage_train(ctx: StudyContext) -> None:
@@ -155,25 +216,13 @@ def stage_train(ctx: StudyContext) -> None:
             spec_label: str = spec.label,
         ) -> list[Path]:
             run = RunFolder(run_dir)
-            state = _run_state(run)
-            if state != "empty":
-                recorded, _ = run.read_config()
-                if not same_settings(cfg, recorded):
-                    raise ConfigError(
-                        f"run folder {run_dir} was trained with other settings than the study "
-                        "config asks for; delete it (or choose another --out) to retrain"
-                    )
+            state = check_run_folder(cfg, run, resume=ctx.resume)
             if state == "interrupted":
-                if not ctx.resume:
-                    raise ConfigError(
-                        f"run folder {run_dir} is unfinished (interrupted?); pass --resume to "
-                        "continue it"
-                    )
-                resume(run_dir, progress=cfg.progress)
+                stop_if_interrupted(resume(run_dir, progress=cfg.progress))
             elif state == "empty":
                 if run_dir.is_dir():
                     run_dir.rmdir()
-                fit(cfg)
+                stop_if_interrupted(fit(cfg))
             return [run.summary_json, run.config_yaml, ctx.checkpoint(spec_label)]
 
         # the run folder's own state decides on every rank, so all ranks enter fit together
@@ -348,14 +397,28 @@ def stage_figures(ctx: StudyContext) -> None:
 
 
 # -- alignment ----------------------------------------------------------------------------------
-def _judge_run(ctx: StudyContext, name: str) -> TrainConfig:
-    cfg = ctx.config
+def check_judge_model(config: StudyConfig, name: str) -> str:
+    """The model a model judge ``name`` trains, or ConfigError: the architecture under study
+    (a judge must be independent), or no model at all."""
+    from fastrobust.models import MODELS
+
     model = JUDGE_MODELS.get(name, name)
-    if model == cfg.model:
+    if model == config.model:
         raise ConfigError(
             f"judge {name!r} has the architecture of the models under study; an independent "
             "judge needs another one"
         )
+    if ":" not in model and model not in MODELS:
+        raise ConfigError(
+            f"study config: judge {name!r} is no model; choose knn, knn-K, "
+            f"{', '.join(sorted({*JUDGE_MODELS, *MODELS}))} or package.module:factory"
+        )
+    return model
+
+
+def _judge_run(ctx: StudyContext, name: str) -> TrainConfig:
+    cfg = ctx.config
+    model = check_judge_model(cfg, name)
     values = {
         **cfg.training,
         "dataset": cfg.dataset,
@@ -408,7 +471,7 @@ def build_judges(ctx: StudyContext) -> list[Judge]:
                 import shutil
 
                 shutil.rmtree(run_dir)  # a judge is the study's own, never a user's run
-            fit(run_cfg)
+            stop_if_interrupted(fit(run_cfg))
             return [run_dir / "last.pt", run_dir / "summary.json"]
 
         ctx.run_piece(

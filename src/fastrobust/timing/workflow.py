@@ -169,6 +169,7 @@ def figure_one(
     from fastrobust.timing.plot import plot_figure_one
 
     run = timed_run(settings, runs, facts=facts)
+    check_gpus(settings, run)
     device = device if device is not None else resolve_device(settings.device or "auto")
     shape = run.facts.image_shape
     torch.manual_seed(seed)
@@ -207,6 +208,17 @@ def figure_one(
         plot_figure_one(files["timing.png"], curves, by_batch, by_gpus, runs, title=result.title)
     result.files = list(files.values())
     return result
+
+
+def check_gpus(settings: TimingSettings, run: TimedRun) -> None:
+    """ConfigError (``timing.gpus``) unless some GPU count divides the global batch: the GPU
+    sweep leaves out counts that do not, and would otherwise be empty."""
+    if not any(run.global_batch % g == 0 for g in settings.gpus):
+        raise ConfigError(
+            f"timing.gpus {', '.join(map(str, settings.gpus))}: none divides the global batch "
+            f"{run.global_batch}; give a GPU count that does (or another timing.global_batch)",
+            field="timing.gpus",
+        )
 
 
 def baseline_index(spec: str, runs: Sequence[RunRecord]) -> int:
@@ -253,12 +265,16 @@ def run_timing(
     without runs), Figure 1; everything written into ``command.out``."""
     from fastrobust.outputs import check_output_dir
 
-    out = check_output_dir(command.out, field="timing.out")  # before any work
+    out = check_output_dir(command.out, field="timing.out", own=True)  # before any work
     runs = [read_run(p) for p in run_paths]
     report = TimingReport(out, runs)
+    measuring = command.measure if command.measure is not None else not runs
     if runs:
         report.baseline = baseline_index(command.baseline, runs)
+    if measuring:  # settings checked before Table I is written
+        check_gpus(command, timed_run(command, runs))
+    if runs:
         report.table = write_table_one(runs, report.baseline, out)
-    if command.measure if command.measure is not None else not runs:
+    if measuring:
         report.figure = figure_one(command, runs, out, import_factory=import_factory)
     return report

@@ -67,7 +67,7 @@ def restore(plan: Plan, parts: Parts, checkpoint: dict[str, Any]) -> TrainState:
         parts.optimizer.load_state_dict(state.optimizer)
         parts.scheduler.load_state_dict(state.scheduler)
         parts.scaler.load_state_dict(state.scaler)
-    except (KeyError, RuntimeError, ValueError) as exc:
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
         raise CheckpointError(f"checkpoint cannot be resumed ({exc})") from None
     parts.monitor.load_state_dict(state.monitor)
     world, rngs = plan.world, state.rng_ranks

@@ -23,11 +23,21 @@ from fastrobust import distributed
 from fastrobust.checkpoint import save_checkpoint
 from fastrobust.data.subsets import SubsetRecord
 from fastrobust.errors import CheckpointError, ConfigError, FastRobustError, RunFolderLocked
-from fastrobust.outputs import check_output_dir, writing
+from fastrobust.outputs import (
+    append_text,
+    check_output_dir,
+    open_no_follow,
+    refuse_symlinks,
+    replace_text,
+    writing,
+)
 from fastrobust.training.config import TrainConfig
 
 #: the lock file of a run folder (holds the pid of the process training in it)
 LOCK_FILE = ".lock"
+#: the files a run writes into its folder (none may be a symbolic link)
+WRITTEN = (LOCK_FILE, "config.yaml", "metrics.jsonl", "summary.json", "subsets.json",
+           "last.pt", "best.pt")  # fmt: skip
 
 
 @dataclass
@@ -125,7 +135,7 @@ class RunLock:
 
     def acquire(self) -> None:
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_no_follow(self.path, os.O_RDWR | os.O_CREAT)  # a link: refused
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -147,11 +157,28 @@ class RunLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
 
+    def still_held(self) -> bool:
+        """Whether our lock file is still the folder's ``.lock`` (False once the run folder, or
+        the lock in it, was deleted or moved while training)."""
+        if self.fd is None:
+            return False
+        try:
+            return os.stat(self.path).st_ino == os.fstat(self.fd).st_ino
+        except OSError:
+            return False
+
     def release(self) -> None:
+        """Remove the lock file and drop the lock; a folder that became unwritable only keeps
+        a stale ``.lock`` (the next run takes it over), so an error here never masks the
+        error that ended the run."""
         if self.fd is not None:
-            self.path.unlink(missing_ok=True)  # while still holding it: see acquire()
-            os.close(self.fd)
-            self.fd = None
+            try:
+                self.path.unlink(missing_ok=True)  # while still holding it: see acquire()
+            except OSError:
+                pass
+            finally:
+                os.close(self.fd)
+                self.fd = None
 
 
 class RunFolder:
@@ -212,9 +239,11 @@ class RunFolder:
         return cls(path, writer=False)
 
     def check_writable(self) -> None:
-        """Raise OutputError unless the writer can write into the folder (before work starts)."""
+        """Raise OutputError unless the writer can write into the folder (before work starts),
+        and if a file the run writes is a symbolic link (a write would leave the folder)."""
         if self.writer:
             check_output_dir(self.path, what="run folder")
+            refuse_symlinks(self.path, WRITTEN)
 
     def lock(self) -> None:
         """Hold the folder's lock while training (writer only; RunFolderLocked if taken)."""
@@ -228,6 +257,15 @@ class RunFolder:
             self._lock.release()
             self._lock = None
 
+    def check_present(self) -> None:
+        """Raise CheckpointError if the locked folder was deleted or moved while training:
+        writing on would re-create a folder without its config.yaml and earlier epochs."""
+        if self._lock is not None and not self._lock.still_held():
+            raise CheckpointError(
+                f"run folder {self.path} was deleted or moved while training; stopped "
+                "(nothing more is written there)"
+            )
+
     # -- writing (rank 0 only; a no-op elsewhere) ----------------------------------------------
     def write_config(self, cfg: TrainConfig, *, resolved: dict[str, Any] | None = None) -> None:
         """Write ``config.yaml`` (once, when the run is created: a resume never rewrites it);
@@ -239,20 +277,23 @@ class RunFolder:
     def save(self, checkpoint: Path, state: dict[str, Any]) -> None:
         """Write ``last.pt`` / ``best.pt`` atomically (a failed write keeps the old file)."""
         if self.writer:
+            self.check_present()
             with writing(checkpoint.name, self.path):
                 save_checkpoint(checkpoint, state)
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         if self.writer:
-            with writing("metrics.jsonl", self.path), open(self.metrics_jsonl, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
+            self.check_present()
+            with writing("metrics.jsonl", self.path):
+                append_text(self.metrics_jsonl, json.dumps(row) + "\n")
 
     def rewrite_metrics(self, rows: list[dict[str, Any]]) -> None:
         """Rewrite ``metrics.jsonl`` from the checkpoint's history (on resume: a stop between
         saving ``last.pt`` and appending the epoch's line loses nothing)."""
         if self.writer:
+            self.check_present()
             with writing("metrics.jsonl", self.path):
-                self.metrics_jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+                replace_text(self.metrics_jsonl, "".join(json.dumps(r) + "\n" for r in rows))
 
     def write_subsets(self, **subsets: SubsetRecord) -> None:
         """``subsets.json``: name -> the subset with its indices (the same on every write of
@@ -260,12 +301,13 @@ class RunFolder:
         if self.writer:
             doc = {name: record.to_dict() for name, record in subsets.items()}
             with writing("subsets.json", self.path):
-                self.subsets_json.write_text(json.dumps(doc) + "\n")
+                replace_text(self.subsets_json, json.dumps(doc) + "\n")
 
     def write_summary(self, result: TrainResult) -> None:
         if self.writer:
+            self.check_present()
             with writing("summary.json", self.path):
-                self.summary_json.write_text(json.dumps(result.to_dict(), indent=2))
+                replace_text(self.summary_json, json.dumps(result.to_dict(), indent=2))
 
     # -- reading --------------------------------------------------------------------------------
     def read_config(self) -> tuple[TrainConfig, dict[str, Any]]:
@@ -275,7 +317,10 @@ class RunFolder:
             return TrainConfig.from_recorded(raw), raw
         except FileNotFoundError:
             raise self._missing("config.yaml") from None
-        except (yaml.YAMLError, ConfigError) as exc:
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CheckpointError(f"{self.config_yaml} is not valid YAML ({first})") from None
+        except ConfigError as exc:
             raise CheckpointError(
                 f"{self.path} is not a readable fastrobust run folder ({exc})"
             ) from None
@@ -294,15 +339,23 @@ class RunFolder:
 
     def read_subsets(self) -> dict[str, dict[str, Any]]:
         """``subsets.json`` as a dict (empty for runs recorded before it existed)."""
-        if not self.subsets_json.is_file():
-            return {}
-        return cast(dict[str, dict[str, Any]], json.loads(self.subsets_json.read_text()))
+        return cast(dict[str, dict[str, Any]], self._read_json(self.subsets_json))
 
     def read_summary(self) -> dict[str, Any]:
         """``summary.json`` as a dict (empty while the run has not finished)."""
-        if not self.summary_json.is_file():
+        return self._read_json(self.summary_json)
+
+    def _read_json(self, path: Path) -> dict[str, Any]:
+        """A JSON object file of the run ({} when absent), or CheckpointError naming it."""
+        if not path.is_file():
             return {}
-        return cast(dict[str, Any], json.loads(self.summary_json.read_text()))
+        try:
+            doc = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{path} is not readable JSON ({exc})") from None
+        if not isinstance(doc, dict):
+            raise CheckpointError(f"{path} does not hold a JSON object")
+        return doc
 
     def _missing(self, name: str) -> CheckpointError:
         return CheckpointError(f"{self.path} is not a fastrobust run folder ({name} missing)")

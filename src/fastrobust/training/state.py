@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -124,6 +125,53 @@ class TrainState:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint cannot be resumed (missing or bad {exc})") from None
+
+
+#: keys of a resumable ``last.pt`` and the type each must have
+RESUMABLE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "epoch": int,
+    "config": dict,
+    "model": dict,
+    "optimizer": dict,
+    "scheduler": dict,
+    "scaler": dict,
+    "history": list,
+    "elapsed": (int, float),
+}
+
+
+def check_resumable(state: dict[str, Any], path: Path) -> None:
+    """Raise CheckpointError naming ``path`` and the key unless the loaded ``last.pt``
+    ``state`` has every field a resume reads, of the right type (a damaged or hand-edited
+    file is one line, not a traceback from deep inside PyTorch). The random generators'
+    states must have the size this PyTorch expects: ``torch.set_rng_state`` would refuse
+    them only after the model and optimiser were restored."""
+
+    def bad(key: str, why: str) -> CheckpointError:
+        return CheckpointError(f"{path} cannot be resumed: key {key!r} {why}")
+
+    for key, kind in RESUMABLE_KEYS.items():
+        if key not in state:
+            raise bad(key, "is missing")
+        value = state[key]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            names = kind.__name__ if isinstance(kind, type) else "int or float"
+            raise bad(key, f"must be of type {names}, not {type(value).__name__}")
+    if state["epoch"] < 0:
+        raise bad("epoch", f"must be >= 0, not {state['epoch']}")
+    ranks = state.get("rng_ranks")
+    if ranks is None and "rng_cpu" in state:  # a last.pt written before rng_ranks
+        ranks = [{"cpu": state["rng_cpu"]}]
+    if not isinstance(ranks, list) or not ranks:
+        raise bad("rng_ranks", "must be a non-empty list of generator states")
+    size = torch.get_rng_state().numel()
+    for rank, rng in enumerate(ranks):
+        cpu = rng.get("cpu") if isinstance(rng, dict) else None
+        if not isinstance(cpu, torch.Tensor) or cpu.dtype != torch.uint8 or cpu.numel() != size:
+            raise bad(f"rng_ranks[{rank}].cpu", f"must be a uint8 tensor of {size} bytes")
+    methods = state.get("method_ranks") or []
+    if not isinstance(methods, list) or not all(isinstance(m, dict) for m in methods):
+        raise bad("method_ranks", "must be a list of dicts (one per rank)")
 
 
 def weights_record(

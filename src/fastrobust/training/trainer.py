@@ -42,7 +42,7 @@ from fastrobust.training.methods import TrainingMethod, method_class
 from fastrobust.training.optimisation import check_epochs_change
 from fastrobust.training.preflight import preflight
 from fastrobust.training.run_folder import RunFolder, TrainResult
-from fastrobust.training.state import BestEpoch, TrainState
+from fastrobust.training.state import BestEpoch, TrainState, check_resumable
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +308,11 @@ def resume(
         state = load_checkpoint(ckpt)
         if "optimizer" not in state:
             raise CheckpointError(f"{ckpt} holds weights only, not a resumable training state")
-        cfg = TrainConfig.from_recorded(state["config"])
+        check_resumable(state, ckpt)
+        try:
+            cfg = TrainConfig.from_recorded(state["config"])
+        except ConfigError as exc:
+            raise CheckpointError(f"{ckpt} cannot be resumed: key 'config': {exc}") from None
         done = int(state["epoch"])  # epochs run (free: epochs of replayed batches)
         method, options = method_class(cfg.attack.method), cfg.attack.options
 
