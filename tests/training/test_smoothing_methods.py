@@ -73,4 +73,3 @@ def test_bad_options_are_one_config_error_naming_the_field(kw, field):
     with pytest.raises(ConfigError) as info:
         AttackConfig(**kw)
     assert info.value.field == field
-
