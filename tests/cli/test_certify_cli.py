@@ -25,10 +25,10 @@ def test_certify_writes_json_csv_plot_and_prints_the_curve(trained_runs, tmp_pat
     assert rc == 0, stdout
     lines = stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["radius"])
-    assert lines[header].split() == ["radius", "standard", "fast:best"]
+    assert lines[header].split() == ["radius", "standard", "fast"]
     assert "smoothed-attack check (standard, 4 points)" in stdout
     doc = json.loads((out / "certified.json").read_text())
-    fast = doc["models"]["fast:best"]
+    fast = doc["models"]["fast"]
     assert doc["settings"]["n"] == 200 and fast["radii"] == [0, 0.25, 0.5]
     assert fast["points"] == 8 and len(fast["per_point"]["radius"]) == 8
     for r, acc in zip(fast["radii"], fast["certified_accuracy"]):
