@@ -60,6 +60,9 @@ FLOORS = {
     "free": 1.0,
     "gradalign": 11 / 3,
     "curriculum": (3 + 2 * 4) / 3,  # the linear 1..7 schedule averages 4 steps
+    "gaussian": 1.0,  # a noisy copy: the standard step
+    "smoothadv1": 5 / 3,  # m = 1: the fast step on a noisy copy
+    "smoothadv1-m4": 20 / 3,  # m = 4: 4 noisy attack passes (4 x 2) and 4 training copies (4 x 3)
 }
 TARGETS = {"fast": 1.7, "pgd7": 6.0, "n-fgsm": 1.7, "free": 1.1, "gradalign": 3.5}
 
@@ -110,6 +113,11 @@ def main() -> None:
         "free": build_method(AttackConfig(method="free", eps=0.5)),
         "gradalign": build_method(AttackConfig(method="gradalign", eps=0.5)),
         "curriculum": build_method(AttackConfig(method="curriculum", eps=0.5)),
+        "gaussian": build_method(AttackConfig(method="gaussian", sigma=0.5)),
+        "smoothadv1": build_method(AttackConfig(method="smoothadv", eps=0.5, sigma=0.5)),
+        "smoothadv1-m4": build_method(
+            AttackConfig(method="smoothadv", eps=0.5, sigma=0.5, noise_samples=4)
+        ),
     }
     if args.methods:
         chosen = ["standard", *(m for m in args.methods.split(",") if m != "standard")]

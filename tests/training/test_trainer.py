@@ -49,6 +49,9 @@ def test_load_model_round_trip(tmp_path, digits):
     "method,extra",
     [  # free and curriculum carry state between epochs (perturbation; stage of the schedule)
         ("fast", {}),
+        # noise from the run's device RNG stream (slow: minutes on the loaded 2-core machine)
+        pytest.param("gaussian", {"sigma": 0.5}, marks=pytest.mark.slow),
+        pytest.param("smoothadv", {"sigma": 0.5, "noise_samples": 2}, marks=pytest.mark.slow),
         ("free", {"epochs": 6, "replays": 2}),  # 3 epochs of 2 replays
         ("curriculum", {"curriculum": "adaptive", "curriculum_patience": 1}),
     ],

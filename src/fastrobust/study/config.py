@@ -23,6 +23,7 @@ from fastrobust.errors import ConfigError, DataError
 from fastrobust.evaluation.settings import CurveSettings
 from fastrobust.figure_settings import TOOL_SETTINGS, FeatureSettings, InterpolationSettings
 from fastrobust.settings import at_least, check_settings, non_negative, setting
+from fastrobust.smoothing.settings import CertifySettings
 from fastrobust.timing.settings import TimingSettings
 from fastrobust.training.config import TrainConfig, flatten
 
@@ -180,6 +181,10 @@ class StudyConfig:
     timing: TimingSection = field(default_factory=TimingSection)
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     """stages to run (the report always comes last)"""
+    certify: dict[str, Any] | None = None
+    """certified L2 curves by randomized smoothing, run by the curves stage when given: keys of
+    ``fastrobust certify``'s settings (sigma, n0, n, alpha, batch_size, limit, checks, ...;
+    docs/certification.md); None: none"""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -192,6 +197,7 @@ class StudyConfig:
             check_types(getattr(self, key), f"{key}.")
         for stage in self.stages:
             check_stage(stage)
+        self.certify_settings()  # a bad certify key or value: one ConfigError
         if not self.methods:
             raise ConfigError("study config: list at least one method under 'methods'")
         labels = [m.label for m in self.methods]
@@ -220,6 +226,21 @@ class StudyConfig:
             )
 
     # -- derived ------------------------------------------------------------------------------
+    def certify_settings(self) -> CertifySettings | None:
+        """The settings of the study's certified curves (None: the config asks for none)."""
+        if self.certify is None:
+            return None
+        if not isinstance(self.certify, dict):
+            raise ConfigError("study config: certify must be a mapping of certify settings")
+        own = {"dataset", "data_dir", "out", "device", "progress", "empirical", "arch"}
+        given = sorted(set(self.certify) & own)
+        if given:
+            raise ConfigError(f"study config: certify.{given[0]} is set by the study")
+        try:
+            return CertifySettings(**{"seed": self.seed, **self.certify})
+        except TypeError as exc:
+            raise ConfigError(f"study config: certify: {exc}") from None
+
     def train_config(self, spec: MethodSpec, *, out_dir: str | Path) -> TrainConfig:
         """The TrainConfig of one method's run: shared values, then the method's own."""
         values = {

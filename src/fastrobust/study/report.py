@@ -187,6 +187,16 @@ def _robustness(doc: Document, results: StudyResults) -> None:
     )
     if "curves" in results.figures:
         sec.add(Figure(results.figures["curves"], "Accuracy under attack against eps.", "720px"))
+    if "certified" in results.figures:  # the config's certify section (docs/certification.md)
+        sec.add(
+            Figure(
+                results.figures["certified"],
+                "Certified L2 accuracy of the smoothed models against radius (Cohen et al. "
+                "2019), the smoothed-classifier attack's accuracy as crosses, each base model's "
+                "curve under attack dotted (curves/certified.json).",
+                "720px",
+            )
+        )
     labels = list(results.curves)
     rows = [["clean", *(_pct(c["clean_accuracy"]) for c in results.curves.values())]]
     for j, eps in enumerate(first["eps"]):

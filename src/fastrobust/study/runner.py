@@ -60,7 +60,7 @@ def _pieces(config: StudyConfig, stages: Sequence[str]) -> int:
     """How many pieces of work the stages hold at most (the progress bar's total)."""
     per = {
         "train": len(config.methods),
-        "curves": len(config.methods) + 1,
+        "curves": len(config.methods) + 1 + (config.certify is not None),
         "table1": 1,
         "figure1": 1,
         "figures": len(config.figures.tools),
@@ -147,6 +147,7 @@ def gather_results(ctx: StudyContext) -> StudyResults:
         results.step_seconds, results.timing_batch = doc["step_seconds"], doc["batch_size"]
     figures = {
         "curves": folder.curves / "robustness.png",
+        "certified": folder.curves / "certified.png",
         "figure1": folder.timing / "timing.png",
         "alignment": folder.alignment / "examples.png",
         **{t: folder.figures / t / "grid.png" for t in cfg.figures.tools},

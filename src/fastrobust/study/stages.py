@@ -271,6 +271,40 @@ def stage_curves(ctx: StudyContext) -> None:
     curves = {s.label: ctx.folder.curves / f"{s.label}.json" for s in ctx.config.methods}
     key = fingerprint({k: file_digest(p) for k, p in curves.items()}, recorded)
     ctx.run_piece("curves", "curves/plot", key, lambda: plot_curves(ctx, settings))
+    if ctx.config.certify is not None:
+        certified_curves(ctx)
+
+
+def certified_curves(ctx: StudyContext) -> None:
+    """Certified L2 accuracy of every model by randomized smoothing (Cohen et al. 2019), when
+    the config has a ``certify`` section: the certification workflow's own steps, so
+    ``curves/certified.*`` are the files ``fastrobust certify`` writes, with the study's
+    robustness curves drawn beside them."""
+    from fastrobust.smoothing.workflow import certify_model, write_certification
+
+    settings = ctx.config.certify_settings()
+    assert settings is not None
+    settings.progress = ctx.progress
+    ckpts = {s.label: ctx.need_checkpoint(s.label, "curves") for s in ctx.config.methods}
+    key = fingerprint(settings.record(), {k: file_digest(p) for k, p in ckpts.items()})
+
+    def work() -> list[Path]:
+        from fastrobust.smoothing.report import read_empirical
+
+        curves = {
+            label: certify_model(
+                load_model(p, device=ctx.device), ctx.data, settings, world=ctx.world
+            )
+            for label, p in ckpts.items()
+        }
+        if not ctx.is_main:
+            return []
+        report = ctx.folder.curves / "robustness.json"
+        empirical = read_empirical(report) if report.is_file() else {}
+        written = write_certification(ctx.folder.curves, curves, settings, empirical)
+        return [written["png"], written["csv"], written["json"]]
+
+    ctx.run_piece("curves", "curves/certified", key, work, all_ranks=True)
 
 
 def plot_curves(ctx: StudyContext, settings: EvaluationSettings) -> list[Path]:

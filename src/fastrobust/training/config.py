@@ -22,6 +22,7 @@ from typing import Any, Literal, cast
 import yaml
 
 import fastrobust.training.collapse_resistant  # noqa: F401  registers the methods it defines
+import fastrobust.training.smoothing_methods  # noqa: F401  registers gaussian and smoothadv
 from fastrobust.attacks.threat import THREAT_MODELS, ThreatModel, threat_model
 from fastrobust.errors import ConfigError
 from fastrobust.settings import at_least, check_settings, in_range, non_negative, positive, setting
