@@ -24,6 +24,7 @@ from fastrobust.evaluation.settings import CurveSettings
 from fastrobust.figure_settings import TOOL_SETTINGS, FeatureSettings, InterpolationSettings
 from fastrobust.settings import at_least, check_settings, non_negative, setting
 from fastrobust.timing.settings import TimingSettings
+from fastrobust.tracking.settings import TrackingSettings
 from fastrobust.training.config import TrainConfig, flatten
 
 #: every stage of a study, in the order they run
@@ -32,8 +33,9 @@ STAGES: tuple[str, ...] = typing.get_args(Stage)
 
 
 @dataclass
-class StudyCommand:
-    """How one invocation of ``fastrobust study`` runs (the study itself is its YAML config)."""
+class StudyCommand(TrackingSettings):
+    """How one invocation of ``fastrobust study`` runs (the study itself is its YAML config),
+    and the experiment trackers its runs and the study log to."""
 
     config: str | None = None
     """study YAML (default: the bundled digits study)"""

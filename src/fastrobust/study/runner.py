@@ -21,6 +21,8 @@ from fastrobust.study.folder import STATE, StageCache, StudyFolder, fingerprint
 from fastrobust.study.report import write_report
 from fastrobust.study.results import JudgeSummary, RunSummary, StudyResults
 from fastrobust.study.stages import STAGE_FUNCTIONS, StudyContext, load_scores
+from fastrobust.study.tracked import pass_to_runs, track_study
+from fastrobust.tracking import TrackingSettings, check_trackers
 from fastrobust.version import __version__
 
 log = logging.getLogger(__name__)
@@ -175,12 +177,14 @@ def run_study(
     only: str | None = None,
     progress: bool = False,
     device: str = "auto",
+    tracking: TrackingSettings | None = None,
 ) -> StudyResults:
     """Run (or continue) the study ``config`` in folder ``out`` and write its report.
 
     Cached pieces of work are skipped; ``only`` reruns one stage (its inputs must exist);
     ``resume`` continues interrupted training runs. Under ``torchrun`` every rank must call
     this: training and the curves use all ranks, the other stages run on rank 0.
+    ``tracking``: experiment trackers the runs and the study log to (:mod:`.tracked`).
     """
     from fastrobust.data import load_dataset
 
@@ -189,6 +193,9 @@ def run_study(
     out = Path(out).expanduser()
     _check_folder(out, config)
     world = distributed.world_info_from_env()
+    tracking = tracking or TrackingSettings()
+    check_trackers(tracking, out, section="study", probe=world.is_main)
+    pass_to_runs(config, tracking, out)
     if device != "auto":  # the runs train where everything else runs (a runtime setting)
         config.training.setdefault("device", device)
     dev = distributed.resolve_device(config.training.get("device", device), world.local_rank)
@@ -236,4 +243,6 @@ def run_study(
             distributed.barrier()
             distributed.shutdown_distributed()
     results.ran = list(ctx.ran)
+    if world.is_main:
+        track_study(results, tracking, out)
     return results

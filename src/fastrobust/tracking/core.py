@@ -82,6 +82,8 @@ def _probe_mlflow(uri: str, experiment: str, section: str) -> None:
         check_output_dir(path.parent, what="the MLflow store's folder")
         if path.exists() and not path.is_file():
             raise OutputError(f"the MLflow store {path} is not a file")
+        with writing("the MLflow store's folder", path.parent):
+            path.parent.mkdir(parents=True, exist_ok=True)
     from fastrobust.tracking.backends import mlflow_experiment
 
     try:
