@@ -163,3 +163,19 @@ def test_a_madrylab_robustness_checkpoint_exports_to_safetensors(tmp_path, capsy
     config = json.loads((out / "config.json").read_text())
     assert config["resnet"] == {"depth": 18, "stem": "cifar", "width": 2}
     assert config["source"]["layout"].startswith("foreign")
+
+
+@pytest.mark.slow  # AutoAttack (standard) on the 360 digits test images: minutes on a busy CPU
+def test_robustbench_runs_autoattack_on_the_whole_test_set(one_epoch_run, tmp_path, capsys):
+    out = tmp_path / "exp"
+    argv = ["export", str(one_epoch_run), "--out", str(out), "--robustbench", "Goodwin2020Fast"]
+    assert main([*argv, *PAPER, "--no-progress"]) == 0, capsys.readouterr().err
+    report = json.loads((out / "autoattack" / "robustness.json").read_text())
+    (curve,) = report["models"].values()
+    assert curve["version"] == "autoattack" and curve["n"] == 360  # the whole test set
+    entry = json.loads((out / "robustbench" / "digits" / "L2" / "Goodwin2020Fast.json").read_text())
+    assert entry["clean_acc"] == f"{100 * curve['clean_accuracy']:.2f}"
+    assert entry["autoattack_acc"] == f"{100 * curve['accuracy'][0]:.2f}"
+    card = (out / "README.md").read_text()
+    row = f"| 360 | {curve['clean_accuracy']:.4f} | {curve['accuracy'][0]:.4f} |"
+    assert row in card and "--attack autoattack" in card

@@ -10,13 +10,8 @@ store is one line before any work. ``trackers.json`` in the output folder keeps 
 runs' ids, so a resumed run continues the same tracked run. See docs/trackers.md.
 """
 
-from fastrobust.tracking.core import (
-    BACKENDS,
-    TRACKERS_FILE,
-    Trackers,
-    check_trackers,
-    numeric_metrics,
-)
+from fastrobust.tracking.common import numeric_metrics
+from fastrobust.tracking.core import BACKENDS, TRACKERS_FILE, Trackers, check_trackers
 from fastrobust.tracking.settings import LoggerName, TrackingSettings
 
 __all__ = [
