@@ -171,3 +171,15 @@ def test_help_lists_every_logger_and_its_extra(capsys):
         assert name in text
         if backend.extra:
             assert f"fastrobust[{backend.extra}]" in text
+
+
+@pytest.mark.slow  # W&B starts a service process per run (seconds)
+def test_wandb_offline_run_is_continued_on_resume(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = _fit_and_resume(tmp_path, ["wandb"])
+    run_id = json.loads((run / TRACKERS_FILE).read_text())["runs"]["wandb"]["id"]
+    offline = sorted((run / "wandb").glob(f"offline-run-*-{run_id}"))
+    assert len(offline) == 2  # the first leg and the resumed one, under the same run id
+    assert all(list(folder.glob(f"run-{run_id}.wandb")) for folder in offline)
