@@ -121,3 +121,12 @@ def points(digits) -> tuple[torch.Tensor, torch.Tensor]:
 def bn_mlp(digits) -> nn.Module:
     """A small MLP with BatchNorm trained on the digits (attack invariant and strength tests)."""
     return train_mlp(digits, batch_norm=True)
+
+
+@pytest.fixture(scope="session")
+def one_epoch_run(tmp_path_factory) -> Path:
+    """A 1-epoch fast-L2 small_cnn digits run folder (seconds): for tests that need any
+    trained run (trackers, export), not a good model."""
+    root = tmp_path_factory.mktemp("one_epoch")
+    cfg = tiny_config(root, epochs=1, name="fast", eval_limit=50, eval_steps=2)
+    return fit(cfg).run_dir

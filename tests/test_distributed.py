@@ -259,12 +259,15 @@ def _torchrun(args: list[str], tmp: Path, timeout: float = 90) -> subprocess.Com
 def test_torchrun_cli_trains_with_two_ranks(tmp_path):
     args = ["-m", "fastrobust", "train", "--device", "cpu", "--epochs", "1", "--no-progress"]
     args += ["--out-dir", str(tmp_path), "--name", "tr", "--eval-limit", "50", "--eval-steps", "2"]
+    args += ["--logger", "csv"]  # the trackers log once, on rank 0 (issue 22)
     proc = _torchrun(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("run folder:") == 1  # only rank 0 reports
     assert proc.stderr.count("training small_cnn on digits") == 1  # only rank 0 logs
     assert json.loads((tmp_path / "tr" / "summary.json").read_text())["world_size"] == 2
     assert len((tmp_path / "tr" / "metrics.jsonl").read_text().splitlines()) == 1
+    logged = (tmp_path / "tr" / "csv" / "metrics.csv").read_text().splitlines()[1:]
+    assert len([line for line in logged if ",train_loss," in line]) == 1
 
 
 def test_a_failing_rank_fails_the_job_with_its_error(tmp_path):

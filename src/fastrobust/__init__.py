@@ -16,6 +16,7 @@ from fastrobust.evaluation import (
     robustness_curve,
 )
 from fastrobust.evaluation.report import write_report
+from fastrobust.export import ExportSettings, export_model
 from fastrobust.represent import (
     interpolate_representations,
     targeted_perturbation,
@@ -28,6 +29,7 @@ __all__ = [
     "__version__",
     "CurveSettings",
     "EvaluationSettings",
+    "ExportSettings",
     "L2",
     "Linf",
     "RobustnessCurve",
@@ -35,6 +37,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "evaluate",
+    "export_model",
     "fgsm",
     "fit",
     "interpolate_representations",

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from fastrobust.errors import CheckpointError, ConfigError
+from fastrobust.exported import is_exported_folder, load_exported
 from fastrobust.model_info import ModelInfo, attach_info
 from fastrobust.models import MODELS, ModelSpec, NormalizedModel, build_model
 from fastrobust.models.foreign import DATASET_DEFAULTS, STEM_IMAGE_SIZE, convert, foreign_model
@@ -200,7 +201,8 @@ def load_model(
 ) -> nn.Module:
     """Load a checkpoint or run folder as an eval-mode model taking ``[0,1]`` images.
 
-    Reads fastrobust checkpoints and, for evaluating models trained elsewhere, ResNet
+    Reads exported folders (``fastrobust export``: ``model.safetensors`` + ``config.json``,
+    :mod:`fastrobust.exported`), fastrobust checkpoints and, for evaluating models trained elsewhere, ResNet
     checkpoints of MadryLab's ``robustness`` library and torchvision-layout ResNet state dicts
     (:mod:`fastrobust.models.foreign`). For those, ``arch`` (``resnet50``,
     ``resnet50_imagenet``, ...) is checked against the tensors (it is inferred when None) and
@@ -213,6 +215,9 @@ def load_model(
     (``package.module:factory``) needs ``net=`` (an instance of the architecture) or
     ``import_factory=True`` (import and call the factory it names: only for trusted files).
     """
+    given = Path(path).expanduser()
+    if is_exported_folder(given):  # model.safetensors + config.json (fastrobust export)
+        return load_exported(given, device=device, import_factory=import_factory)
     p = resolve_checkpoint(path)
     state = load_tensors_file(p, what="checkpoint")
     if is_fastrobust_checkpoint(state):

@@ -103,6 +103,7 @@ _RULE = "fastrobust.rule"
 _SPACED = "fastrobust.spaced"
 _FLAG = "fastrobust.flag"
 _TEXT = "fastrobust.text"
+_REPEAT = "fastrobust.repeat"
 
 
 def setting(
@@ -113,6 +114,7 @@ def setting(
     spaced: bool = False,
     flag: str | None = None,
     text: bool = False,
+    repeat: bool = False,
 ) -> Any:
     """A dataclass field with a range rule (``steps: int = setting(20, rule=at_least(1))``);
     ``factory`` for a mutable default (a list); ``spaced``: a list whose flag takes
@@ -120,7 +122,8 @@ def setting(
     ``flag`` names its command-line flag when that is not the field's name (``attacks`` ->
     ``--attack``); ``text`` makes the flag take the raw text, which the settings class parses
     itself in ``__post_init__`` (so a value it cannot read is its own one-line error, not
-    argparse's)."""
+    argparse's); ``repeat``: a list flag that may be given several times, each time one or
+    comma-separated values (``--logger tensorboard --logger mlflow``)."""
     metadata: dict[str, Any] = {_RULE: rule} if rule is not None else {}
     if spaced:
         metadata[_SPACED] = True
@@ -128,6 +131,8 @@ def setting(
         metadata[_FLAG] = flag
     if text:
         metadata[_TEXT] = True
+    if repeat:
+        metadata[_REPEAT] = True
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -323,8 +328,10 @@ def add_settings_flags(
             )
         else:
             choices = None if raw else flag_choices(hints[f.name])
+            repeated: dict[str, Any] = {"action": "extend"} if f.metadata.get(_REPEAT) else {}
             parser.add_argument(
                 flag,
+                **repeated,
                 dest=f.name,
                 metavar=None if choices else flag.lstrip("-").replace("-", "_").upper(),
                 type=kind,

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         only=command.only,
         progress=command.progress,
         device=command.device,
+        tracking=command,
     )
     from fastrobust.distributed import world_info_from_env
     from fastrobust.study.claims import check_claims

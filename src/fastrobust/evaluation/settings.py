@@ -22,6 +22,7 @@ from fastrobust.attacks.registry import VERSIONS, RunSettings
 from fastrobust.errors import ConfigError
 from fastrobust.evaluation.inputs import parse_eps_list, validate_attacks, validate_eps_list
 from fastrobust.settings import at_least, check_settings, non_negative, positive, setting
+from fastrobust.tracking.settings import TrackingSettings
 
 #: the paper's evaluation (Goodwin et al. 2020, Figure 2; Madry et al. 2018): 20-step PGD...
 STEPS = 20
@@ -107,9 +108,9 @@ class CurveSettings:
 
 
 @dataclass
-class EvaluationSettings(CurveSettings):
-    """An evaluation of saved models: the curve's settings, and where models, data and
-    results are (each left out is read from the first model)."""
+class EvaluationSettings(CurveSettings, TrackingSettings):
+    """An evaluation of saved models: the curve's settings, where models, data and results
+    are (each left out is read from the first model), the experiment trackers it logs to."""
 
     norm: Norm | None = None
     """threat model (None: the norm the first model was trained with)"""

@@ -31,7 +31,9 @@ from fastrobust.evaluation.curve import CurveRun
 from fastrobust.evaluation.results import RobustnessCurve
 from fastrobust.evaluation.settings import SECTION, EvaluationSettings, Norm
 from fastrobust.evaluation.sharding import sharded_curve_for_run
+from fastrobust.evaluation.tracked import track_evaluation
 from fastrobust.model_info import ModelInfo
+from fastrobust.tracking import check_trackers
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,7 @@ def output_folder(settings: EvaluationSettings, first: Path) -> Path:
     except OutputError as exc:
         exc.field = name if settings.out else None
         raise
+    check_trackers(settings, out.parent, section=SECTION)  # a missing extra costs nothing
     return out
 
 
@@ -287,4 +290,5 @@ def evaluate(
         result.written = write_evaluation(
             out, curves, plan.settings, paths=paths, world_size=world.world_size
         )
+        track_evaluation(out, curves, plan.settings, result.written)
     return result

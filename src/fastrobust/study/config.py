@@ -25,6 +25,7 @@ from fastrobust.figure_settings import TOOL_SETTINGS, FeatureSettings, Interpola
 from fastrobust.settings import at_least, check_settings, non_negative, setting
 from fastrobust.smoothing.settings import CertifySettings
 from fastrobust.timing.settings import TimingSettings
+from fastrobust.tracking.settings import TrackingSettings
 from fastrobust.training.config import TrainConfig, flatten
 
 #: every stage of a study, in the order they run
@@ -33,8 +34,9 @@ STAGES: tuple[str, ...] = typing.get_args(Stage)
 
 
 @dataclass
-class StudyCommand:
-    """How one invocation of ``fastrobust study`` runs (the study itself is its YAML config)."""
+class StudyCommand(TrackingSettings):
+    """How one invocation of ``fastrobust study`` runs (the study itself is its YAML config),
+    and the experiment trackers its runs and the study log to."""
 
     config: str | None = None
     """study YAML (default: the bundled digits study)"""

@@ -26,6 +26,8 @@ from fastrobust.study.stages import (
     check_before_work,
     load_scores,
 )
+from fastrobust.study.tracked import pass_to_runs, track_study
+from fastrobust.tracking import TrackingSettings, check_trackers
 from fastrobust.version import __version__
 
 log = logging.getLogger(__name__)
@@ -181,12 +183,14 @@ def run_study(
     only: str | None = None,
     progress: bool = False,
     device: str = "auto",
+    tracking: TrackingSettings | None = None,
 ) -> StudyResults:
     """Run (or continue) the study ``config`` in folder ``out`` and write its report.
 
     Cached pieces of work are skipped; ``only`` reruns one stage (its inputs must exist);
     ``resume`` continues interrupted training runs. Under ``torchrun`` every rank must call
     this: training and the curves use all ranks, the other stages run on rank 0.
+    ``tracking``: experiment trackers the runs and the study log to (:mod:`.tracked`).
     """
     from fastrobust.data import load_dataset
 
@@ -197,6 +201,9 @@ def run_study(
     stages = [s for s in config.stages if s != "report"] if only is None else [only]
     check_before_work(config, StudyFolder(out), stages=stages, resume=resume)
     world = distributed.world_info_from_env()
+    tracking = tracking or TrackingSettings()
+    check_trackers(tracking, out, section="study", probe=world.is_main)
+    pass_to_runs(config, tracking, out)
     if device != "auto":  # the runs train where everything else runs (a runtime setting)
         config.training.setdefault("device", device)
     dev = distributed.resolve_device(config.training.get("device", device), world.local_rank)
@@ -243,4 +250,6 @@ def run_study(
             distributed.barrier()
             distributed.shutdown_distributed()
     results.ran = list(ctx.ran)
+    if world.is_main:
+        track_study(results, tracking, out)
     return results

@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: TrainConfig fields that do not change what a run computes (left out of its cache key)
-_RUNTIME_ONLY = ("data_dir", "workers", "device", "progress", "out_dir", "name")
+_RUNTIME_ONLY: tuple[str, ...] = ("data_dir", "workers", "device", "progress", "out_dir", "name")
+_RUNTIME_ONLY += ("loggers", "tracking_uri", "experiment")  # where the numbers are also logged
 
 
 @dataclass

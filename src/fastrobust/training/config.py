@@ -26,6 +26,7 @@ import fastrobust.training.smoothing_methods  # noqa: F401  registers gaussian a
 from fastrobust.attacks.threat import THREAT_MODELS, ThreatModel, threat_model
 from fastrobust.errors import ConfigError
 from fastrobust.settings import at_least, check_settings, in_range, non_negative, positive, setting
+from fastrobust.tracking.settings import TrackingSettings
 from fastrobust.training.methods import method_class, method_names, option_owners
 
 #: the format of recorded configs (config.yaml, checkpoints) this code writes; records of
@@ -305,8 +306,9 @@ class EvaluationConfig:
 
 
 @dataclass
-class RuntimeConfig:
-    """Where and how the run executes: seed, device, speed options, output folder."""
+class RuntimeConfig(TrackingSettings):
+    """Where and how the run executes: seed, device, speed options, output folder, the
+    experiment trackers it also logs to."""
 
     seed: int = setting(0, rule=at_least(0))
     """seed of every random choice (data order, augmentation, random starts)"""

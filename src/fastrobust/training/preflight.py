@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -21,6 +22,7 @@ from fastrobust.data.subsets import SubsetRecord, sample_split
 from fastrobust.models.resnet import resolve_stem
 from fastrobust.outputs import check_output_dir
 from fastrobust.seeding import RunSeeds
+from fastrobust.tracking import check_trackers
 from fastrobust.training.config import TrainConfig
 from fastrobust.training.setup import (
     check_before_training,
@@ -70,6 +72,8 @@ def preflight(
     world = distributed.world_info_from_env()
     if new_folder and world.is_main:  # before any work: a bad out_dir costs nothing
         check_output_dir(cfg.runtime.out_dir, what="output folder")
+    store = Path(cfg.runtime.out_dir).expanduser()  # a missing extra fails on every rank
+    check_trackers(cfg.runtime, store, section="runtime", probe=world.is_main)
     device = distributed.resolve_device(cfg.runtime.device, world.local_rank)
     data_cfg = cfg.data
     data = (

@@ -43,6 +43,7 @@ from fastrobust.training.optimisation import check_epochs_change
 from fastrobust.training.preflight import preflight
 from fastrobust.training.run_folder import RunFolder, TrainResult
 from fastrobust.training.state import BestEpoch, TrainState, check_resumable
+from fastrobust.training.trackers import open_run_trackers
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,13 @@ class Trainer:
         self.epochs = EpochTrainer(plan, parts, self.folder.last_pt)
         self.between = BetweenEpochs(plan, parts, self.folder)
         self.checkpoints = Checkpointing(plan, parts, self.folder)
+        self.trackers = open_run_trackers(
+            plan.cfg,
+            self.folder.path,
+            is_main=plan.world.is_main,
+            resolved=resolved,
+            history=self.state.history,
+        )
 
     # -- what callers and tests read --------------------------------------------------------------
     @property
@@ -130,6 +138,7 @@ class Trainer:
                 f"fastrobust train --resume {self.folder.path}"
             ) from None
         finally:
+            self.trackers.close("FAILED")  # a no-op after _finish closed them
             self.folder.unlock()
 
     def _fit(self) -> TrainResult:
@@ -204,6 +213,7 @@ class Trainer:
             self.folder.save(self.folder.best_pt, self.checkpoints.weights(state.epoch, metrics))
         self.checkpoints.save_last(state, metrics)
         self.folder.append_metrics(metrics)
+        self.trackers.log_metrics(metrics, state.epoch)  # after the run folder's own record
         parts = [f"epoch {state.epoch}/{self.total_epochs}"]
         parts += [f"loss {metrics['train_loss']:.4f}", f"train acc {metrics['train_acc']:.3f}"]
         if "val_clean_acc" in metrics:
@@ -232,6 +242,8 @@ class Trainer:
         if not result.interrupted and state.history:
             self.between.test_set_results(state, result)
         self.folder.write_summary(result)
+        self.trackers.log_summary(result.to_dict())
+        self.trackers.close("KILLED" if result.interrupted else "FINISHED")
         distributed.barrier()  # on every rank, fit() returns once the run folder is complete
         return result
 
