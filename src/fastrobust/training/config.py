@@ -262,6 +262,13 @@ class OptimisationConfig:
     """learning-rate factor at each drop, in (0, 1]"""
     warmup_fraction: float = setting(0.4, rule=in_range(0, 1, low_open=True, high_open=True))
     """onecycle: fraction of training spent rising to the peak"""
+    weight_average: float = setting(0.0, rule=in_range(0, 1, high_open=True))
+    """decay tau of an exponential moving average of the weights, updated after every weight
+    update (0: off; the FastAT Benchmark uses 0.9995); validation, best.pt and eval use the
+    average when it is on (training.averaging)"""
+    label_smoothing: float = setting(0.0, rule=in_range(0, 1, high_open=True))
+    """label smoothing of the cross-entropy of the weight update, every method (attacks keep
+    their own loss; 0: off)"""
 
     def __post_init__(self) -> None:
         check_settings(self, "optimisation")
