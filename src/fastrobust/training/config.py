@@ -22,6 +22,7 @@ from typing import Any, Literal, cast
 import yaml
 
 import fastrobust.training.collapse_resistant  # noqa: F401  registers the methods it defines
+import fastrobust.training.divergence  # noqa: F401  registers trades and mart
 from fastrobust.attacks.threat import THREAT_MODELS, ThreatModel, threat_model
 from fastrobust.errors import ConfigError
 from fastrobust.settings import at_least, check_settings, in_range, non_negative, positive, setting
@@ -106,7 +107,9 @@ class AttackConfig:
     """training method (fastrobust.training.methods): standard | fast (one random-start step,
     Goodwin et al. 2020) | pgd (K steps) | n-fgsm (large noise, one step, de Jorge et al.
     2022) | gradalign (fast + gradient alignment, Andriushchenko & Flammarion 2020) | free
-    (replayed batches, Shafahi et al. 2019) | curriculum (fast growing to K-step PGD)"""
+    (replayed batches, Shafahi et al. 2019) | curriculum (fast growing to K-step PGD) | trades
+    (KL attack and update, Zhang et al. 2019) | mart (misclassification-aware, Wang et al.
+    2020)"""
     norm: str = "l2"
     """threat model: l2 | linf"""
     eps: float = setting(1.0, rule=positive())
