@@ -52,6 +52,10 @@ FLOORS = {
     "free": 1.0,
     "gradalign": 11 / 3,
     "curriculum": (3 + 2 * 4) / 3,  # the linear 1..7 schedule averages 4 steps
+    # trades: a clean forward, 10 KL steps, then the update on the clean and adversarial
+    # batch in one forward (2 + 4 passes of a batch); mart: the same without the clean forward
+    "trades": (1 + 2 * 10 + 6) / 3,
+    "mart": (2 * 10 + 6) / 3,
 }
 TARGETS = {"fast": 1.7, "pgd7": 6.0, "n-fgsm": 1.7, "free": 1.1, "gradalign": 3.5}
 
@@ -98,6 +102,8 @@ def main() -> None:
         "free": build_method(AttackConfig(method="free", eps=0.5)),
         "gradalign": build_method(AttackConfig(method="gradalign", eps=0.5)),
         "curriculum": build_method(AttackConfig(method="curriculum", eps=0.5)),
+        "trades": build_method(AttackConfig(method="trades", eps=0.5)),
+        "mart": build_method(AttackConfig(method="mart", eps=0.5)),
     }
     if args.methods:
         chosen = ["standard", *(m for m in args.methods.split(",") if m != "standard")]

@@ -30,7 +30,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastrobust.study.bench import BenchConfig, collapse_criterion, digits_protocol, run_bench
+    from fastrobust.study.bench import BenchConfig, collapse_criterion, digits_protocol
+    from fastrobust.study.bench_runner import run_bench
 
     command = BenchCommand(**given_values(args, BenchCommand))
     overrides = {"data_dir": command.data_dir}
