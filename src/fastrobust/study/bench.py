@@ -7,8 +7,10 @@ built from the study's pieces: each (threat model, seed) is a study folder
 (:mod:`fastrobust.study.stages`) train every method and evaluate it, cached by content, so a
 rerun or ``--resume`` redoes only what is missing. Each model gets two evaluations: AutoAttack
 (``autoattack`` section; by default AutoAttack's standard version) at the threat's eps on
-test points, and a PGD curve over multiples of eps (``pgd_curve``). The report
-(:mod:`fastrobust.study.bench_report`) is a table per threat model.
+test points, and a PGD curve over multiples of eps (``pgd_curve``). This module holds the
+protocol (:class:`BenchConfig`) and the record of a run (:class:`BenchRun`); the runner is
+:mod:`fastrobust.study.bench_runner`, the report (a table per threat model)
+:mod:`fastrobust.study.bench_report`.
 
 A seed *collapsed* (catastrophic overfitting) when its AutoAttack accuracy is below
 ``collapse_ratio`` times that of the method's best seed under the same threat model, or when
