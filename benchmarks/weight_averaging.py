@@ -1,14 +1,14 @@
 """Weight averaging vs the raw weights on digits: the same runs, both weight sets evaluated.
 
 Trains ``fast`` and ``pgd`` with the digits bench protocol's training settings
-(configs/bench_digits.yaml: small CNN, L2 eps 1.0, 10 epochs, --weight-average 0.98,
+(configs/bench_digits.yaml: small CNN, L2 eps 1.0, 20 epochs, --weight-average 0.98,
 --label-smoothing 0.1) for three seeds, then evaluates each run's final weights twice
 (``--weights ema`` and ``--weights raw``: the raw weights are exactly those of a run without
 averaging, since the average never feeds back into training) with AutoAttack (standard) at
 eps 1.0 on a class-stratified sample of test digits. Prints a markdown table and writes
 ``weight_averaging.json`` in the output folder.
 
-    python benchmarks/weight_averaging.py [--out-dir /tmp/wa] [--limit 200] [--epochs 10]
+    python benchmarks/weight_averaging.py [--out-dir /tmp/wa] [--limit 200] [--epochs 20]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out-dir", default="/tmp/weight-averaging")
     p.add_argument("--limit", type=int, default=200)
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--tau", type=float, default=0.98)
     args = p.parse_args()
     out = Path(args.out_dir)

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 def digits_protocol() -> dict[str, Any]:
     """The default protocol (``configs/bench_digits.yaml`` writes it out): every registered
-    method x 3 seeds on digits, L2 eps 1, 10 epochs, AutoAttack on 200 test points."""
+    method x 3 seeds on digits, L2 eps 1, 20 epochs, AutoAttack on 200 test points."""
     return {
         "title": "fast adversarial training benchmark on digits",
         "dataset": "digits",
@@ -54,7 +54,7 @@ def digits_protocol() -> dict[str, Any]:
         "seeds": [0, 1, 2],
         "threats": [{"norm": "l2", "eps": 1.0}],
         "training": {
-            "epochs": 10, "weight_average": 0.98, "label_smoothing": 0.1, "eval_limit": 200,
+            "epochs": 20, "weight_average": 0.98, "label_smoothing": 0.1, "eval_limit": 200,
         },
         "autoattack": {"attacks": ["autoattack"], "limit": 200, "checkpoint": "last"},
         "pgd_curve": {
