@@ -63,6 +63,10 @@ FLOORS = {
     "gaussian": 1.0,  # a noisy copy: the standard step
     "smoothadv1": 5 / 3,  # m = 1: the fast step on a noisy copy
     "smoothadv1-m4": 20 / 3,  # m = 4: 4 noisy attack passes (4 x 2) and 4 training copies (4 x 3)
+    # trades: a clean forward, 10 KL steps, then the update on the clean and adversarial
+    # batch in one forward (2 + 4 passes of a batch); mart: the same without the clean forward
+    "trades": (1 + 2 * 10 + 6) / 3,
+    "mart": (2 * 10 + 6) / 3,
 }
 TARGETS = {"fast": 1.7, "pgd7": 6.0, "n-fgsm": 1.7, "free": 1.1, "gradalign": 3.5}
 
@@ -118,6 +122,8 @@ def main() -> None:
         "smoothadv1-m4": build_method(
             AttackConfig(method="smoothadv", eps=0.5, sigma=0.5, noise_samples=4)
         ),
+        "trades": build_method(AttackConfig(method="trades", eps=0.5)),
+        "mart": build_method(AttackConfig(method="mart", eps=0.5)),
     }
     if args.methods:
         chosen = ["standard", *(m for m in args.methods.split(",") if m != "standard")]

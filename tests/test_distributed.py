@@ -116,6 +116,7 @@ def _even(data):
 
 def _configs(root: Path) -> dict:
     common = dict(device="cpu", epochs=2, lr=0.05, schedule="constant", eval_limit=20)
+    common |= dict(weight_average=0.9, label_smoothing=0.1)  # both must equal one process
     return {
         # standard training: 1 and 2 processes must agree to float rounding. (Fast training
         # is chaotic: a 1e-7 change of the initial weights already moves them by ~1% after
@@ -196,6 +197,12 @@ def test_two_ranks_match_one_process_without_batchnorm(ddp_runs, tmp_path, digit
     assert moved > 1e-2  # training did change the weights
     for k in one:
         torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5, msg=k)
+    assert trainer.parts.average is not None
+    one_avg = trainer.parts.average.state_dict()
+    two_avg = load_checkpoint(ddp_runs / "equal" / "last.pt")["ema_model"]
+    assert any(not torch.equal(one_avg[k], one[k]) for k in one)  # the average is not the last
+    for k in one_avg:
+        torch.testing.assert_close(two_avg[k], one_avg[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
 def test_ddp_run_folder_written_once(ddp_runs):
@@ -213,8 +220,9 @@ def test_resume_under_ddp_equals_never_stopping(ddp_runs):
     full = load_checkpoint(ddp_runs / "full" / "last.pt")
     resumed = load_checkpoint(ddp_runs / "half" / "last.pt")
     assert resumed["epoch"] == full["epoch"] == 2
-    for k, v in full["model"].items():
-        assert torch.equal(resumed["model"][k], v), k
+    for key in ("model", "ema_model"):
+        for k, v in full[key].items():
+            assert torch.equal(resumed[key][k], v), (key, k)
     for r in range(2):
         assert torch.equal(resumed["rng_ranks"][r]["cpu"], full["rng_ranks"][r]["cpu"])
 

@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, TypeGuard, cast
+from typing import IO, Any, Literal, TypeGuard, cast
 
 import torch
 from torch import nn
@@ -29,6 +29,26 @@ log = logging.getLogger(__name__)
 
 FORMAT_KEY = "fastrobust_format"
 FORMAT_VERSION = 1
+#: which weights of a checkpoint to load: auto (the weight average when the checkpoint holds
+#: one, else the raw weights), ema (the average; an error without one), raw (the trained ones)
+WEIGHT_CHOICES = ("auto", "ema", "raw")
+Weights = Literal["auto", "ema", "raw"]
+
+
+def chosen_weights(state: dict[str, Any], weights: str = "auto") -> str:
+    """``"ema"`` or ``"raw"``: which weights of the loaded checkpoint ``state`` to load."""
+    if weights not in WEIGHT_CHOICES:
+        raise ConfigError(
+            f"weights must be one of {', '.join(WEIGHT_CHOICES)}, got {weights!r}", field="weights"
+        )
+    has_ema = "ema_model" in state
+    if weights == "ema" and not has_ema:
+        raise CheckpointError(
+            "the checkpoint holds no averaged weights (trained without --weight-average); "
+            "use weights raw or auto",
+            field="weights",
+        )
+    return "ema" if has_ema and weights != "raw" else "raw"
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -164,9 +184,14 @@ def load_weights(
 
 
 def model_from_checkpoint(
-    state: dict[str, Any], *, net: nn.Module | None = None, import_factory: bool = False
+    state: dict[str, Any],
+    *,
+    net: nn.Module | None = None,
+    import_factory: bool = False,
+    weights: str = "raw",
 ) -> NormalizedModel:
-    """Rebuild the model recorded in a loaded checkpoint dict and load its weights.
+    """Rebuild the model recorded in a loaded checkpoint dict and load its weights (``weights``:
+    see :func:`chosen_weights`; ``raw`` by default, the trained weights).
 
     ``net`` supplies the architecture for runs trained on a Python object (``fit(net=...)``).
     Only registered architectures are rebuilt: a ``package.module:factory`` recorded in the
@@ -184,7 +209,8 @@ def model_from_checkpoint(
         else:
             model = build_model(spec, import_factory=import_factory)
         asked = spec.name if net is None else type(net).__name__
-        load_weights(model, state["model"], recorded=spec.name, asked=asked, spec=spec)
+        key = "ema_model" if chosen_weights(state, weights) == "ema" else "model"
+        load_weights(model, state[key], recorded=spec.name, asked=asked, spec=spec)
     except (KeyError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"checkpoint does not match its recorded model ({exc})") from None
     return model
@@ -198,8 +224,13 @@ def load_model(
     arch: str | None = None,
     dataset: str | None = None,
     import_factory: bool = False,
+    weights: Weights = "auto",
 ) -> nn.Module:
     """Load a checkpoint or run folder as an eval-mode model taking ``[0,1]`` images.
+
+    ``weights``: a checkpoint of a run trained with weight averaging holds the averaged
+    weights beside the raw ones; ``auto`` (default) and ``ema`` load the average, ``raw`` the
+    trained weights (:func:`chosen_weights`); the model's info records which (``weights``).
 
     Reads exported folders (``fastrobust export``: ``model.safetensors`` + ``config.json``,
     :mod:`fastrobust.exported`), fastrobust checkpoints and, for evaluating models trained elsewhere, ResNet
@@ -222,11 +253,14 @@ def load_model(
     state = load_tensors_file(p, what="checkpoint")
     if is_fastrobust_checkpoint(state):
         try:
-            model = model_from_checkpoint(state, net=net, import_factory=import_factory)
+            used = chosen_weights(state, weights)
+            model = model_from_checkpoint(
+                state, net=net, import_factory=import_factory, weights=used
+            )
         except ConfigError as exc:
             raise CheckpointError(f"{p}: {exc}", field=exc.field) from None
         model = model.to(device).eval()
-        return attach_info(model, ModelInfo.from_checkpoint(state))
+        return attach_info(model, ModelInfo.from_checkpoint(state, weights=used))
     if not isinstance(state, dict):
         raise CheckpointError(f"{p} holds a {type(state).__name__}, not a checkpoint dict")
     try:

@@ -96,6 +96,9 @@ class VisualizeCommand:
     ResNets; default: read from the tensors), of the dataset named by `dataset`"""
     labels: list[str] | None = setting(None, spaced=True)
     """one row label per model"""
+    weights: Literal["auto", "ema", "raw"] = "auto"
+    """which weights of a run trained with --weight-average: auto (the average when the
+    checkpoint has one), ema (the average), raw (the trained weights)"""
     device: str = "auto"
     """auto, cpu, cuda, cuda:1, ..."""
     progress: bool = True

@@ -536,7 +536,7 @@ def visualize(
     out = _out_dir(command, tool)  # before any work: a bad folder costs nothing
     models = [
         load_model(p, device=device, arch=command.arch, dataset=command.dataset,
-                   import_factory=import_factory)
+                   import_factory=import_factory, weights=command.weights)
         for p in sources
     ]  # fmt: skip
     if command.labels and len(command.labels) != len(models):

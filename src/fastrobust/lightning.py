@@ -89,6 +89,7 @@ class AdversarialTraining(pl.LightningModule):  # type: ignore[misc]  # lightnin
         self.attack = attack or AttackConfig()
         self.optimisation = optimisation or OptimisationConfig()
         self.method: TrainingMethod = build_method(self.attack)
+        self.method.label_smoothing = self.optimisation.label_smoothing
         if self.method.needs_overfitting_check and check_batch is None:
             raise ConfigError(
                 f"{self.method.describe()} needs the overfitting check in Lightning: pass "

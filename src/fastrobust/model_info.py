@@ -49,10 +49,12 @@ class ModelInfo:
     """last recorded metrics"""
     data_dir: str | None = None
     """folder the model was trained from (absolute), used when no other folder is given"""
+    weights: str | None = None
+    """which weights were loaded: ema (the run's weight average) or raw (the trained ones)"""
 
     @classmethod
-    def from_checkpoint(cls, state: dict[str, Any]) -> ModelInfo:
-        """The metadata of a loaded checkpoint dict."""
+    def from_checkpoint(cls, state: dict[str, Any], *, weights: str = "raw") -> ModelInfo:
+        """The metadata of a loaded checkpoint dict whose ``weights`` (ema | raw) were loaded."""
         cfg = state.get("config") or {}
         spec = state.get("model_spec")
         classes = state.get("classes")
@@ -66,6 +68,7 @@ class ModelInfo:
             epoch=state.get("epoch"),
             metrics=state.get("metrics"),
             data_dir=cfg.get("data_dir"),
+            weights=weights,
         )
 
     @property
@@ -93,10 +96,17 @@ class ModelInfo:
         return self.method
 
     def trained_with(self) -> dict[str, Any]:
-        """Method, norm, eps and dataset (JSON-ready); empty for a model without metadata."""
+        """Method, norm, eps, dataset and the weights loaded (ema | raw; JSON-ready); empty
+        for a model without metadata."""
         if self.spec is None:
             return {}
-        return {"method": self.method, "norm": self.norm, "eps": self.eps, "dataset": self.dataset}
+        return {
+            "method": self.method,
+            "norm": self.norm,
+            "eps": self.eps,
+            "dataset": self.dataset,
+            "weights": self.weights,
+        }
 
 
 def data_dir_for(info: ModelInfo, dataset: str | None, given: str | None) -> str | None:

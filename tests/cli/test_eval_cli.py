@@ -33,7 +33,13 @@ def test_two_models_table_json_csv_plot(trained_runs, tmp_path, capsys):
         "eps"
     ] == [0, 0.5, 1]
     fast = doc["models"]["fast"]
-    assert fast["trained"] == {"method": "fast", "norm": "l2", "eps": 1.0, "dataset": "digits"}
+    assert fast["trained"] == {
+        "method": "fast",
+        "norm": "l2",
+        "eps": 1.0,
+        "dataset": "digits",
+        "weights": "raw",
+    }
     assert fast["steps"] == 2 and fast["restarts"] == 2 and fast["data"]["limit"] == 30
     assert fast["accuracy"][0] >= fast["accuracy"][1] >= fast["accuracy"][2]
     csv_rows = (out / "robustness.csv").read_text().splitlines()

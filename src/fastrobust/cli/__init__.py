@@ -14,7 +14,7 @@ from fastrobust.errors import FastRobustError
 from fastrobust.settings import render_error
 
 #: subcommand modules in this package; each has add_parser(subparsers) and run(args) -> int
-COMMANDS = ["train", "eval", "certify", "visualize", "timing", "study", "export"]
+COMMANDS = ["train", "eval", "certify", "visualize", "timing", "study", "bench", "export"]
 #: library keywords whose flag is not ``--`` + the keyword (errors name the keyword)
 FLAGS_OF_KEYWORDS = {"import_factory": "--import-model-factory"}
 

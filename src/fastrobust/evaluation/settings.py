@@ -131,6 +131,9 @@ class EvaluationSettings(CurveSettings, TrackingSettings):
     import_model_factory: bool = False
     """import and run the package.module:factory model a checkpoint names (only for
     checkpoints you trust; by default only registered models load)"""
+    weights: Literal["auto", "ema", "raw"] = "auto"
+    """which weights of a run trained with --weight-average: auto (the average when the
+    checkpoint has one), ema (the average), raw (the trained weights); recorded in the report"""
     device: str = "auto"
     """auto (GPU if any), cpu, cuda, cuda:1, ..."""
     progress: bool = True

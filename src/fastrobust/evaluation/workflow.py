@@ -184,6 +184,7 @@ def resolve_models(
             arch=settings.arch,
             dataset=settings.dataset,
             import_factory=settings.import_model_factory,
+            weights=settings.weights,
         )
         for p in files
     ]

@@ -59,10 +59,10 @@ class BetweenEpochs:
     def validate(self, *, whole_split: bool = False) -> tuple[float, float]:
         """Clean and PGD accuracy on the test split (a class-stratified sample of
         ``eval_limit`` of its images when that is set: the plan's ``val_subset``; every image
-        with ``whole_split``)."""
+        with ``whole_split``) of the evaluated weights (the weight average when it is on)."""
         plan = self.plan
         return evaluate_split(
-            self.model,
+            self.parts.evaluated,
             plan.data.test_x,
             plan.data.test_y,
             self.parts.threat,
@@ -141,22 +141,25 @@ class BetweenEpochs:
         result.best_test_clean_acc, result.best_test_adv_acc = measured
 
     def measure_best_on_test_set(self, epoch: int) -> tuple[float, float]:
-        """Clean and PGD accuracy of ``best.pt``'s weights on the whole test set (every rank
-        takes part; the model keeps its final weights afterwards)."""
+        """Clean and PGD accuracy of ``best.pt``'s weights (the averaged ones when weight
+        averaging is on) on the whole test set (every rank takes part; the model keeps its
+        final weights afterwards)."""
         plan = self.plan
+        key = "ema_model" if self.parts.average is not None else "model"
+        evaluated = self.parts.evaluated
         weights = None
         if plan.world.is_main:
-            weights = load_checkpoint(self.folder.best_pt)["model"]  # on the CPU
+            weights = load_checkpoint(self.folder.best_pt)[key]  # on the CPU
         if plan.world.distributed:
             weights = distributed.broadcast_object(weights)
-        final = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        final = {k: v.detach().clone() for k, v in evaluated.state_dict().items()}
         try:
-            self.model.load_state_dict(cast(dict[str, Any], weights))
+            evaluated.load_state_dict(cast(dict[str, Any], weights))
             with torch.random.fork_rng(devices=self._devices()):
                 torch.manual_seed(plan.seeds.best_epoch_test(epoch))
                 clean, adv = self.validate(whole_split=True)
         finally:
-            self.model.load_state_dict(final)
+            evaluated.load_state_dict(final)
         log.info(
             "best epoch %d on the whole test set (%d images): clean %.3f, adversarial %.3f",
             epoch,

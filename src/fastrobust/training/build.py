@@ -18,6 +18,7 @@ from fastrobust.attacks.threat import ThreatModel
 from fastrobust.data import DiskLoader, InMemoryLoader, make_loader
 from fastrobust.model_info import check_model_fits
 from fastrobust.models import ModelSpec, NormalizedModel, build_model
+from fastrobust.training.averaging import WeightAverage
 from fastrobust.training.methods import TrainingMethod, build_method
 from fastrobust.training.monitor import OverfittingMonitor
 from fastrobust.training.optimisation import build_optimiser
@@ -30,7 +31,8 @@ class Parts:
     """What a run trains with: the model (``model``: unwrapped, what attacks and checkpoints
     see; ``train_model``: what the weight update goes through, DDP-wrapped or compiled;
     ``attack_model``: the model the training attack runs on), the method and its threat
-    model, the loader, the optimiser, schedule and scaler, and the overfitting monitor."""
+    model, the loader, the optimiser, schedule and scaler, the overfitting monitor, and the
+    weight average (None unless ``optimisation.weight_average`` is set)."""
 
     spec: ModelSpec
     model: nn.Module
@@ -43,6 +45,12 @@ class Parts:
     scheduler: Any
     scaler: torch.amp.GradScaler
     monitor: OverfittingMonitor
+    average: WeightAverage | None = None
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The weights validation and ``best.pt`` are judged by: the average when on."""
+        return self.average.module if self.average is not None else self.model
 
 
 def build(plan: Plan, *, net: nn.Module | None = None, import_factory: bool = False) -> Parts:
@@ -74,6 +82,7 @@ def build(plan: Plan, *, net: nn.Module | None = None, import_factory: bool = Fa
         # keeps the one-process stream); per-rank RNG states are saved for exact resumes
         torch.manual_seed(plan.seeds.random_starts(world.rank))
     method = build_method(cfg.attack)
+    method.label_smoothing = cfg.optimisation.label_smoothing
     loader = _loader(plan)
     optimizer, scheduler = build_optimiser(model, cfg.optimisation, len(loader))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.runtime.amp == "fp16")
@@ -86,9 +95,11 @@ def build(plan: Plan, *, net: nn.Module | None = None, import_factory: bool = Fa
     monitor = OverfittingMonitor(
         model, armed=method.perturbs, keep_good_weights=cfg.evaluation.early_stop
     )
+    tau = cfg.optimisation.weight_average
+    average = WeightAverage(model, tau) if tau > 0 else None
     return Parts(
         spec, model, train_model, attack_model, method, cfg.threat(), loader, optimizer,
-        scheduler, scaler, monitor,
+        scheduler, scaler, monitor, average,
     )  # fmt: skip
 
 

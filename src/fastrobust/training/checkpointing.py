@@ -35,6 +35,7 @@ class Checkpointing:
             config=self.plan.cfg.to_flat_dict(),
             epoch=epoch,
             metrics=metrics,
+            average=self.parts.average.module if self.parts.average is not None else None,
         )
 
     def save_last(self, state: TrainState, metrics: dict[str, Any] | None) -> None:
@@ -53,6 +54,8 @@ class Checkpointing:
         method_ranks = distributed.all_gather_object(parts.method.state_dict())
         state.method_ranks = cast(list[dict[str, Any]], method_ranks)
         record = {**self.weights(state.epoch, metrics), **state.to_checkpoint()}
+        if parts.average is not None:
+            record["ema_updates"] = parts.average.updates
         self.folder.save(self.folder.last_pt, record)
 
 
@@ -67,6 +70,8 @@ def restore(plan: Plan, parts: Parts, checkpoint: dict[str, Any]) -> TrainState:
         parts.optimizer.load_state_dict(state.optimizer)
         parts.scheduler.load_state_dict(state.scheduler)
         parts.scaler.load_state_dict(state.scaler)
+        if parts.average is not None:
+            parts.average.load_state_dict(checkpoint["ema_model"], int(checkpoint["ema_updates"]))
     except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
         raise CheckpointError(f"checkpoint cannot be resumed ({exc})") from None
     parts.monitor.load_state_dict(state.monitor)

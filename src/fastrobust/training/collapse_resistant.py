@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import torch
-import torch.nn.functional as functional
 from torch import nn
 
 from fastrobust.attacks.contract import pgd_step_size, trainable_module
@@ -190,7 +189,7 @@ class GradAlign(TrainingMethod):
         penalty, grad = gradalign_terms(penalty_model, x, y, eta, bn_mode=self.bn_mode)
         delta = self.threat.project(self.threat.step(eta, grad, self.step_size), x)
         logits = train_model(x + delta)
-        return functional.cross_entropy(logits.float(), y) + self.weight * penalty, logits
+        return self.criterion(logits, y) + self.weight * penalty, logits
 
     def describe(self) -> str:
         return (
@@ -224,7 +223,7 @@ class Free(SingleEpsStep):
             self.delta = carry_perturbation(self.threat, self.delta, x)
         delta, self._x = self.delta.requires_grad_(True), x
         logits = train_model(x + delta)  # the weight update's backward also fills delta.grad
-        return functional.cross_entropy(logits.float(), y), logits
+        return self.criterion(logits, y), logits
 
     def _apply_pending_update(self) -> None:
         """Move the perturbation along the input gradient of the last backward pass."""

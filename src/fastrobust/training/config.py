@@ -22,6 +22,7 @@ from typing import Any, Literal, cast
 import yaml
 
 import fastrobust.training.collapse_resistant  # noqa: F401  registers the methods it defines
+import fastrobust.training.divergence  # noqa: F401  registers trades and mart
 import fastrobust.training.smoothing_methods  # noqa: F401  registers gaussian and smoothadv
 from fastrobust.attacks.threat import THREAT_MODELS, ThreatModel, threat_model
 from fastrobust.errors import ConfigError
@@ -108,7 +109,9 @@ class AttackConfig:
     """training method (fastrobust.training.methods): standard | fast (one random-start step,
     Goodwin et al. 2020) | pgd (K steps) | n-fgsm (large noise, one step, de Jorge et al.
     2022) | gradalign (fast + gradient alignment, Andriushchenko & Flammarion 2020) | free
-    (replayed batches, Shafahi et al. 2019) | curriculum (fast growing to K-step PGD)"""
+    (replayed batches, Shafahi et al. 2019) | curriculum (fast growing to K-step PGD) | trades
+    (KL attack and update, Zhang et al. 2019) | mart (misclassification-aware, Wang et al.
+    2020)"""
     norm: str = "l2"
     """threat model: l2 | linf"""
     eps: float = setting(1.0, rule=positive())
@@ -264,6 +267,13 @@ class OptimisationConfig:
     """learning-rate factor at each drop, in (0, 1]"""
     warmup_fraction: float = setting(0.4, rule=in_range(0, 1, low_open=True, high_open=True))
     """onecycle: fraction of training spent rising to the peak"""
+    weight_average: float = setting(0.0, rule=in_range(0, 1, high_open=True))
+    """decay tau of an exponential moving average of the weights, updated after every weight
+    update (0: off; the FastAT Benchmark uses 0.9995); validation, best.pt and eval use the
+    average when it is on (training.averaging)"""
+    label_smoothing: float = setting(0.0, rule=in_range(0, 1, high_open=True))
+    """label smoothing of the cross-entropy of the weight update, every method (attacks keep
+    their own loss; 0: off)"""
 
     def __post_init__(self) -> None:
         check_settings(self, "optimisation")

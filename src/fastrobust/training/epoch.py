@@ -58,6 +58,8 @@ class EpochTrainer:
                         autocast=autocast_context(cfg.runtime.amp, device),
                     )
                     parts.scheduler.step()
+                    if parts.average is not None:
+                        parts.average.update(parts.model)
                     with torch.no_grad():
                         sums[0] += loss * len(y)
                         sums[1] += (logits.argmax(1) == y).sum()

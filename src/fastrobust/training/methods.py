@@ -101,6 +101,9 @@ class TrainingMethod:
         self.options: Any = attack.options if attack is not None else self.Options()
         #: weight updates per batch (free adversarial training replays each batch)
         self.replays = self.updates_per_batch(self.options)
+        #: label smoothing of the weight update's cross-entropy (the run's
+        #: ``optimisation.label_smoothing``, set by the trainer; attacks keep their own loss)
+        self.label_smoothing = 0.0
 
     # -- what the trainer asks before it builds anything ---------------------------------------
     @classmethod
@@ -151,12 +154,17 @@ class TrainingMethod:
         """The batch the weights are trained on (``x`` itself for clean training)."""
         return x
 
+    def criterion(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The weight update's mean cross-entropy, label-smoothed by ``label_smoothing``
+        (Szegedy et al. 2016; the FastAT Benchmark trains every method with it)."""
+        return functional.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+
     def loss(
         self, train_model: nn.Module, attack_model: nn.Module, x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loss, logits)`` of the weight update: cross-entropy on the perturbed batch."""
         logits = train_model(self.perturb(attack_model, x, y))
-        return functional.cross_entropy(logits.float(), y), logits
+        return self.criterion(logits, y), logits
 
     def describe(self) -> str:
         return self.name

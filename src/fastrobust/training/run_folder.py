@@ -78,6 +78,8 @@ class TrainResult:
     collapsed_at: int | None = None
     world_size: int = 1
     """number of data-parallel processes (GPUs) the run used"""
+    peak_device_memory_mb: float | None = None
+    """peak GPU memory allocated by this process while it trained (MiB; None on a CPU)"""
     subsets: dict[str, Any] = field(default_factory=dict)
     """the validation and overfitting-check subsets: split, seed, n, per-class counts (the
     indices are in ``subsets.json``)"""

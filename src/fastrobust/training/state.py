@@ -182,10 +182,15 @@ def weights_record(
     config: dict[str, Any],
     epoch: int,
     metrics: dict[str, Any] | None,
+    average: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """The checkpoint entries every fastrobust checkpoint has (``best.pt`` holds only these):
-    weights, how to rebuild the model, the class names, the flat config, epoch and metrics."""
+    weights, how to rebuild the model, the class names, the flat config, epoch and metrics;
+    with weight averaging also the averaged weights (``ema_model``), which
+    :func:`fastrobust.load_model` loads by default."""
+    extra = {"ema_model": average.state_dict()} if average is not None else {}
     return {
+        **extra,
         "model": model.state_dict(),
         "model_spec": model_spec,
         "classes": list(classes),

@@ -149,6 +149,8 @@ class Trainer:
             else:
                 self.folder.rewrite_metrics(state.history)
         self._log_start()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         result = TrainResult(self.folder.path, epochs_done=state.epoch, history=state.history)
         start = time.perf_counter() - state.elapsed
         try:
@@ -228,6 +230,8 @@ class Trainer:
         state, best, plan = self.state, self.state.best, self.plan
         result.epochs_done, result.time_to_last_s = state.epoch, state.elapsed
         result.world_size = self.world.world_size
+        if self.device.type == "cuda":
+            result.peak_device_memory_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
         result.extensions = list(state.extensions)
         result.subsets = {
             "validation": plan.val_subset.to_dict(with_indices=False),

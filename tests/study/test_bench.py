@@ -1,0 +1,101 @@
+"""``fastrobust bench``: a tiny protocol (2 methods x 2 seeds, 1 epoch, a small AutoAttack
+cascade) trains, evaluates and reports through the CLI, a rerun comes from the cache, the
+bundled digits default equals configs/bench_digits.yaml, and a bad protocol is one line with
+exit status 2 before any work."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fastrobust.cli import main
+from fastrobust.study.bench import BenchConfig, digits_protocol
+from fastrobust.study.bench_report import pareto_front
+from fastrobust.training.methods import method_names
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+TINY = {
+    "title": "tiny bench",
+    "methods": ["fast", "pgd-2"],
+    "seeds": [0, 1],
+    "threats": [{"norm": "l2", "eps": 1.0}],
+    "training": {"epochs": 1, "eval_limit": 20, "eval_steps": 1, "overfit_check_size": 0},
+    "autoattack": {"attacks": ["apgd-ce"], "steps": 3, "restarts": 1, "limit": 20},
+    "pgd_curve": {"eps": [0, 1.0], "steps": 2, "restarts": 1, "limit": 20},
+}
+
+
+def test_tiny_bench_trains_evaluates_and_reports(tmp_path, capsys):
+    protocol = tmp_path / "p.yaml"
+    protocol.write_text(yaml.safe_dump(TINY))
+    argv = ["bench", "--config", str(protocol), "--out", str(tmp_path / "b"), "--no-progress"]
+    assert main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "collapse: a seed collapsed when its AutoAttack accuracy is below 0.5 x" in out
+    b = tmp_path / "b"
+    rows = list(csv.DictReader((b / "bench.csv").open()))
+    assert [r["method"] for r in rows] == ["fast", "pgd-2"]
+    assert float(rows[0]["cost_vs_baseline"]) == pytest.approx(1.0)
+    per_run = list(csv.DictReader((b / "runs.csv").open()))
+    assert len(per_run) == 4 and {r["seed"] for r in per_run} == {"0", "1"}
+    for r in rows:  # mean and min-max over the seeds of runs.csv
+        aa = [float(x["autoattack"]) for x in per_run if x["method"] == r["method"]]
+        assert float(r["aa_min"]) == min(aa) and float(r["aa_max"]) == max(aa)
+        assert float(r["aa_mean"]) == pytest.approx(sum(aa) / 2)
+    for x in per_run:  # the AutoAttack accuracy comes from the curve files eval writes
+        doc = json.loads((b / "l2-1" / f"seed-{x['seed']}" / "curves" / f"{x['method']}.json")
+                         .read_text())  # fmt: skip
+        assert doc["eps"] == [0, 1.0] and doc["attacks"] == ["apgd-ce"]
+        assert float(x["autoattack"]) == doc["accuracy"][1] <= float(x["clean"])
+    md = (b / "bench.md").read_text()
+    assert "| fast |" in md and "cost vs fast" in md and "collapsed seeds" in md
+    assert (b / "pareto.png").stat().st_size > 0 and "base64" in (b / "bench.html").read_text()
+    assert main(argv) == 0  # everything cached: nothing retrains
+    state = json.loads((b / "l2-1" / "seed-0" / "state.json").read_text())
+    assert set(state["done"]) >= {"train/fast", "train/pgd-2", "curves/fast"}
+
+
+def test_digits_default_is_the_bundled_file_and_every_method():
+    written = yaml.safe_load((CONFIGS / "bench_digits.yaml").read_text())
+    assert written == digits_protocol()
+    config = BenchConfig.from_dict(digits_protocol())
+    assert [m.label for m in config.methods] == method_names() and config.seeds == [0, 1, 2]
+
+
+@pytest.mark.parametrize("name", ["bench_cifar10_fastat.yaml", "bench_cifar10_fastat_l2.yaml"])
+def test_shipped_cifar_protocols_parse(name):
+    data = yaml.safe_load((CONFIGS / name).read_text())
+    data.pop("data_dir", None)  # the CIFAR folder is not here
+    config = BenchConfig.from_dict(data)
+    assert config.seeds == [0, 1, 2] and config.training["weight_average"] == 0.9995
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"seeds": [0, 0]}, "seeds must be a list of distinct integers"),
+        ({"methods": ["nope"]}, "unknown method 'nope'"),
+        ({"threats": [{"norm": "l3", "eps": 1}]}, "unknown norm 'l3'"),
+        ({"threats": [{"norm": "linf"}]}, "threats[0] must be a mapping of norm and eps"),
+        ({"training": {"seed": 3}}, "training.seed is set by the benchmark"),
+        ({"colapse_ratio": 0.5}, "unknown key 'colapse_ratio'"),
+        ({"collapse_ratio": 2}, "collapse_ratio must be in [0, 1], got 2"),
+    ],
+)
+def test_bad_protocol_is_one_line_exit_2(change, message, tmp_path, capsys):
+    protocol = tmp_path / "p.yaml"
+    protocol.write_text(yaml.safe_dump(TINY | change))
+    assert main(["bench", "--config", str(protocol), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "b").exists()
+
+
+def test_pareto_front_keeps_the_undominated_points():
+    points = [(1.0, 40.0), (2.0, 45.0), (1.5, 38.0), (3.0, 44.0), (0.5, 10.0)]
+    assert pareto_front(points) == [4, 0, 1]
