@@ -233,7 +233,8 @@ def load_model(
     trained weights (:func:`chosen_weights`); the model's info records which (``weights``).
 
     Reads exported folders (``fastrobust export``: ``model.safetensors`` + ``config.json``,
-    :mod:`fastrobust.exported`), fastrobust checkpoints and, for evaluating models trained elsewhere, ResNet
+    :mod:`fastrobust.exported`), fastrobust checkpoints and, for evaluating models trained
+    elsewhere, ResNet
     checkpoints of MadryLab's ``robustness`` library and torchvision-layout ResNet state dicts
     (:mod:`fastrobust.models.foreign`). For those, ``arch`` (``resnet50``,
     ``resnet50_imagenet``, ...) is checked against the tensors (it is inferred when None) and
