@@ -56,7 +56,7 @@ def test_train_from_yaml_with_flag_override(tmp_path, capsys):
     "flags,message",
     [
         (["--model", "resnet9000"], "unknown model"),
-        (["--method", "trades"], "unknown method"),
+        (["--method", "no-such-method"], "unknown method"),
         (["--norm", "l1"], "unknown norm"),
         (["--eps", "0"], "--eps must be a finite number > 0"),
         (["--eps", "-1"], "--eps must be a finite number > 0"),
