@@ -22,6 +22,8 @@ from typing import Any, Literal, cast
 import yaml
 
 import fastrobust.training.collapse_resistant  # noqa: F401  registers the methods it defines
+import fastrobust.training.methods_prior  # noqa: F401  registers fgsm-pgi
+import fastrobust.training.methods_regularised  # noqa: F401  registers nuat, gat, elle, ...
 from fastrobust.attacks.threat import THREAT_MODELS, ThreatModel, threat_model
 from fastrobust.errors import ConfigError
 from fastrobust.settings import at_least, check_settings, in_range, non_negative, positive, setting
@@ -168,6 +170,12 @@ class AttackConfig:
     def _check_method_options(self) -> None:
         """Refuse attack options the method would ignore or silently reinterpret."""
         method = method_class(self.method)
+        if method.norms is not None and self.norm not in method.norms:
+            raise ConfigError(
+                f"method {self.method} has no {self.norm} form ({method.norms_reason}); "
+                f"use attack.norm {' or '.join(method.norms)}",
+                field="attack.norm",
+            )
         if not method.perturbs:
             given = [f"attack.{k}" for k in ("steps", "alpha") if getattr(self, k) is not None]
             if given:
