@@ -126,7 +126,7 @@ def bernoulli_start(threat: ThreatModel, x: torch.Tensor) -> torch.Tensor:
 
 def nuclear_norm(a: torch.Tensor) -> torch.Tensor:
     """Nuclear norm (sum of singular values) of the ``B x K`` matrix ``a``."""
-    return torch.linalg.matrix_norm(a.float(), ord="nuc")
+    return cast(torch.Tensor, torch.linalg.matrix_norm(a.float(), ord="nuc"))
 
 
 def squared_distance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
