@@ -1,5 +1,5 @@
 """Single-step methods with a regulariser or a changed step: ``nuat``, ``gat``, ``elle``,
-``zerograd`` and ``n-aaer`` (docs/methods.md: paper, idea, defaults and their source).
+``zerograd`` and ``n-aaer`` (docs/single_step.md: paper, idea, defaults and their source).
 
 * ``nuat`` (Sriramanan et al., "Towards Efficient and Effective Adversarial Training",
   NeurIPS 2021): a Bernoulli start (``+-eps/2`` per pixel; L2: radius ``eps/2``), one step
