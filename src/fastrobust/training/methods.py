@@ -98,6 +98,9 @@ class TrainingMethod:
     #: the others are refused (the config refuses them in one line, before any work)
     norms: ClassVar[tuple[str, ...] | None] = None
     norms_reason: ClassVar[str] = ""
+    #: whether the method needs each batch's sample indices (:meth:`start_batch`): it keeps a
+    #: buffer per training sample
+    needs_sample_indices: ClassVar[bool] = False
 
     def __init__(self, attack: AttackSettings | None = None) -> None:
         self.attack = attack

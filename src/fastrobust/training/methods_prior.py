@@ -88,6 +88,7 @@ class PriorGuidedFGSM(SingleEpsStep):
     """FGSM with prior-guided initialisation and its logit regulariser (Jia et al. 2022)."""
 
     Options = PriorGuidedOptions
+    needs_sample_indices = True
 
     def __init__(self, attack: AttackSettings) -> None:
         super().__init__(attack)
