@@ -29,7 +29,7 @@ from fastrobust.training.trainer import Trainer, resume
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 
-METHODS = ("fgsm-pgi", "nuat", "gat", "elle", "zerograd", "n-aaer")
+METHODS = ("fgsm-pgi", "fgsm-uap", "fgsm-cuap", "nuat", "gat", "elle", "zerograd", "n-aaer")
 NORMS = {"fgsm-pgi": ("linf", "l2"), "zerograd": ("linf",)}
 EPS = {"linf": 0.1, "l2": 1.0}
 CASES = [(m, n) for m in METHODS for n in NORMS.get(m, ("linf", "l2"))]
@@ -184,6 +184,26 @@ def test_pgi_starts_each_sample_from_its_stored_prior_and_resets():
     assert method.fresh  # every pgi_reset_every epochs: random corners again
 
 
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_cuap_moves_each_present_class_perturbation_along_its_momentum(norm):
+    model, x, y, attack, method = _setup("fgsm-cuap", norm)
+    y = torch.tensor([0, 0, 1, 1] * 4)  # classes 0 and 1 only
+    method.loss(model, model, x, y)
+    first = method.prior.clone()
+    universal = method.universal
+    assert first.shape == (10, 1, 8, 8)
+    assert torch.allclose(universal.norm(first), torch.full((10,), method.uap_eps))
+    seen = Recorder(model)
+    method.loss(model, seen, x, y)
+    start = seen.inputs[0] - x  # each sample started from its class's perturbation
+    assert torch.allclose(start, attack.threat().project(first[y], x), atol=1e-6)
+    moved = (method.prior - first).flatten(1).abs().amax(1) > 0
+    assert moved[:2].all() and not moved[2:].any()  # only the classes in the batch moved
+    assert bool((universal.norm(method.prior) <= method.uap_eps * (1 + 1e-5)).all())
+    if norm == "linf":  # the benchmark's default: 10/255 at 8/255
+        assert method.uap_eps == pytest.approx(1.25 * 0.1)
+
+
 def test_pgi_buffer_limit_and_imagenet_cost():
     assert buffer_bytes(50_000, (3, 32, 32)) == 1_228_800_000  # CIFAR-10: 1.2 GB
     assert buffer_bytes(1_281_167, (3, 224, 224)) / 1e12 == pytest.approx(1.54, abs=0.01)
@@ -207,8 +227,10 @@ def test_in_memory_loader_names_the_samples_of_each_batch(digits):
 
 
 @pytest.mark.parametrize(
-    "name", ["fgsm-pgi", pytest.param("nuat", marks=pytest.mark.slow)]
-)  # fgsm-pgi: epoch 2 starts from the buffers epoch 1 saved; nuat: its weight schedule
+    "name",
+    ["fgsm-pgi", "fgsm-cuap", pytest.param("nuat", marks=pytest.mark.slow)],
+)  # fgsm-pgi: epoch 2 starts from the buffers epoch 1 saved; fgsm-cuap: from the per-class
+# perturbations; nuat: its weight schedule
 def test_resumed_training_equals_uninterrupted(tmp_path, monkeypatch, name):
     data = load_dataset("digits")
     data = dataclasses.replace(data, train_x=data.train_x[:128], train_y=data.train_y[:128])
@@ -270,24 +292,29 @@ def _ddp_worker(root: str) -> None:
     rank, out = int(os.environ["RANK"]), Path(root)
     data = load_dataset("digits")
     data = dataclasses.replace(data, train_x=data.train_x[:256], train_y=data.train_y[:256])
-    cfg = tiny_config(
-        out, name="pgi", device="cpu", method="fgsm-pgi", norm="linf", eps=0.1, epochs=2,
-        batch_size=64, eval_limit=10, eval_steps=1, overfit_check_size=0, eval_every=2,
-    )  # fmt: skip
-    trainer = Trainer(cfg, dataset=data)
-    trainer.fit()
-    torch.save(trainer.model.state_dict(), out / f"rank{rank}.pt")
+    for name in ("fgsm-pgi", "fgsm-cuap"):
+        cfg = tiny_config(
+            out, name=name, device="cpu", method=name, norm="linf", eps=0.1, epochs=2,
+            batch_size=64, eval_limit=10, eval_steps=1, overfit_check_size=0, eval_every=2,
+        )  # fmt: skip
+        trainer = Trainer(cfg, dataset=data)
+        trainer.fit()
+        torch.save(trainer.model.state_dict(), out / f"{name}-rank{rank}.pt")
 
 
 @pytest.mark.slow
-def test_pgi_under_ddp_merges_the_buffers_and_keeps_ranks_identical(tmp_path):
+def test_buffers_under_ddp_are_merged_and_ranks_stay_identical(tmp_path):
     from fastrobust import distributed
 
     distributed.launch_local(_ddp_worker, 2, str(tmp_path), threads=1)
-    w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
-    assert all(torch.equal(w0[k], w1[k]) for k in w0)
-    ranks = load_checkpoint(tmp_path / "pgi" / "last.pt")["method_ranks"]
+    for name in ("fgsm-pgi", "fgsm-cuap"):
+        w0 = torch.load(tmp_path / f"{name}-rank0.pt", weights_only=True)
+        w1 = torch.load(tmp_path / f"{name}-rank1.pt", weights_only=True)
+        assert all(torch.equal(w0[k], w1[k]) for k in w0), name
+    cuap = load_checkpoint(tmp_path / "fgsm-cuap" / "last.pt")["method_ranks"]
+    for key in ("prior", "momentum"):  # every rank moved the per-class perturbations alike
+        assert cuap[0][key].shape[0] == 10 and torch.equal(cuap[0][key], cuap[1][key]), key
+    ranks = load_checkpoint(tmp_path / "fgsm-pgi" / "last.pt")["method_ranks"]
     assert len(ranks) == 2
     for key in ("delta", "momentum"):
         assert torch.equal(ranks[0][key], ranks[1][key]), key  # merged after each epoch

@@ -202,3 +202,141 @@ class PriorGuidedFGSM(SingleEpsStep):
             f"FGSM-PGI {self.threat} step {self.step_size:g} lambda {self.weight:g} "
             f"momentum {self.decay:g} reset every {self.reset_every}"
         )
+
+
+@dataclass
+class UniversalOptions:
+    """fgsm-uap's and fgsm-cuap's options."""
+
+    uap_eps: float | None = setting(None, rule=non_negative())
+    """fgsm-uap, fgsm-cuap: radius of the universal (per-class) perturbation the start is
+    drawn from, clipped to eps when used; default 1.25 * eps (FastAT Benchmark config:
+    10/255 at eps 8/255)"""
+    pgi_lambda: float = setting(10.0, rule=non_negative())
+    """fgsm-pgi, fgsm-uap, fgsm-cuap: weight of the MSE between the logits at the start and at
+    the adversarial example (Jia et al. 2022; FastAT Benchmark configs: 10)"""
+    pgi_momentum: float = setting(0.3, rule=in_range(0, 1))
+    """fgsm-pgi, fgsm-uap, fgsm-cuap: decay of the gradient momentum (FastAT Benchmark
+    configs: 0.3)"""
+
+    def __post_init__(self) -> None:
+        check_settings(self, "attack")
+
+
+#: fgsm-uap's and fgsm-cuap's default universal radius as a multiple of eps (10/255 at 8/255)
+UAP_EPS_FACTOR = 1.25
+
+
+class UniversalPrior(SingleEpsStep):
+    """FGSM from a universal perturbation shared by a group of samples (all of them, or each
+    class), moved after each batch along the momentum of its group's mean normalised input
+    gradient, with FGSM-PGI's logit regulariser. Subclasses say how many groups and which
+    group a sample is in."""
+
+    Options = UniversalOptions
+
+    def __init__(self, attack: AttackSettings) -> None:
+        super().__init__(attack)
+        opts = cast(UniversalOptions, self.options)
+        eps = cast(float, self.threat.eps)
+        self.uap_eps = UAP_EPS_FACTOR * eps if opts.uap_eps is None else opts.uap_eps
+        self.weight, self.decay = opts.pgi_lambda, opts.pgi_momentum
+        self.universal = type(self.threat)(self.uap_eps, random_start="sphere")
+        self.prior: torch.Tensor | None = None  # groups x C x H x W
+        self.momentum: torch.Tensor | None = None
+
+    def groups(self, y: torch.Tensor, classes: int) -> tuple[torch.Tensor, int]:
+        """Each sample's group and the number of groups (``classes``: the model's outputs)."""
+        raise NotImplementedError
+
+    def _state(self, x: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The perturbations and momenta on ``x``'s device; drawn at the first batch (random
+        points of the uap_eps sphere: corners for L-inf) and, under DDP, rank 0's taken."""
+        if self.prior is None or self.momentum is None:
+            zeros = torch.zeros((count, *x.shape[1:]), device=x.device)
+            self.prior = self.universal.step(zeros, torch.randn_like(zeros), self.uap_eps)
+            if dist.is_available() and dist.is_initialized():
+                dist.broadcast(self.prior, src=0)
+            self.momentum = torch.zeros_like(self.prior)
+        if self.prior.device != x.device or self.momentum.device != x.device:
+            self.prior, self.momentum = self.prior.to(x.device), self.momentum.to(x.device)
+        return self.prior, self.momentum
+
+    def loss(
+        self, train_model: nn.Module, attack_model: nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.detach()
+        model = getattr(attack_model, "_orig_mod", attack_model)
+        with attack_mode(model, "train"), torch.enable_grad():  # running stats untouched
+            if self.prior is None:  # the number of classes from the first forward
+                with torch.no_grad():
+                    classes = model(x[:1]).shape[1]
+            else:
+                classes = len(self.prior)
+            group, count = self.groups(y, classes)
+            prior, momentum = self._state(x, count)
+            start = self.threat.project(prior[group].to(x.dtype), x)
+            x_start = (x + start).requires_grad_(True)
+            start_logits = model(x_start)
+            objective = functional.cross_entropy(start_logits.float(), y, reduction="sum")
+            (grad,) = torch.autograd.grad(objective, x_start, retain_graph=True)
+        grad = grad.detach()
+        delta = self.threat.project(self.threat.step(start, grad, self.step_size), x)
+        self._move(grad, group, prior, momentum)
+        logits = train_model(x + delta.detach())
+        penalty = functional.mse_loss(logits.float(), start_logits.float())
+        return functional.cross_entropy(logits.float(), y) + self.weight * penalty, logits
+
+    def _move(
+        self, grad: torch.Tensor, group: torch.Tensor, prior: torch.Tensor, momentum: torch.Tensor
+    ) -> None:
+        """Each group present in the batch (on any process): momentum = its samples' mean
+        L1-normalised gradient + decay * momentum; prior = project(prior + uap_eps *
+        direction(momentum)) into the uap_eps ball."""
+        l1 = grad.flatten(1).abs().sum(1).clamp_min(1e-12)
+        normed = (grad / per_sample(l1, grad)).float()
+        sums = torch.zeros_like(prior).index_add_(0, group, normed)
+        counts = torch.bincount(group, minlength=len(prior)).to(prior)
+        distributed.all_reduce_sum(sums)  # every process moves the priors alike
+        distributed.all_reduce_sum(counts)
+        seen = per_sample(counts, prior) > 0
+        moved = sums / per_sample(counts.clamp_min(1), prior) + self.decay * momentum
+        momentum.copy_(torch.where(seen, moved, momentum))
+        stepped = self.universal.project_ball(self.universal.step(prior, momentum, self.uap_eps))
+        prior.copy_(torch.where(seen, stepped, prior))
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.prior is None or self.momentum is None:
+            return {"prior": None, "momentum": None}
+        return {"prior": self.prior.detach().cpu(), "momentum": self.momentum.detach().cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.prior, self.momentum = state.get("prior"), state.get("momentum")
+
+
+@register_method("fgsm-uap")
+class UniversalFGSM(UniversalPrior):
+    """FGSM from one universal perturbation (FGSM-UAP, AAAI 2024)."""
+
+    def groups(self, y: torch.Tensor, classes: int) -> tuple[torch.Tensor, int]:
+        return torch.zeros_like(y), 1
+
+    def describe(self) -> str:
+        return (
+            f"FGSM-UAP {self.threat} step {self.step_size:g} uap_eps {self.uap_eps:g} "
+            f"lambda {self.weight:g}"
+        )
+
+
+@register_method("fgsm-cuap")
+class ClassUniversalFGSM(UniversalPrior):
+    """FGSM from one universal perturbation per class (FGSM-CUAP, AAAI 2024)."""
+
+    def groups(self, y: torch.Tensor, classes: int) -> tuple[torch.Tensor, int]:
+        return y, classes
+
+    def describe(self) -> str:
+        return (
+            f"FGSM-CUAP {self.threat} step {self.step_size:g} uap_eps {self.uap_eps:g} "
+            f"lambda {self.weight:g}"
+        )
