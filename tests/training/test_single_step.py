@@ -29,7 +29,17 @@ from fastrobust.training.trainer import Trainer, resume
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 
-METHODS = ("fgsm-pgi", "fgsm-uap", "fgsm-cuap", "nuat", "gat", "elle", "zerograd", "n-aaer")
+METHODS = (
+    "fgsm-pgi",
+    "fgsm-pco",
+    "fgsm-uap",
+    "fgsm-cuap",
+    "nuat",
+    "gat",
+    "elle",
+    "zerograd",
+    "n-aaer",
+)
 NORMS = {"fgsm-pgi": ("linf", "l2"), "zerograd": ("linf",)}
 EPS = {"linf": 0.1, "l2": 1.0}
 CASES = [(m, n) for m in METHODS for n in NORMS.get(m, ("linf", "l2"))]
@@ -65,6 +75,8 @@ def test_every_input_the_weights_are_trained_on_is_inside_the_threat_model(name,
     bound = EPS[norm] * (1 + 1e-5)
     if name == "n-aaer":  # noise in a ball noise_factor times eps, one eps step, no projection
         bound = nfgsm_bound(threat, method.noise_factor, EPS[norm]) * (1 + 1e-5)
+    if name == "fgsm-pco":  # a convex mix of the prior (eps) and beta times the FGSM one
+        bound = method.beta * EPS[norm] * (1 + 1e-5)
     for batch in range(2):  # nuat and gat guide every other batch's attack
         train = Recorder(model)
         loss, logits = method.loss(train, model, x, y)
@@ -202,6 +214,25 @@ def test_cuap_moves_each_present_class_perturbation_along_its_momentum(norm):
     assert bool((universal.norm(method.prior) <= method.uap_eps * (1 + 1e-5)).all())
     if norm == "linf":  # the benchmark's default: 10/255 at 8/255
         assert method.uap_eps == pytest.approx(1.25 * 0.1)
+
+
+def test_pco_stores_the_fgsm_perturbation_and_trains_between_prior_and_beta_times_it():
+    model, x, y, attack, method = _setup("fgsm-pco", "linf")
+    threat = attack.threat()
+    method.start_epoch(0, 2)
+    method.loss(model, model, x, y)
+    prior = method.delta.clone()
+    assert bool(threat.contains(prior, x).all()) and method.momentum.numel() == 0
+    method.start_epoch(1, 2)
+    seen, train = Recorder(model), Recorder(model)
+    method.loss(train, seen, x, y)
+    start, mixed, fgsm = seen.inputs[0] - x, train.inputs[0] - x, train.inputs[1] - x
+    assert torch.allclose(start, threat.project(prior, x))
+    assert torch.allclose(fgsm, method.delta, atol=1e-6)  # the next epoch's prior
+    with torch.no_grad():
+        unsure = 1 - model(x + start).softmax(1).gather(1, y[:, None]).view(-1, 1, 1, 1)
+    expect = (x + unsure * start + (1 - unsure) * 1.5 * fgsm).clamp(0, 1) - x
+    assert torch.allclose(mixed, expect, atol=1e-5)
 
 
 def test_pgi_buffer_limit_and_imagenet_cost():

@@ -1,4 +1,10 @@
-"""``fgsm-pgi``: single-step training from a prior carried per sample across epochs.
+"""``fgsm-pgi``, ``fgsm-pco``, ``fgsm-uap``, ``fgsm-cuap``: single-step training from a prior
+carried across batches and epochs (per sample, or one per class or for all samples).
+
+``fgsm-pco`` (FGSM-PCO, ECCV 2024, as the FastAT Benchmark implements it) keeps fgsm-pgi's
+per-sample buffer (no momentum) and trains on a mix of the prior and the FGSM perturbation;
+``fgsm-uap`` / ``fgsm-cuap`` (AAAI 2024) keep one universal perturbation, or one per class,
+instead of one per sample; docs/single_step.md has each one's definition.
 
 FGSM-PGI (Jia et al., "Prior-Guided Adversarial Initialization for Fast Adversarial
 Training", ECCV 2022) starts each sample's FGSM step from a perturbation remembered from the
@@ -39,7 +45,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.distributed as dist
@@ -48,7 +54,7 @@ from torch import nn
 
 from fastrobust import distributed
 from fastrobust.attacks.contract import attack_mode
-from fastrobust.attacks.threat import per_sample
+from fastrobust.attacks.threat import per_sample, project_box
 from fastrobust.errors import ConfigError
 from fastrobust.settings import at_least, check_settings, in_range, non_negative, setting
 from fastrobust.training.collapse_resistant import SingleEpsStep
@@ -63,41 +69,43 @@ class PriorGuidedOptions:
     """fgsm-pgi's options."""
 
     pgi_lambda: float = setting(10.0, rule=non_negative())
-    """fgsm-pgi: weight of the MSE between the logits at the prior start and at the
-    adversarial example (Jia et al. 2022; FastAT Benchmark config: 10)"""
+    """fgsm-pgi, fgsm-uap, fgsm-cuap, fgsm-pco: weight of the regulariser on the logits at the
+    start and at the adversarial example (Jia et al. 2022; FastAT Benchmark configs: 10)"""
     pgi_momentum: float = setting(0.3, rule=in_range(0, 1))
-    """fgsm-pgi: decay of the per-sample gradient momentum (FastAT Benchmark config: 0.3)"""
+    """fgsm-pgi, fgsm-uap, fgsm-cuap: decay of the gradient momentum (FastAT Benchmark
+    configs: 0.3)"""
     pgi_reset_every: int = setting(40, rule=at_least(1))
     """fgsm-pgi: epochs between resets of the per-sample buffers to random corners
     (FastAT Benchmark config: 40)"""
     pgi_buffer_limit_gb: float = setting(16.0, rule=non_negative())
-    """fgsm-pgi: largest size of its two per-sample buffers on each process, in GB; a larger
-    training set is refused before any work"""
+    """fgsm-pgi, fgsm-pco: largest size of the per-sample buffers on each process, in GB; a
+    larger training set is refused before any work"""
 
     def __post_init__(self) -> None:
         check_settings(self, "attack")
 
 
-def buffer_bytes(n_train: int, image_shape: tuple[int, ...]) -> int:
-    """Bytes of FGSM-PGI's two per-sample buffers (perturbation and momentum) on a process."""
-    return 2 * n_train * math.prod(image_shape) * _BYTES
+def buffer_bytes(n_train: int, image_shape: tuple[int, ...], buffers: int = 2) -> int:
+    """Bytes of ``buffers`` per-sample buffers on a process (fgsm-pgi: the perturbations and
+    the momenta; fgsm-pco: the perturbations)."""
+    return buffers * n_train * math.prod(image_shape) * _BYTES
 
 
 @register_method("fgsm-pgi")
 class PriorGuidedFGSM(SingleEpsStep):
     """FGSM with prior-guided initialisation and its logit regulariser (Jia et al. 2022)."""
 
-    Options = PriorGuidedOptions
+    Options: ClassVar[type] = PriorGuidedOptions
     needs_sample_indices = True
+    #: per-sample buffers: the starts and the momenta (fgsm-pco keeps no momentum)
+    buffers: ClassVar[int] = 2
 
     def __init__(self, attack: AttackSettings) -> None:
         super().__init__(attack)
-        opts = cast(PriorGuidedOptions, self.options)
-        self.weight, self.decay, self.reset_every = (
-            opts.pgi_lambda,
-            opts.pgi_momentum,
-            opts.pgi_reset_every,
-        )
+        opts: Any = self.options  # fgsm-pco's options have no momentum and no reset
+        self.weight = opts.pgi_lambda
+        self.decay = getattr(opts, "pgi_momentum", 0.0)
+        self.reset_every = getattr(opts, "pgi_reset_every", 0)
         self.corner = type(self.threat)(self.threat.eps, random_start="sphere")
         self.delta: torch.Tensor | None = None  # N x C x H x W, the next epoch's starts
         self.momentum: torch.Tensor | None = None  # N x C x H x W
@@ -107,13 +115,11 @@ class PriorGuidedFGSM(SingleEpsStep):
         self.size = 0  # training-set size (start_batch)
 
     @classmethod
-    def check_fits(
-        cls, options: PriorGuidedOptions, n_train: int, image_shape: tuple[int, ...]
-    ) -> None:
-        size = buffer_bytes(n_train, image_shape)
+    def check_fits(cls, options: Any, n_train: int, image_shape: tuple[int, ...]) -> None:
+        size = buffer_bytes(n_train, image_shape, cls.buffers)
         if size > options.pgi_buffer_limit_gb * 1e9:
             raise ConfigError(
-                f"fgsm-pgi keeps two per-sample buffers of {n_train} x "
+                f"{cls.name} keeps {cls.buffers} per-sample buffer(s) of {n_train} x "
                 f"{'x'.join(map(str, image_shape))} floats: {size / 1e9:.3g} GB on every "
                 f"process, over attack.pgi_buffer_limit_gb {options.pgi_buffer_limit_gb:g}; "
                 "raise the limit if the device holds it, or use a collapse-resistant method "
@@ -122,17 +128,27 @@ class PriorGuidedFGSM(SingleEpsStep):
             )
 
     def start_epoch(self, epoch: int, total: int) -> None:
-        self.fresh = epoch % self.reset_every == 0 or self.delta is None
+        resets = self.reset_every > 0 and epoch % self.reset_every == 0
+        self.fresh = resets or self.delta is None
 
     def start_batch(self, indices: torch.Tensor | None, dataset_size: int) -> None:
         self.indices, self.size = indices, dataset_size
+
+    def _indices(self) -> torch.Tensor:
+        if self.indices is None:
+            raise ConfigError(
+                f"{self.name} needs each batch's sample indices (start_batch); the fastrobust "
+                "trainer's loaders give them",
+                field="attack.method",
+            )
+        return self.indices
 
     def _buffers(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The per-sample buffers on ``x``'s device (allocated at the first batch)."""
         if self.delta is None or self.momentum is None:
             shape = (self.size, *x.shape[1:])
             self.delta = torch.zeros(shape, device=x.device, dtype=torch.float32)
-            self.momentum = torch.zeros_like(self.delta)
+            self.momentum = torch.zeros(shape if self.buffers == 2 else 0, device=x.device)
         if self.delta.device != x.device or self.momentum.device != x.device:
             self.delta, self.momentum = self.delta.to(x.device), self.momentum.to(x.device)
         if self.written is None or self.written.device != x.device:
@@ -142,13 +158,7 @@ class PriorGuidedFGSM(SingleEpsStep):
     def loss(
         self, train_model: nn.Module, attack_model: nn.Module, x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = self.indices
-        if idx is None:
-            raise ConfigError(
-                "fgsm-pgi needs each batch's sample indices (start_batch); the fastrobust "
-                "trainer's loaders give them",
-                field="attack.method",
-            )
+        idx = self._indices()
         delta_buf, momentum_buf, written = self._buffers(x)
         x = x.detach()
         if self.fresh:
@@ -183,7 +193,7 @@ class PriorGuidedFGSM(SingleEpsStep):
             distributed.all_reduce_sum(count)
             mine = per_sample(self.written.float(), self.delta)
             wrote = per_sample(count, self.delta)
-            for buf in (self.delta, self.momentum):
+            for buf in (self.delta, self.momentum)[: self.buffers]:
                 summed = distributed.all_reduce_sum(buf * mine)
                 buf.copy_(torch.where(wrote > 0, summed / wrote.clamp_min(1), buf))
         self.written.zero_()
@@ -201,6 +211,84 @@ class PriorGuidedFGSM(SingleEpsStep):
         return (
             f"FGSM-PGI {self.threat} step {self.step_size:g} lambda {self.weight:g} "
             f"momentum {self.decay:g} reset every {self.reset_every}"
+        )
+
+
+@dataclass
+class PCOOptions:
+    """fgsm-pco's options."""
+
+    pco_beta: float = setting(1.5, rule=non_negative())
+    """fgsm-pco: scale of the FGSM perturbation at the adversarial end of the training point
+    (FastAT Benchmark config beta: 1.5)"""
+    pco_label: float = setting(0.6, rule=in_range(0, 1))
+    """fgsm-pco: probability the smoothed target gives the true class (FastAT Benchmark config
+    factor: 0.6)"""
+    pgi_lambda: float = setting(10.0, rule=non_negative())
+    """fgsm-pgi, fgsm-uap, fgsm-cuap, fgsm-pco: weight of the regulariser on the logits at the
+    start and at the adversarial example (FastAT Benchmark configs: 10)"""
+    pgi_buffer_limit_gb: float = setting(16.0, rule=non_negative())
+    """fgsm-pgi, fgsm-pco: largest size of the per-sample buffers on each process, in GB; a
+    larger training set is refused before any work"""
+
+    def __post_init__(self) -> None:
+        check_settings(self, "attack")
+
+
+def smoothed_targets(y: torch.Tensor, classes: int, true: float) -> torch.Tensor:
+    """Target probabilities: ``true`` for the label, the rest shared by the other classes."""
+    rest = (1.0 - true) / max(classes - 1, 1)
+    targets = torch.full((len(y), classes), rest, device=y.device)
+    return targets.scatter_(1, y[:, None], true)
+
+
+@register_method("fgsm-pco")
+class PriorCombinedFGSM(PriorGuidedFGSM):
+    """FGSM-PCO (ECCV 2024): the training point combines the sample's prior perturbation and
+    the FGSM one, weighted by how unsure the model is at the prior."""
+
+    Options = PCOOptions
+    buffers = 1
+
+    def __init__(self, attack: AttackSettings) -> None:
+        super().__init__(attack)
+        opts = cast(PCOOptions, self.options)
+        self.beta, self.true = opts.pco_beta, opts.pco_label
+
+    def loss(
+        self, train_model: nn.Module, attack_model: nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self._indices()
+        delta_buf, _, written = self._buffers(x)
+        x = x.detach()
+        fresh = self.fresh
+        start = self.corner.sample(x) if fresh else self.threat.project(delta_buf[idx].to(x), x)
+        model = getattr(attack_model, "_orig_mod", attack_model)
+        x_start = (x + start).requires_grad_(True)
+        with attack_mode(model, "train"), torch.enable_grad():  # running stats untouched
+            start_logits = model(x_start)
+            targets = smoothed_targets(y, start_logits.shape[1], self.true)
+            objective = functional.cross_entropy(start_logits.float(), targets, reduction="sum")
+            (grad,) = torch.autograd.grad(objective, x_start, retain_graph=True)
+        fgsm = self.threat.project(self.threat.step(start, grad.detach(), self.step_size), x)
+        unsure = 1 - start_logits.detach().float().softmax(1).gather(1, y[:, None]).squeeze(1)
+        unsure = per_sample(unsure, x).to(x.dtype)
+        combined = project_box(unsure * start + (1 - unsure) * self.beta * fgsm, x)
+        delta_buf[idx] = fgsm.detach().float()
+        written[idx] = True
+        logits = train_model(x + combined.detach())
+        fgsm_logits = train_model(x + fgsm.detach())
+        mse = functional.mse_loss
+        gap = mse(fgsm_logits.float(), start_logits.float()) - mse(
+            fgsm_logits.float(), logits.float()
+        )
+        ce = functional.cross_entropy(logits.float(), targets)
+        return ce + self.weight * gap.abs(), logits
+
+    def describe(self) -> str:
+        return (
+            f"FGSM-PCO {self.threat} step {self.step_size:g} beta {self.beta:g} "
+            f"lambda {self.weight:g} label {self.true:g}"
         )
 
 
