@@ -74,6 +74,7 @@ def methods(setting: dict[str, Any]) -> dict[str, dict[str, Any]]:
         # failing fast step, as gradalign; zerograd's default step is 2 * eps already; the
         # others keep their defaults (one step of eps)
         "fgsm-pgi": dict(method="fgsm-pgi"),
+        "fgsm-pco": dict(method="fgsm-pco"),
         "fgsm-uap": dict(method="fgsm-uap"),
         "fgsm-cuap": dict(method="fgsm-cuap"),
         "nuat": dict(method="nuat"),

@@ -13,7 +13,9 @@ steps costs. Goodwin et al. (2020) measured ~2.4 and ~7.6 on V100s.
 The single-step methods of issue 21 (docs/methods.md), in the same units: fgsm-pgi is its
 start's forward kept for the regulariser (1), the input-only backward (1), the training
 forward (1) and a full backward through both forwards (2 + 2): 7/3, as fgsm-uap and fgsm-cuap
-(a shared start instead of a per-sample one); nuat and gat are the
+(a shared start instead of a per-sample one); fgsm-pco is fgsm-pgi's start and input gradient
+(2) plus two training forwards (the mixed and the FGSM points, 2) and a backward through all
+three forwards (6): 10/3; nuat and gat are the
 attack (2), the adversarial and the clean training forwards (2) and their full backward (4),
 plus a no-grad clean forward on every other batch (0.5): 8.5/3; elle is the fast step (5)
 plus the linearity triplet, a forward and full backward of three batches (9): 14/3; zerograd
@@ -66,6 +68,7 @@ FLOORS = {
     "fgsm-pgi": 7 / 3,
     "fgsm-uap": 7 / 3,
     "fgsm-cuap": 7 / 3,
+    "fgsm-pco": 10 / 3,
     "nuat": 8.5 / 3,
     "gat": 8.5 / 3,
     "elle": 14 / 3,
@@ -78,6 +81,7 @@ FASTAT = {
     "fgsm-pgi": 1.33,
     "fgsm-uap": 1.28,
     "fgsm-cuap": 1.36,
+    "fgsm-pco": 1.50,
     "nuat": 1.47,
     "gat": 1.44,
     "elle": 1.47,
@@ -134,7 +138,10 @@ def main() -> None:
         "curriculum": build_method(AttackConfig(method="curriculum", eps=0.5)),
         **{  # issue 21's single-step methods (zerograd is L-inf only: 8/255)
             name: build_method(AttackConfig(method=name, eps=0.5))
-            for name in ("fgsm-pgi", "fgsm-uap", "fgsm-cuap", "nuat", "gat", "elle", "n-aaer")
+            for name in (
+                *("fgsm-pgi", "fgsm-pco", "fgsm-uap", "fgsm-cuap"),
+                *("nuat", "gat", "elle", "n-aaer"),
+            )
         },
         "zerograd": build_method(AttackConfig(method="zerograd", norm="linf", eps=8 / 255)),
     }
