@@ -40,7 +40,7 @@ METHODS = (
     "zerograd",
     "n-aaer",
 )
-NORMS = {"fgsm-pgi": ("linf", "l2"), "zerograd": ("linf",)}
+NORMS = {"zerograd": ("linf",), "liet": ("linf",)}
 EPS = {"linf": 0.1, "l2": 1.0}
 CASES = [(m, n) for m in METHODS for n in NORMS.get(m, ("linf", "l2"))]
 
@@ -235,6 +235,22 @@ def test_pco_stores_the_fgsm_perturbation_and_trains_between_prior_and_beta_time
     assert torch.allclose(mixed, expect, atol=1e-5)
 
 
+def test_liet_starts_from_its_class_start_with_a_share_of_pixels_noise(monkeypatch):
+    model, x, y, attack, method = _setup("liet", "linf", liet_mask_min=0.3, liet_mask_max=0.3)
+    seen = Recorder(model)
+    method.loss(model, seen, x, y)
+    classes = method.start_of_class
+    assert classes.shape == (10, 1, 8, 8) and torch.equal(
+        classes.abs(), torch.full_like(classes, 0.1)
+    )
+    start = seen.inputs[-1] - x
+    threat = attack.threat()
+    up, down = threat.project(classes[y], x), threat.project(-classes[y], x)
+    same = torch.isclose(start, up, atol=1e-6) | torch.isclose(start, down, atol=1e-6)
+    assert 0.6 < float(same.float().mean()) < 0.8  # 30% of the pixels are noise instead
+    assert float(attack.threat().norm(start).max()) <= 0.1 + 1e-6
+
+
 def test_pgi_buffer_limit_and_imagenet_cost():
     assert buffer_bytes(50_000, (3, 32, 32)) == 1_228_800_000  # CIFAR-10: 1.2 GB
     assert buffer_bytes(1_281_167, (3, 224, 224)) / 1e12 == pytest.approx(1.54, abs=0.01)
@@ -302,6 +318,8 @@ FLAGS = ["--epochs", "1", "--no-progress"]
         (["--method", "zerograd", "--norm", "l2"], "method zerograd has no l2 form"),
         (["--method", "fgsm-pgi", "--pgi-buffer-limit-gb", "0"], "--pgi-buffer-limit-gb 0"),
         (["--method", "elle", "--steps", "3"], "method elle takes exactly 1 attack step"),
+        (["--method", "liet", "--norm", "l2"], "method liet has no l2 form"),
+        (["--method", "liet", "--liet-mask-min", "0.6"], "--liet-mask-min 0.6 is above"),
     ],
 )
 def test_option_mistakes_are_one_line_and_exit_2_before_any_work(tmp_path, capsys, argv, message):

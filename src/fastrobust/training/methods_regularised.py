@@ -43,7 +43,8 @@ from torch import nn
 
 from fastrobust.attacks.contract import BNMode, attack_mode, cross_entropy_per_sample
 from fastrobust.attacks.threat import ThreatModel
-from fastrobust.settings import check_settings, in_range, non_negative, setting
+from fastrobust.errors import ConfigError
+from fastrobust.settings import at_least, check_settings, in_range, non_negative, setting
 from fastrobust.training.collapse_resistant import SingleEpsStep
 from fastrobust.training.methods import AttackSettings, Fast, TrainingMethod, register_method
 from fastrobust.training.perturbations import nfgsm_default_noise_factor, nfgsm_noise, nfgsm_step
@@ -382,3 +383,100 @@ class NoiseAAER(SingleEpsStep):
             f"N-AAER {self.threat} noise {self.noise_factor:g}*eps step {self.step_size:g} "
             f"lambdas {'/'.join(f'{v:g}' for v in self.lambdas)}"
         )
+
+
+@dataclass
+class LIETOptions:
+    """liet's options."""
+
+    liet_lambda: float = setting(100.0, rule=non_negative())
+    """liet: final weight of the Jensen-Shannon term, reached linearly over the run
+    (FastAT Benchmark config lambda: 100)"""
+    liet_mask_min: float = setting(0.1, rule=in_range(0, 1))
+    """liet: smallest share of pixels whose start is uniform noise (config min_mask_ratio: 0.1)"""
+    liet_mask_max: float = setting(0.5, rule=in_range(0, 1))
+    """liet: largest share of pixels whose start is uniform noise (config max_mask_ratio: 0.5)"""
+    liet_refresh: int = setting(20, rule=at_least(1))
+    """liet: batches between recomputations of the class-wise start (config li_update: 20)"""
+
+    def __post_init__(self) -> None:
+        check_settings(self, "attack")
+        if self.liet_mask_min > self.liet_mask_max:
+            raise ConfigError(
+                f"attack.liet_mask_min {self.liet_mask_min:g} is above attack.liet_mask_max "
+                f"{self.liet_mask_max:g}",
+                field="attack.liet_mask_min",
+            )
+
+
+def jensen_shannon(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of the Jensen-Shannon divergence of two softmax outputs."""
+    p, q = p_logits.float().softmax(1), q_logits.float().softmax(1)
+    log_m = ((p + q) / 2).clamp_min(1e-12).log()
+    kl = functional.kl_div
+    return (kl(log_m, p, reduction="batchmean") + kl(log_m, q, reduction="batchmean")) / 2
+
+
+@register_method("liet")
+class LIET(SingleEpsStep):
+    """LIET (Pan et al., ICCV 2025, as the FastAT Benchmark implements it): a class-wise start
+    from the input gradient at a grey image, part of it replaced by noise, and a
+    Jensen-Shannon term between the outputs at the start and at the adversarial example."""
+
+    Options = LIETOptions
+    norms = ("linf",)
+    norms_reason = (
+        "its start mixes, pixel by pixel, a sign perturbation with uniform noise, which keeps "
+        "the L-inf bound of both but has no L2 counterpart"
+    )
+
+    def __init__(self, attack: AttackSettings) -> None:
+        super().__init__(attack)
+        self.opts = cast(LIETOptions, self.options)
+        self.bn_mode: BNMode = attack.bn_mode
+        self.weight, self.batch = 0.0, 0
+        self.start_of_class: torch.Tensor | None = None
+
+    def start_epoch(self, epoch: int, total: int) -> None:
+        self.weight = self.opts.liet_lambda * (epoch + 1) / max(total, 1)
+        self.batch = 0
+
+    def class_starts(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``eps * direction`` of each class's cross-entropy gradient at a grey image."""
+        with attack_mode(model, self.bn_mode), torch.enable_grad():
+            classes = model(torch.full_like(x[:1], 0.5)).shape[1]
+            grey = torch.full((classes, *x.shape[1:]), 0.5, device=x.device, dtype=x.dtype)
+            grey.requires_grad_(True)
+            objective = functional.cross_entropy(
+                model(grey).float(), torch.arange(classes, device=x.device), reduction="sum"
+            )
+            (grad,) = torch.autograd.grad(objective, grey)
+        return self.threat.step(torch.zeros_like(grad), grad, cast(float, self.threat.eps))
+
+    def loss(
+        self, train_model: nn.Module, attack_model: nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.detach()
+        model = getattr(attack_model, "_orig_mod", attack_model)
+        if self.batch % self.opts.liet_refresh == 0 or self.start_of_class is None:
+            self.start_of_class = self.class_starts(model, x).detach()
+        self.batch += 1
+        low, high = self.opts.liet_mask_min, self.opts.liet_mask_max
+        share = low + (high - low) * float(torch.rand(()))
+        delta = self.start_of_class[y].to(x.dtype)
+        delta = torch.where(torch.rand_like(x) < share, self.threat.sample(x), delta)
+        if float(torch.rand(())) < 0.5:
+            delta = -delta
+        start = self.threat.project(delta, x)
+        x_start = (x + start).requires_grad_(True)
+        with attack_mode(model, "train"), torch.enable_grad():  # running stats untouched
+            start_logits = model(x_start)
+            objective = functional.cross_entropy(start_logits.float(), y, reduction="sum")
+            (grad,) = torch.autograd.grad(objective, x_start, retain_graph=True)
+        adv = self.threat.project(self.threat.step(start, grad.detach(), self.step_size), x)
+        logits = train_model(x + adv.detach())
+        term = jensen_shannon(start_logits, logits)
+        return functional.cross_entropy(logits.float(), y) + self.weight * term, logits
+
+    def describe(self) -> str:
+        return f"LIET {self.threat} step {self.step_size:g} weight {self.weight:.3g}"
