@@ -1,5 +1,6 @@
 """Single-step methods with a regulariser or a changed step: ``nuat``, ``gat``, ``elle``,
-``zerograd`` and ``n-aaer`` (docs/single_step.md: paper, idea, defaults and their source).
+``zerograd``, ``n-aaer`` and ``liet`` (Pan et al., ICCV 2025: a class-wise start from a grey
+image's input gradient, partly replaced by noise, and a Jensen-Shannon term) (docs/single_step.md: paper, idea, defaults and their source).
 
 * ``nuat`` (Sriramanan et al., "Towards Efficient and Effective Adversarial Training",
   NeurIPS 2021): a Bernoulli start (``+-eps/2`` per pixel; L2: radius ``eps/2``), one step
