@@ -29,7 +29,7 @@ start and at the adversarial example stay close. Per batch:
 Every norm: the step uses the threat model's ``direction`` (the sign for L-inf, the
 per-sample L2-normalised vector for L2). Defaults are the FastAT Benchmark's CIFAR-10 config
 (``configs/cifar10/fgsm_pgi.yaml``: ``lamda 10``, ``momentum_decay 0.3``,
-``epochs_reset 40``), which are the paper's.
+``epochs_reset 40``).
 
 Memory: two float32 buffers the size of the training set live on the device of every process
 (``2 * N * C * H * W * 4`` bytes: 1.2 GB for CIFAR-10, 1.5 TB for ImageNet-1k at 224 px), and
