@@ -10,7 +10,7 @@ convolution per layer for the differentiated input gradient, then a full backwar
 noisy forward), so gradalign/standard >= ~11/3; curriculum costs what its current number of
 steps costs. Goodwin et al. (2020) measured ~2.4 and ~7.6 on V100s.
 
-The single-step methods of issue 21 (docs/methods.md), in the same units: fgsm-pgi is its
+The single-step methods of issue 21 (docs/single_step.md), in the same units: fgsm-pgi is its
 start's forward kept for the regulariser (1), the input-only backward (1), the training
 forward (1) and a full backward through both forwards (2 + 2): 7/3, as fgsm-uap and fgsm-cuap
 (a shared start instead of a per-sample one); fgsm-pco is fgsm-pgi's start and input gradient
