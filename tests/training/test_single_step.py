@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from conftest import tiny_config
+from fastrobust import load_model, pgd, threat_model
 from fastrobust.checkpoint import load_checkpoint
 from fastrobust.cli import main
 from fastrobust.data import load_dataset, make_loader
@@ -25,7 +26,7 @@ from fastrobust.training.methods import build_method, method_class
 from fastrobust.training.methods_prior import buffer_bytes
 from fastrobust.training.methods_regularised import nuclear_norm, zero_small_components
 from fastrobust.training.perturbations import nfgsm_bound
-from fastrobust.training.trainer import Trainer, resume
+from fastrobust.training.trainer import Trainer, fit, resume
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 
@@ -369,3 +370,34 @@ def test_buffers_under_ddp_are_merged_and_ranks_stay_identical(tmp_path):
         assert torch.equal(ranks[0][key], ranks[1][key]), key  # merged after each epoch
     # every sample's row was written (each by the rank that trained on it): no zero rows
     assert bool((ranks[0]["momentum"].flatten(1).abs().amax(1) > 0).all())
+
+
+# -- on the digits default: each method is more robust than standard training ---------------------
+@pytest.fixture(scope="module")
+def standard_run(tmp_path_factory):
+    """Standard training on the digits default (30 epochs), validated once at the end."""
+    folder = tmp_path_factory.mktemp("std")
+    return fit(tiny_config(folder, method="standard", epochs=30, eval_every=30)).run_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", METHODS)
+def test_each_method_beats_standard_under_pgd(tmp_path, digits, standard_run, name):
+    # the digits default (small CNN, L2 eps 1.0, 30 epochs); L-inf only methods: eps 0.1,
+    # attacked at half their training radius in their own norm
+    norm = NORMS.get(name, ("l2",))[0]
+    eps = {"l2": 1.0, "linf": 0.1}[norm]
+    cfg = tiny_config(tmp_path, method=name, norm=norm, eps=eps, epochs=30, eval_every=30)
+    run = fit(cfg).run_dir
+    x, y = to_float(digits.test_x[:200]), digits.test_y[:200]
+    threat = threat_model(norm, eps / 2)
+    acc = {}
+    for label, folder in (("standard", standard_run), (name, run)):
+        model = load_model(folder)
+        torch.manual_seed(0)
+        x_adv = pgd(model, x, y, threat, steps=10, step_size=2.5 * eps / 2 / 10)
+        with torch.no_grad():
+            acc[label] = float((model(x_adv).argmax(1) == y).float().mean())
+            acc[label + "_clean"] = float((model(x).argmax(1) == y).float().mean())
+    assert acc[name + "_clean"] > 0.6, acc
+    assert acc[name] > acc["standard"] + 0.1, acc
