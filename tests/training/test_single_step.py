@@ -35,6 +35,7 @@ METHODS = (
     "fgsm-pco",
     "fgsm-uap",
     "fgsm-cuap",
+    "liet",
     "nuat",
     "gat",
     "elle",
