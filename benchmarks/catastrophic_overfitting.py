@@ -70,6 +70,19 @@ def methods(setting: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "curriculum": dict(method="curriculum"),
         "free": dict(method="free"),
         "pgd": dict(method="pgd"),
+        # issue 21's single-step methods (docs/single_step.md): elle adds its penalty to the
+        # failing fast step, as gradalign; zerograd's default step is 2 * eps already; the
+        # others keep their defaults (one step of eps)
+        "fgsm-pgi": dict(method="fgsm-pgi"),
+        "fgsm-pco": dict(method="fgsm-pco"),
+        "fgsm-uap": dict(method="fgsm-uap"),
+        "fgsm-cuap": dict(method="fgsm-cuap"),
+        "liet": dict(method="liet"),
+        "nuat": dict(method="nuat"),
+        "gat": dict(method="gat"),
+        "elle": dict(method="elle", alpha=big_step),
+        "zerograd": dict(method="zerograd"),
+        "n-aaer": dict(method="n-aaer"),
     }
 
 

@@ -10,6 +10,21 @@ convolution per layer for the differentiated input gradient, then a full backwar
 noisy forward), so gradalign/standard >= ~11/3; curriculum costs what its current number of
 steps costs. Goodwin et al. (2020) measured ~2.4 and ~7.6 on V100s.
 
+The single-step methods of issue 21 (docs/single_step.md), in the same units: fgsm-pgi is its
+start's forward kept for the regulariser (1), the input-only backward (1), the training
+forward (1) and a full backward through both forwards (2 + 2): 7/3, as fgsm-uap and fgsm-cuap
+(a shared start instead of a per-sample one); fgsm-pco is fgsm-pgi's start and input gradient
+(2) plus two training forwards (the mixed and the FGSM points, 2) and a backward through all
+three forwards (6): 10/3; liet costs what fgsm-pgi costs (its class-wise start, a forward and
+input gradient of one grey image per class every 20 batches, is not counted, and the timed
+steps are not the ones that refresh it); nuat and gat are the
+attack (2), the adversarial and the clean training forwards (2) and their full backward (4),
+plus a no-grad clean forward on every other batch (0.5): 8.5/3; elle is the fast step (5)
+plus the linearity triplet, a forward and full backward of three batches (9): 14/3; zerograd
+and n-aaer cost what fast costs (5/3; zerograd's per-sample order statistic is not counted).
+``FASTAT`` is what the FastAT Benchmark (Pan & Yao 2026, CIFAR-10 ResNet-18 on a GPU)
+reports per method relative to FGSM-AT; the table prints our ratio to ``fast`` beside it.
+
 Steps are timed interleaved (standard, fast, pgd7, n-fgsm, ...) after warm-up and the median
 per method is reported, so machine noise hits all methods alike. ``free`` is timed per replay
 (one weight update). ``curriculum`` (linear schedule, 1 to 7 steps) moves one epoch through its
@@ -67,6 +82,33 @@ FLOORS = {
     # batch in one forward (2 + 4 passes of a batch); mart: the same without the clean forward
     "trades": (1 + 2 * 10 + 6) / 3,
     "mart": (2 * 10 + 6) / 3,
+    "fgsm-pgi": 7 / 3,
+    "fgsm-uap": 7 / 3,
+    "fgsm-cuap": 7 / 3,
+    "fgsm-pco": 10 / 3,
+    "liet": 7 / 3,
+    "nuat": 8.5 / 3,
+    "gat": 8.5 / 3,
+    "elle": 14 / 3,
+    "zerograd": 5 / 3,
+    "n-aaer": 5 / 3,
+}
+#: the FastAT Benchmark's training cost relative to FGSM-AT: mean total_training_time of its 3
+#: CIFAR-10 seeds over FGSM-AT's, from its benchmark_data.json (issue 21 quotes the same)
+FASTAT = {
+    "fgsm-pgi": 1.33,
+    "fgsm-uap": 1.28,
+    "fgsm-cuap": 1.36,
+    "fgsm-pco": 1.50,
+    "liet": 1.31,
+    "nuat": 1.47,
+    "gat": 1.44,
+    "elle": 1.47,
+    "zerograd": 0.96,
+    "n-aaer": 0.93,
+    "n-fgsm": 0.97,
+    "free": 0.99,
+    "gradalign": 2.81,
 }
 TARGETS = {"fast": 1.7, "pgd7": 6.0, "n-fgsm": 1.7, "free": 1.1, "gradalign": 3.5}
 
@@ -124,6 +166,17 @@ def main() -> None:
         ),
         "trades": build_method(AttackConfig(method="trades", eps=0.5)),
         "mart": build_method(AttackConfig(method="mart", eps=0.5)),
+        **{  # issue 21's single-step methods
+            name: build_method(AttackConfig(method=name, eps=0.5))
+            for name in (
+                *("fgsm-pgi", "fgsm-pco", "fgsm-uap", "fgsm-cuap"),
+                *("nuat", "gat", "elle", "n-aaer"),
+            )
+        },
+        **{  # L-inf only: 8/255
+            name: build_method(AttackConfig(method=name, norm="linf", eps=8 / 255))
+            for name in ("zerograd", "liet")
+        },
     }
     if args.methods:
         chosen = ["standard", *(m for m in args.methods.split(",") if m != "standard")]
@@ -137,6 +190,9 @@ def main() -> None:
         """(CPU seconds, wall-clock seconds) of one training step of ``name``."""
         train_model, attack_model = variants[variant]
         methods[name].start_epoch(repeat, schedule_epochs)
+        if name != "liet" or repeat == 0:  # liet: its class-wise start is refreshed at the
+            methods[name].start_epoch(repeat, schedule_epochs)  # epoch's first step, not timed
+        methods[name].start_batch(torch.arange(args.batch, device=device), args.batch)
         if device.type == "cuda":
             torch.cuda.synchronize()
         c0, t0 = time.process_time(), time.perf_counter()
@@ -184,8 +240,12 @@ def report(
     if "curriculum" in wall:
         wall_med["curriculum"] = statistics.mean(wall["curriculum"])
     head = "cpu s/step" if clock == "cpu" else "s/step"
-    print(f"{'method':<12}{head:>11}{'wall s':>9}{'img/s':>8}{'ratio':>8}{'floor':>8}{'target':>8}")
+    print(
+        f"{'method':<12}{head:>11}{'wall s':>9}{'img/s':>8}{'ratio':>8}{'floor':>8}{'target':>8}"
+        f"{'/fast':>7}{'FastAT':>7}"
+    )
     ratios = {name: t / med["standard"] for name, t in med.items()}
+    fast = ratios.get("fast")  # the FastAT Benchmark's unit (FGSM-AT)
     for name, t in med.items():
         target, floor = TARGETS.get(name), FLOORS[name]
         verdict = "" if target is None else ("  ok" if ratios[name] <= target else "  ABOVE TARGET")
@@ -195,7 +255,8 @@ def report(
         print(
             f"{name:<12}{t:>11.4f}{wall_med[name]:>9.4f}{batch / t:>8.1f}{ratios[name]:>8.2f}"
             f"{(f'{floor:.2f}' if floor else '-'):>8}{(f'{target:.2f}' if target else '-'):>8}"
-            f"{verdict}"
+            f"{(f'{ratios[name] / fast:.2f}' if fast else '-'):>7}"
+            f"{(f'{FASTAT[name]:.2f}' if name in FASTAT else '-'):>7}{verdict}"
         )
 
 

@@ -223,3 +223,9 @@ def test_lightning_adaptive_curriculum_switches_on_the_overfitting_check(
     _tiny_lightning_fit(digits, attack, epochs=3, callbacks=[seen], check_batch=check)
     steps = {b["epoch"]: len(b["eval"]) for b in seen.batches}
     assert [steps[e] for e in range(3)] == [1, 1, 3]
+
+
+def test_lightning_refuses_a_method_that_needs_sample_indices():
+    with pytest.raises(ConfigError, match="needs each batch's sample indices") as caught:
+        AdversarialTraining(torch.nn.Linear(64, 10), AttackConfig(method="fgsm-pgi", eps=EPS))
+    assert caught.value.field == "attack.method"

@@ -90,6 +90,13 @@ class AdversarialTraining(pl.LightningModule):  # type: ignore[misc]  # lightnin
         self.optimisation = optimisation or OptimisationConfig()
         self.method: TrainingMethod = build_method(self.attack)
         self.method.label_smoothing = self.optimisation.label_smoothing
+        if self.method.needs_sample_indices:
+            raise ConfigError(
+                f"method {self.attack.method} keeps a buffer per training sample and needs "
+                "each batch's sample indices, which Lightning's loaders do not give; train it "
+                "with fastrobust.fit or fastrobust train",
+                field="attack.method",
+            )
         if self.method.needs_overfitting_check and check_batch is None:
             raise ConfigError(
                 f"{self.method.describe()} needs the overfitting check in Lightning: pass "

@@ -167,6 +167,13 @@ def test_disk_loader_covers_the_data_deterministically(folder):
     assert not torch.equal(torch.cat([y for _, y in loader]), ys)
 
 
+def test_disk_loader_names_the_samples_of_each_batch(folder):
+    loader = _ids_loader(folder, batch_size=4, workers=0, rank=1, world_size=2)
+    loader.set_epoch(3)
+    for _, y in loader:  # the labels are the sample indices
+        assert torch.equal(loader.batch_indices, y)
+
+
 def test_disk_loader_two_rank_shards_union_the_single_batches(folder):
     single = _ids_loader(folder, batch_size=6, workers=0)
     ranks = [_ids_loader(folder, batch_size=3, workers=0, rank=r, world_size=2) for r in range(2)]

@@ -115,8 +115,13 @@ class DiskLoader(ShardedLoader):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         non_blocking = self.device.type == "cuda"
+        # the DataLoader draws its batches from the same sampler, whose order is fixed by the
+        # epoch: batch i holds the i-th slice of it
+        order = torch.tensor(list(iter(self.sampler)), dtype=torch.long)
         try:
-            for x, y in self.loader:
+            for i, (x, y) in enumerate(self.loader):
+                idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+                self.batch_indices = idx.to(self.device, non_blocking=non_blocking)
                 yield (
                     to_float(x.to(self.device, non_blocking=non_blocking)),
                     y.to(self.device, non_blocking=non_blocking),

@@ -77,6 +77,9 @@ class ShardedLoader:
         self.seed = seed
         self.drop_last = drop_last
         self.epoch = 0
+        #: the training-set indices of the batch last yielded (methods that keep a buffer per
+        #: sample read them; None before the first batch)
+        self.batch_indices: torch.Tensor | None = None
         self.sampler: DistributedSampler[int] = DistributedSampler(
             range(n),  # type: ignore[arg-type]  # torch says Dataset; only len() is used
             num_replicas=world_size,
@@ -124,4 +127,5 @@ class InMemoryLoader(ShardedLoader):
             x = to_float(self.x[idx])
             if aug is not None:
                 x = crop_and_flip(x, aug[0][idx], aug[1][idx], self.crop_padding, self.flip)
+            self.batch_indices = idx
             yield x, self.y[idx]

@@ -23,6 +23,8 @@ import yaml
 
 import fastrobust.training.collapse_resistant  # noqa: F401  registers the methods it defines
 import fastrobust.training.divergence  # noqa: F401  registers trades and mart
+import fastrobust.training.methods_prior  # noqa: F401  registers fgsm-pgi
+import fastrobust.training.methods_regularised  # noqa: F401  registers nuat, gat, elle, ...
 import fastrobust.training.smoothing_methods  # noqa: F401  registers gaussian and smoothadv
 from fastrobust.attacks.threat import THREAT_MODELS, ThreatModel, threat_model
 from fastrobust.errors import ConfigError
@@ -173,6 +175,12 @@ class AttackConfig:
     def _check_method_options(self) -> None:
         """Refuse attack options the method would ignore or silently reinterpret."""
         method = method_class(self.method)
+        if method.norms is not None and self.norm not in method.norms:
+            raise ConfigError(
+                f"method {self.method} has no {self.norm} form ({method.norms_reason}); "
+                f"use attack.norm {' or '.join(method.norms)}",
+                field="attack.norm",
+            )
         if not method.perturbs:
             given = [f"attack.{k}" for k in ("steps", "alpha") if getattr(self, k) is not None]
             if given:

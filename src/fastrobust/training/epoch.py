@@ -46,6 +46,7 @@ class EpochTrainer:
             for i, (x, y) in enumerate(loader):
                 if cfg.runtime.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
+                parts.method.start_batch(loader.batch_indices, loader.n)
                 for _ in range(parts.method.replays):  # weight updates on this batch
                     loss, logits = training_step(
                         parts.train_model,

@@ -94,6 +94,13 @@ class TrainingMethod:
     #: the settings dataclass of the method's own options (its fields, docstrings and rules
     #: become config keys of the attack section and ``train`` flags)
     Options: ClassVar[type] = NoOptions
+    #: the norms the method is defined for (None: every norm) and, where it is not None, why
+    #: the others are refused (the config refuses them in one line, before any work)
+    norms: ClassVar[tuple[str, ...] | None] = None
+    norms_reason: ClassVar[str] = ""
+    #: whether the method needs each batch's sample indices (:meth:`start_batch`): it keeps a
+    #: buffer per training sample
+    needs_sample_indices: ClassVar[bool] = False
 
     def __init__(self, attack: AttackSettings | None = None) -> None:
         self.attack = attack
@@ -121,6 +128,15 @@ class TrainingMethod:
         """Whether the method, with ``options``, acts on the overfitting check after every
         epoch (the check's interval must then be 1)."""
         return False
+
+    @classmethod
+    def check_fits(cls, options: Any, n_train: int, image_shape: tuple[int, ...]) -> None:
+        """Refuse (ConfigError) a run whose training set the method cannot serve, before
+        anything is built: a method with a per-sample buffer checks its size here."""
+
+    def start_batch(self, indices: torch.Tensor | None, dataset_size: int) -> None:
+        """Called before each training batch with the batch's sample indices in the training
+        set (None where the loader does not know them) and the training set's size."""
 
     def epochs_to_run(self, epochs: int) -> int:
         """Epochs the run lasts for a budget of ``epochs`` passes."""

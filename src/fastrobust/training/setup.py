@@ -16,6 +16,7 @@ from fastrobust.data.imagefolder import check_decodable
 from fastrobust.distributed import WorldInfo
 from fastrobust.errors import ConfigError
 from fastrobust.training.config import TrainConfig
+from fastrobust.training.methods import method_class
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,8 @@ def check_before_training(cfg: TrainConfig, data: ImageDataset, world: WorldInfo
     """Everything about ``cfg`` that needs the data, checked before anything is written."""
     check_batch_size(cfg.optimisation.batch_size, data, world)
     check_eps_fits(cfg, data)
+    method = method_class(cfg.attack.method)
+    method.check_fits(cfg.attack.options, len(data.train_y), tuple(data.image_shape))
 
 
 def check_evaluation_images(data: ImageDataset, indices: torch.Tensor, *, seed: int) -> None:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import cast
 
 import torch
-import torch.nn.functional as functional
 from torch import nn
 
 from fastrobust.attacks.contract import pgd_step_size
@@ -112,7 +111,7 @@ class SmoothAdv(TrainingMethod):
         )
         noisy = (x_adv.unsqueeze(0) + noise).flatten(0, 1)
         logits = train_model(noisy)
-        loss = functional.cross_entropy(logits.float(), y.repeat(m))
+        loss = self.criterion(logits, y.repeat(m))
         return loss, _mean_logits(logits.detach(), m, len(y))
 
     def describe(self) -> str:
