@@ -38,7 +38,7 @@ from fastrobust.study.config import (
     _section,
     parse_method,
 )
-from fastrobust.training.methods import method_names
+from fastrobust.training.methods import method_class, method_names
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,16 @@ class CurveSection(EvaluationSection):
     eps: list[float] = setting(factory=lambda: [0.0, 0.25, 0.5, 1.0, 1.5, 2.0])
     """eps grid as multiples of each threat model's eps (the weights are the autoattack
     section's checkpoint)"""
+
+
+def methods_for_norms(norms: set[str]) -> list[str]:
+    """``methods: all``: every registered method, in registration order, that is defined for
+    each of these norms (zerograd and liet have no L2 form, so an L2 protocol leaves them out)."""
+    return [
+        name
+        for name in method_names()
+        if (known := method_class(name).norms) is None or norms <= set(known)
+    ]
 
 
 @dataclass
@@ -190,8 +200,11 @@ class BenchConfig:
             )
         values = dict(data)
         methods = values.get("methods", [])
-        if methods == "all":  # every registered method, in registration order
-            methods = method_names()
+        if methods == "all":  # every registered method defined for the protocol's norms
+            threats = values.get("threats") or [{"norm": "l2"}]  # the default threat model's
+            methods = methods_for_norms(
+                {str(t.get("norm")) for t in threats if isinstance(t, dict)}
+            )
         if not isinstance(methods, list):
             raise ConfigError("bench protocol: methods must be a list or all")
         values["methods"] = [parse_method(m, i) for i, m in enumerate(methods)]
