@@ -34,7 +34,7 @@ def test_tiny_bench_trains_evaluates_and_reports(tmp_path, capsys):
     protocol = tmp_path / "p.yaml"
     protocol.write_text(yaml.safe_dump(TINY))
     argv = ["bench", "--config", str(protocol), "--out", str(tmp_path / "b"), "--no-progress"]
-    assert main(argv) == 0, capsys.readouterr().err
+    assert main([*argv, "--logger", "csv"]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "collapse: a seed collapsed when its AutoAttack accuracy is below 0.5 x" in out
     b = tmp_path / "b"
@@ -55,7 +55,15 @@ def test_tiny_bench_trains_evaluates_and_reports(tmp_path, capsys):
     md = (b / "bench.md").read_text()
     assert "| fast |" in md and "cost vs fast" in md and "collapsed seeds" in md
     assert (b / "pareto.png").stat().st_size > 0 and "base64" in (b / "bench.html").read_text()
-    assert main(argv) == 0  # everything cached: nothing retrains
+    tracked = sorted(b.glob("l2-1/seed-*/runs/*/csv/metrics.csv"))
+    assert len(tracked) == 4  # every run logged live to its tracker (--logger csv)
+    for path in tracked:
+        logged = [r for r in csv.DictReader(path.open()) if r["metric"] == "train_loss"]
+        rows_of_run = (path.parents[1] / "metrics.jsonl").read_text().splitlines()
+        assert [float(r["value"]) for r in logged] == [
+            json.loads(line)["train_loss"] for line in rows_of_run
+        ]
+    assert main(argv) == 0  # everything cached (the loggers are not part of it): nothing retrains
     state = json.loads((b / "l2-1" / "seed-0" / "state.json").read_text())
     assert set(state["done"]) >= {"train/fast", "train/pgd-2", "curves/fast"}
 

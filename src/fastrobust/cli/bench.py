@@ -43,7 +43,10 @@ def run(args: argparse.Namespace) -> int:
         )
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(command.out).expanduser() if command.out else Path("runs") / f"bench-{stamp}"
-    run_bench(config, out, resume=command.resume, progress=command.progress, device=command.device)
+    run_bench(
+        config, out, resume=command.resume, progress=command.progress, device=command.device,
+        tracking=command,
+    )  # fmt: skip
     from fastrobust.distributed import world_info_from_env
 
     if world_info_from_env().is_main:

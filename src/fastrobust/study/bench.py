@@ -38,6 +38,7 @@ from fastrobust.study.config import (
     _section,
     parse_method,
 )
+from fastrobust.tracking import TrackingSettings
 from fastrobust.training.methods import method_class, method_names
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,9 @@ def digits_protocol() -> dict[str, Any]:
 
 
 @dataclass
-class BenchCommand:
-    """How one invocation of ``fastrobust bench`` runs (the benchmark is its protocol YAML)."""
+class BenchCommand(TrackingSettings):
+    """How one invocation of ``fastrobust bench`` runs (the benchmark is its protocol YAML),
+    and the experiment trackers every run of it logs to (docs/trackers.md)."""
 
     config: str | None = None
     """protocol YAML (default: the bundled digits protocol, configs/bench_digits.yaml)"""

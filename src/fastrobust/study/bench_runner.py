@@ -17,6 +17,8 @@ from fastrobust import distributed
 from fastrobust.study.bench import BenchConfig, BenchRun, Threat
 from fastrobust.study.folder import StageCache, StudyFolder
 from fastrobust.study.stages import StudyContext, stage_curves, stage_train
+from fastrobust.study.tracked import pass_to_runs
+from fastrobust.tracking import TrackingSettings, check_trackers
 
 
 def bench_folders(root: Path, threat: Threat, seed: int) -> tuple[StudyFolder, StudyFolder]:
@@ -43,9 +45,11 @@ def run_bench(
     resume: bool = False,
     progress: bool = False,
     device: str = "auto",
+    tracking: TrackingSettings | None = None,
 ) -> list[BenchRun]:
     """Train and evaluate every (threat, seed, method) of ``config`` in folder ``out``
-    (cached pieces are skipped) and write the report; returns the runs it reports."""
+    (cached pieces are skipped) and write the report; returns the runs it reports.
+    ``tracking``: experiment trackers every training run logs to, live (one store for all)."""
     from fastrobust.data import load_dataset
     from fastrobust.outputs import check_output_dir
     from fastrobust.study.bench_report import write_bench_report
@@ -53,6 +57,8 @@ def run_bench(
     out = Path(out).expanduser()
     check_output_dir(out, what="benchmark folder")
     world = distributed.world_info_from_env()
+    tracking = tracking or TrackingSettings()
+    check_trackers(tracking, out, section="bench", probe=world.is_main)
     dev = distributed.resolve_device(config.training.get("device", device), world.local_rank)
     data = load_dataset(config.dataset, config.data_dir, image_size=config.image_size)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,8 +67,10 @@ def run_bench(
         for seed in config.seeds:
             for pgd, folder in zip((False, True), bench_folders(out, threat, seed)):
                 folder.root.mkdir(parents=True, exist_ok=True)
+                study = config.study(threat, seed, pgd=pgd)
+                pass_to_runs(study, tracking, out)
                 ctx = StudyContext(
-                    config=config.study(threat, seed, pgd=pgd), folder=folder,
+                    config=study, folder=folder,
                     cache=StageCache(folder.root), data=data, device=dev, world=world,
                     resume=resume, progress=progress and world.is_main,
                 )  # fmt: skip
