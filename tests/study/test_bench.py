@@ -109,3 +109,25 @@ def test_bad_protocol_is_one_line_exit_2(change, message, tmp_path, capsys):
 def test_pareto_front_keeps_the_undominated_points():
     points = [(1.0, 40.0), (2.0, 45.0), (1.5, 38.0), (3.0, 44.0), (0.5, 10.0)]
     assert pareto_front(points) == [4, 0, 1]
+
+
+def test_bench_certifies_every_model_and_reports_mean_and_range_over_seeds(tmp_path, capsys):
+    """With a ``certify`` section every L2 model is certified by randomized smoothing (the
+    study's certified curves) and bench.md holds, per method and radius, the mean and min-max
+    over seeds of the certified accuracies the seed folders' certified.json hold."""
+    protocol = tmp_path / "p.yaml"
+    tiny = {**TINY, "methods": ["fast"], "pgd_curve": {"eps": [0], "steps": 1, "limit": 10}}
+    tiny["autoattack"] = {"attacks": ["apgd-ce"], "steps": 1, "restarts": 1, "limit": 10}
+    tiny["certify"] = {"sigma": 0.25, "n0": 8, "n": 40, "batch_size": 40, "limit": 10,
+                       "radii": "0,0.1", "checks": False}  # fmt: skip
+    protocol.write_text(yaml.safe_dump(tiny))
+    argv = ["bench", "--config", str(protocol), "--out", str(tmp_path / "b"), "--no-progress"]
+    assert main(argv) == 0, capsys.readouterr().err
+    b = tmp_path / "b"
+    docs = [json.loads((b / "l2-1" / f"seed-{s}" / "curves" / "certified.json").read_text())
+            for s in (0, 1)]  # fmt: skip
+    accs = [100 * d["models"]["fast"]["certified_accuracy"][0] for d in docs]
+    md = (b / "bench.md").read_text()
+    assert "certified L2 accuracy" in md and "sigma 0.25" in md
+    want = f"| fast | {sum(accs) / 2:.1f} ({min(accs):.1f}-{max(accs):.1f}) |"
+    assert want in md, md

@@ -147,6 +147,10 @@ class BenchConfig:
     """a seed collapsed when its AutoAttack accuracy < this x the method's best seed's"""
     baseline: str = "fast"
     """the method label costs are relative to (the first method when it is not listed)"""
+    certify: dict[str, Any] | None = None
+    """randomized-smoothing certification of every model under each L2 threat model (the
+    settings of ``fastrobust certify``, as in a study's ``certify`` section); the report then
+    holds the certified accuracy per radius, mean and min-max over seeds"""
 
     def __post_init__(self) -> None:
         try:
@@ -175,6 +179,7 @@ class BenchConfig:
                 eps=threat.eps, seed=seed, methods=list(self.methods),
                 training=dict(self.training), evaluation=evaluation,
                 stages=["train", "curves"],
+                certify=self.certify if not pgd and threat.norm == "l2" else None,
             )  # fmt: skip
         except ConfigError as exc:
             raise ConfigError(

@@ -139,6 +139,10 @@ def write_bench_report(
         )
         heads = "".join(f"<th>{html.escape(h)}</th>" for h in header)
         body.append(f"<h2>{html.escape(threat.label)}</h2><table><tr>{heads}</tr>{cells}</table>")
+    certified = certified_tables(config, out)
+    md += certified
+    if certified:
+        body.append("<pre>" + html.escape("\n".join(certified)) + "</pre>")
     md += ["![Pareto plot](pareto.png)", ""]
     paths["md"].write_text("\n".join(md))
     plot_pareto(rows, config, paths["png"])
@@ -205,3 +209,40 @@ def plot_pareto(rows: list[MethodRow], config: BenchConfig, path: Path) -> None:
         ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path)
+
+
+def certified_tables(config: BenchConfig, out: Path) -> list[str]:
+    """Markdown tables of the certified L2 accuracy per radius (randomized smoothing, when the
+    protocol has a ``certify`` section): per method the mean and min-max over seeds of each
+    seed folder's ``curves/certified.json``."""
+    import json
+
+    from fastrobust.study.bench_runner import bench_folders
+
+    lines: list[str] = []
+    for threat in config.threats:
+        docs = [
+            json.loads(path.read_text())
+            for seed in config.seeds
+            if (path := bench_folders(out, threat, seed)[0].curves / "certified.json").is_file()
+        ]
+        if not docs:
+            continue
+        first = next(iter(docs[0]["models"].values()))
+        radii, sigma = [float(r) for r in first["radii"]], float(first["sigma"])
+        lines += [
+            f"### certified L2 accuracy, {threat.norm} eps {threat.eps:.6g} (randomized "
+            f"smoothing, sigma {sigma:g}, {len(docs)} seeds: mean (min-max))",
+            "",
+            "| method | " + " | ".join(f"r = {r:g}" for r in radii) + " |",
+            "|---|" + "---|" * len(radii),
+        ]
+        for spec in config.methods:
+            per_seed = [d["models"][spec.label]["certified_accuracy"] for d in docs]
+            cells = []
+            for i in range(len(radii)):
+                values = [100 * float(acc[i]) for acc in per_seed]
+                cells.append(f"{statistics.mean(values):.1f} ({min(values):.1f}-{max(values):.1f})")
+            lines.append(f"| {spec.label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
