@@ -100,6 +100,10 @@ class Threat:
     def label(self) -> str:
         return f"{self.norm}-{self.eps:.6g}"
 
+    def seed_folder(self, root: Path, seed: int) -> Path:
+        """The study folder of this threat model and ``seed`` in benchmark folder ``root``."""
+        return root / self.label / f"seed-{seed}"
+
 
 @dataclass
 class CurveSection(EvaluationSection):

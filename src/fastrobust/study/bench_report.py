@@ -217,14 +217,16 @@ def certified_tables(config: BenchConfig, out: Path) -> list[str]:
     seed folder's ``curves/certified.json``."""
     import json
 
-    from fastrobust.study.bench_runner import bench_folders
+    from fastrobust.study.folder import StudyFolder
 
     lines: list[str] = []
     for threat in config.threats:
         docs = [
             json.loads(path.read_text())
             for seed in config.seeds
-            if (path := bench_folders(out, threat, seed)[0].curves / "certified.json").is_file()
+            if (
+                path := StudyFolder(threat.seed_folder(out, seed)).curves / "certified.json"
+            ).is_file()
         ]
         if not docs:
             continue

@@ -23,7 +23,7 @@ from fastrobust.tracking import TrackingSettings, check_trackers
 
 def bench_folders(root: Path, threat: Threat, seed: int) -> tuple[StudyFolder, StudyFolder]:
     """The study folder of a (threat, seed) and the folder of its PGD curves (same runs)."""
-    main = StudyFolder(root / threat.label / f"seed-{seed}")
+    main = StudyFolder(threat.seed_folder(root, seed))
     return main, _CurveFolder(main.root / "pgd", runs_of=main)
 
 
