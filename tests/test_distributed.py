@@ -124,6 +124,15 @@ def _configs(root: Path) -> dict:
         "equal": tiny_config(root, name="equal", method="standard", overfit_check_size=0, **common),
         "full": tiny_config(root, name="full", method="fast", **common),
         "half": tiny_config(root, name="half", method="fast", **(common | {"epochs": 1})),
+        # training for randomized smoothing: each rank draws its own noise samples
+        "smoothadv": tiny_config(
+            root,
+            name="smoothadv",
+            method="smoothadv",
+            sigma=0.25,
+            noise_samples=2,
+            **(common | {"epochs": 1, "eps": 0.5}),
+        ),  # fmt: skip
     }
 
 
@@ -156,6 +165,9 @@ def _ddp_worker(root: str) -> None:
     torch.save(trainer.model.state_dict(), out / f"full-rank{rank}.pt")
     fit(cfgs["half"], dataset=data)
     resume(out / "half", epochs=2, dataset=data)
+    trainer = Trainer(cfgs["smoothadv"], dataset=data)
+    trainer.fit()
+    torch.save(trainer.model.state_dict(), out / f"smoothadv-rank{rank}.pt")
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +189,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)
 
 
-@pytest.mark.parametrize("run", ["equal", "full"])
+@pytest.mark.parametrize("run", ["equal", "full", "smoothadv"])
 def test_all_ranks_end_with_identical_weights(ddp_runs, run):
     w0, w1 = _weights(ddp_runs / f"{run}-rank0.pt"), _weights(ddp_runs / f"{run}-rank1.pt")
     assert w0.keys() == w1.keys()
