@@ -290,6 +290,7 @@ def test_torchrun_cli_trains_with_two_ranks(tmp_path):
     assert len([line for line in logged if ",train_loss," in line]) == 1
 
 
+@pytest.mark.slow  # ~10-35 s: in the slow run
 def test_a_failing_rank_fails_the_job_with_its_error(tmp_path):
     # rank 0's node has the CIFAR folder, rank 1's does not: rank 1 stops with a DataError
     # while rank 0 waits for it; torchrun must end the job non-zero and show the error.

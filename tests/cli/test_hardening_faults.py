@@ -224,6 +224,7 @@ class _DiskFullAfter:
         self.fh.close()
 
 
+@pytest.mark.slow  # ~10-35 s: in the slow run
 def test_a_full_disk_while_torch_saves_last_pt_is_one_line_and_resumes(
     tmp_path, capsys, monkeypatch
 ):

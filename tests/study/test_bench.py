@@ -111,6 +111,7 @@ def test_pareto_front_keeps_the_undominated_points():
     assert pareto_front(points) == [4, 0, 1]
 
 
+@pytest.mark.slow  # ~10-35 s: in the slow run
 def test_bench_certifies_every_model_and_reports_mean_and_range_over_seeds(tmp_path, capsys):
     """With a ``certify`` section every L2 model is certified by randomized smoothing (the
     study's certified curves) and bench.md holds, per method and radius, the mean and min-max
