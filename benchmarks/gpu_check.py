@@ -53,7 +53,7 @@ from fastrobust.attacks.threat import L2
 from fastrobust.kernels import count_host_syncs, kernel_record
 from fastrobust.models import ModelSpec, build_model
 from fastrobust.training.config import AttackConfig, TrainConfig
-from fastrobust.training.methods import build_method, method_names
+from fastrobust.training.methods import build_method, method_class, method_names
 from fastrobust.training.setup import compile_static
 from fastrobust.training.step import autocast_context, training_step
 
@@ -190,8 +190,16 @@ def _one_step(ctx: Context, name: str, amp: str, x: torch.Tensor, y: torch.Tenso
     if ctx.cuda:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     recorder = InputRecorder(model)
-    method = build_method(AttackConfig(method=name, eps=eps))
+    norms = method_class(name).norms  # a method without an L2 form runs under L-inf 8/255
+    attack = (
+        AttackConfig(method=name, eps=eps)
+        if norms is None or "l2" in norms
+        else AttackConfig(method=name, norm="linf", eps=8 / 255)
+    )
+    eps, threat = attack.eps, attack.threat()
+    method = build_method(attack)
     method.start_epoch(0, 2)
+    method.start_batch(torch.arange(len(x), device=x.device), len(x))  # per-sample buffers
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp == "fp16")
     autocast = autocast_context(amp, ctx.device)
@@ -209,19 +217,27 @@ def _one_step(ctx: Context, name: str, amp: str, x: torch.Tensor, y: torch.Tenso
         loss, syncs = _counted_step(ctx, step)
     seen = recorder.seen
     assert seen is not None
-    dist_ = (seen.float() - x).flatten(1).norm(dim=1).max().item()
+    # trades trains on the clean and the adversarial batch at once, smoothadv on noisy copies
+    copies = x.repeat(len(seen) // len(x), *([1] * (x.dim() - 1)))
+    dist_ = float(threat.norm(seen.float() - copies).max())
     in_box = bool((seen >= 0).all() and (seen <= 1).all())
-    # n-fgsm does not project back to eps: its noise radius plus one step bounds it
+    # n-fgsm and n-aaer do not project back to eps: their noise radius plus one step bounds it;
+    # fgsm-pco mixes in beta times the FGSM perturbation; Gaussian noise (gaussian, smoothadv)
+    # is unbounded and unclamped by design, so it has no ball or box to stay in
     bound = eps
     if hasattr(method, "noise_factor"):
         bound = eps * method.noise_factor + getattr(method, "step_size", 0.0)
+    if hasattr(method, "beta"):
+        bound = max(1.0, float(method.beta)) * eps
+    if hasattr(attack.options, "sigma"):
+        bound, in_box = float("inf"), True
     problems = []
     if not bool(torch.isfinite(loss)):
         problems.append(f"loss {float(loss)}")
     if loss.device != ctx.device:
         problems.append(f"loss on {loss.device}")
     if dist_ > bound * (1 + 1e-3) + 1e-4 or not in_box:
-        problems.append(f"batch outside the ball/box (L2 {dist_:.4f}, box {in_box})")
+        problems.append(f"batch outside the ball/box ({threat} {dist_:.4f}, box {in_box})")
     conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
     if ctx.cuda and not conv.weight.is_contiguous(memory_format=torch.channels_last):
         problems.append("channels_last lost")
