@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from fastrobust.errors import ConfigError
 from fastrobust.evaluation.inputs import parse_eps_list
 from fastrobust.settings import check_settings, in_range, setting
@@ -37,6 +35,7 @@ from fastrobust.study.config import (
     StudyConfig,
     _section,
     parse_method,
+    read_yaml_mapping,
 )
 from fastrobust.tracking import TrackingSettings
 from fastrobust.training.methods import method_class, method_names
@@ -246,16 +245,7 @@ class BenchConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> BenchConfig:
         """Read a protocol YAML; ``overrides`` (top-level keys, None: keep) take precedence."""
-        p = Path(path).expanduser()
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"bench protocol {p} does not exist") from None
-        except yaml.YAMLError as exc:
-            first = str(exc).splitlines()[0]
-            raise ConfigError(f"bench protocol {p} is not valid YAML ({first})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"bench protocol {p} must hold a mapping of keys to values")
+        data = read_yaml_mapping(path, "bench protocol")
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(data)
 

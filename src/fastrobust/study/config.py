@@ -325,16 +325,7 @@ class StudyConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> StudyConfig:
         """Read a study YAML; ``overrides`` (top-level keys, None: keep) take precedence."""
-        p = Path(path).expanduser()
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"study config {p} does not exist") from None
-        except yaml.YAMLError as exc:
-            first = str(exc).splitlines()[0]
-            raise ConfigError(f"study config {p} is not valid YAML ({first})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"study config {p} must hold a mapping of keys to values")
+        data = read_yaml_mapping(path, "study config")
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(data)
 
@@ -441,3 +432,19 @@ def check_types(section: Any, prefix: str) -> None:
         value = getattr(section, f.name)
         if not _fits(value, str(f.type)):
             raise ConfigError(f"study config: {prefix}{f.name} must be {f.type}, got {value!r}")
+
+
+def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """The mapping a study config or bench protocol YAML holds; a missing file, invalid YAML
+    or another top-level type is one ConfigError naming ``what`` and the file."""
+    p = Path(path).expanduser()
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {p} does not exist") from None
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"{what} {p} is not valid YAML ({first})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {p} must hold a mapping of keys to values")
+    return data
