@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -130,3 +132,21 @@ def one_epoch_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("one_epoch")
     cfg = tiny_config(root, epochs=1, name="fast", eval_limit=50, eval_steps=2)
     return fit(cfg).run_dir
+
+
+def interrupt_second_epoch(monkeypatch) -> Callable[..., Any]:
+    """Make the next run stop with a KeyboardInterrupt (Ctrl-C) as its second epoch starts;
+    returns the real ``EpochTrainer.train_epoch`` to put back before resuming."""
+    from fastrobust.training.epoch import EpochTrainer
+
+    original = EpochTrainer.train_epoch
+    calls = {"n": 0}
+
+    def interrupt(self, epoch, total):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, epoch, total)
+
+    monkeypatch.setattr(EpochTrainer, "train_epoch", interrupt)
+    return original

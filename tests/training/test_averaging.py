@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import tiny_config
+from conftest import interrupt_second_epoch, tiny_config
 from fastrobust import load_model
 from fastrobust.checkpoint import load_checkpoint
 from fastrobust.data.base import to_float
@@ -65,20 +65,6 @@ def test_label_smoothing_is_the_weight_update_loss():
     torch.testing.assert_close(method.criterion(logits, y), manual)
 
 
-def _interrupt_second_epoch(monkeypatch):
-    original = EpochTrainer.train_epoch
-    calls = {"n": 0}
-
-    def interrupt(self, epoch, total):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(self, epoch, total)
-
-    monkeypatch.setattr(EpochTrainer, "train_epoch", interrupt)
-    return original
-
-
 #: a quick run: few images, a small validation, no overfitting check
 QUICK = dict(eval_limit=40, eval_steps=1, overfit_check_size=0, batch_size=64)
 
@@ -91,7 +77,7 @@ def test_resume_with_average_equals_uninterrupted_bitwise(tmp_path, monkeypatch,
     cfg = dict(epochs=2, eval_every=1, weight_average=0.9, label_smoothing=0.1) | QUICK
     data = _small(digits)
     full = fit(tiny_config(tmp_path, name="full", **cfg), dataset=data)
-    original = _interrupt_second_epoch(monkeypatch)
+    original = interrupt_second_epoch(monkeypatch)
     part = fit(tiny_config(tmp_path, name="part", **cfg), dataset=data)
     assert part.interrupted and part.epochs_done == 1
     monkeypatch.setattr(EpochTrainer, "train_epoch", original)

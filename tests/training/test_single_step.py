@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import tiny_config
+from conftest import interrupt_second_epoch, tiny_config
 from fastrobust import load_model, pgd, threat_model
 from fastrobust.checkpoint import load_checkpoint
 from fastrobust.cli import main
@@ -300,16 +300,7 @@ def test_resumed_training_equals_uninterrupted(tmp_path, monkeypatch, name):
     opts |= dict(batch_size=32, norm="linf", eps=0.1, eval_every=2)
     full = Trainer(tiny_config(tmp_path, name="full", **opts), dataset=data)
     full.fit()
-    original = EpochTrainer.train_epoch
-    calls = {"n": 0}
-
-    def interrupt_second_epoch(self, epoch, total):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(self, epoch, total)
-
-    monkeypatch.setattr(EpochTrainer, "train_epoch", interrupt_second_epoch)
+    original = interrupt_second_epoch(monkeypatch)
     part = Trainer(tiny_config(tmp_path, name="part", **opts), dataset=data).fit()
     assert part.interrupted and part.epochs_done == 1
     monkeypatch.setattr(EpochTrainer, "train_epoch", original)
