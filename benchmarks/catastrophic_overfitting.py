@@ -77,6 +77,7 @@ def methods(setting: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "fgsm-pco": dict(method="fgsm-pco"),
         "fgsm-uap": dict(method="fgsm-uap"),
         "fgsm-cuap": dict(method="fgsm-cuap"),
+        "fgsm-fuap": dict(method="fgsm-fuap"),
         "liet": dict(method="liet"),
         "nuat": dict(method="nuat"),
         "gat": dict(method="gat"),

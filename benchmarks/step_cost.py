@@ -13,7 +13,8 @@ steps costs. Goodwin et al. (2020) measured ~2.4 and ~7.6 on V100s.
 The single-step methods of issue 21 (docs/single_step.md), in the same units: fgsm-pgi is its
 start's forward kept for the regulariser (1), the input-only backward (1), the training
 forward (1) and a full backward through both forwards (2 + 2): 7/3, as fgsm-uap and fgsm-cuap
-(a shared start instead of a per-sample one); fgsm-pco is fgsm-pgi's start and input gradient
+(a shared start instead of a per-sample one); fgsm-fuap adds a no-grad forward for the
+features its head picks a perturbation from (1): 8/3; fgsm-pco is fgsm-pgi's start and input gradient
 (2) plus two training forwards (the mixed and the FGSM points, 2) and a backward through all
 three forwards (6): 10/3; liet costs what fgsm-pgi costs (its class-wise start, a forward and
 input gradient of one grey image per class every 20 batches, is not counted, and the timed
@@ -85,6 +86,7 @@ FLOORS = {
     "fgsm-pgi": 7 / 3,
     "fgsm-uap": 7 / 3,
     "fgsm-cuap": 7 / 3,
+    "fgsm-fuap": 8 / 3,
     "fgsm-pco": 10 / 3,
     "liet": 7 / 3,
     "nuat": 8.5 / 3,
@@ -99,6 +101,7 @@ FASTAT = {
     "fgsm-pgi": 1.33,
     "fgsm-uap": 1.28,
     "fgsm-cuap": 1.36,
+    "fgsm-fuap": 1.47,
     "fgsm-pco": 1.50,
     "liet": 1.31,
     "nuat": 1.47,
@@ -169,7 +172,7 @@ def main() -> None:
         **{  # issue 21's single-step methods
             name: build_method(AttackConfig(method=name, eps=0.5))
             for name in (
-                *("fgsm-pgi", "fgsm-pco", "fgsm-uap", "fgsm-cuap"),
+                *("fgsm-pgi", "fgsm-pco", "fgsm-uap", "fgsm-cuap", "fgsm-fuap"),
                 *("nuat", "gat", "elle", "n-aaer"),
             )
         },

@@ -23,6 +23,7 @@ from fastrobust.models import ModelSpec, build_model
 from fastrobust.training.config import AttackConfig, TrainConfig
 from fastrobust.training.epoch import EpochTrainer
 from fastrobust.training.methods import build_method, method_class
+from fastrobust.training.methods_feature_prior import last_linear
 from fastrobust.training.methods_prior import buffer_bytes
 from fastrobust.training.methods_regularised import nuclear_norm, zero_small_components
 from fastrobust.training.perturbations import nfgsm_bound
@@ -35,6 +36,7 @@ METHODS = (
     "fgsm-pco",
     "fgsm-uap",
     "fgsm-cuap",
+    "fgsm-fuap",
     "liet",
     "nuat",
     "gat",
@@ -231,6 +233,52 @@ def test_cuap_moves_each_present_class_perturbation_along_its_momentum(norm):
         assert method.uap_eps == pytest.approx(1.25 * 0.1)
 
 
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_fuap_starts_from_the_perturbation_its_feature_head_picks(norm):
+    model, x, y, attack, method = _setup("fgsm-fuap", norm, fuap_count=6)
+    threat = attack.threat()
+    method.loss(model, model, x, y)
+    assert method.prior.shape == (6, 1, 8, 8) and method.head is not None
+    prior, head = method.prior.clone(), copy.deepcopy(method.head)
+    seen = Recorder(model)
+    method.loss(model, seen, x, y)
+    features_at, start_at = seen.inputs[0], seen.inputs[1]
+    base = features_at - x  # the random start the features are taken at
+    assert bool(threat.contains(base, x).all()) and float(base.abs().max()) > 0
+    captured = []
+    head_layer = last_linear(model)
+    hook = head_layer.register_forward_hook(lambda _m, i, _o: captured.append(i[0].flatten(1)))
+    with torch.no_grad():
+        model(features_at)
+    hook.remove()
+    with torch.no_grad():  # the head as it was before this batch picks the perturbations
+        chosen = head(captured[0])[0].argmax(1)
+    expected = threat.project(base + prior[chosen], x)
+    assert torch.allclose(start_at - x, expected, atol=1e-6)
+    moved = (method.prior - prior).flatten(1).abs().amax(1) > 0
+    assert torch.equal(moved, torch.bincount(chosen, minlength=6) > 0)  # only chosen ones move
+    changed = [not torch.equal(a, b) for a, b in zip(head.parameters(), method.head.parameters())]
+    assert all(changed)  # the head took its own optimiser step
+    assert all(p.grad is None for p in model.parameters())  # the model's weights untouched
+
+
+def test_fuap_head_learns_to_classify_from_its_scores():
+    model, x, y, _, method = _setup("fgsm-fuap", "linf", fuap_count=10, fuap_lr=0.05)
+    losses = []
+    for _ in range(30):
+        method.loss(model, model, x, y)
+        losses.append(float(method.head_loss))
+    assert losses[-1] < 0.85 * losses[0], losses  # it learns (random labels: slowly)
+
+
+def test_fuap_refuses_a_model_without_a_linear_head():
+    _, x, y, _, method = _setup("fgsm-fuap", "linf")
+    conv = nn.Sequential(nn.Conv2d(1, 10, 8), nn.Flatten())
+    with pytest.raises(ConfigError, match="input of its last nn.Linear layer") as caught:
+        method.loss(conv, conv, x, y)
+    assert caught.value.field == "attack.method"
+
+
 def test_pco_stores_the_fgsm_perturbation_and_trains_between_prior_and_beta_times_it():
     model, x, y, attack, method = _setup("fgsm-pco", "linf")
     threat = attack.threat()
@@ -290,9 +338,10 @@ def test_in_memory_loader_names_the_samples_of_each_batch(digits):
 
 @pytest.mark.parametrize(
     "name",
-    ["fgsm-pgi", "fgsm-cuap", pytest.param("nuat", marks=pytest.mark.slow)],
+    ["fgsm-pgi", "fgsm-cuap", "fgsm-fuap", pytest.param("nuat", marks=pytest.mark.slow)],
 )  # fgsm-pgi: epoch 2 starts from the buffers epoch 1 saved; fgsm-cuap: from the per-class
-# perturbations; nuat: its weight schedule
+# perturbations; fgsm-fuap: from its perturbations, its feature head and the head's Adam
+# state; nuat: its weight schedule
 def test_resumed_training_equals_uninterrupted(tmp_path, monkeypatch, name):
     data = load_dataset("digits")
     data = dataclasses.replace(data, train_x=data.train_x[:128], train_y=data.train_y[:128])
@@ -309,8 +358,18 @@ def test_resumed_training_equals_uninterrupted(tmp_path, monkeypatch, name):
     b = load_checkpoint(tmp_path / "part" / "last.pt")
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    for k, v in a["method_ranks"][0].items():
-        assert torch.equal(v, b["method_ranks"][0][k]), k
+    assert _same(a["method_ranks"][0], b["method_ranks"][0])
+
+
+def _same(a, b) -> bool:
+    """Nested method states (tensors, dicts, lists, numbers) equal bitwise."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_same(x, z) for x, z in zip(a, b))
+    return a == b
 
 
 FLAGS = ["--epochs", "1", "--no-progress"]
@@ -326,6 +385,11 @@ FLAGS = ["--epochs", "1", "--no-progress"]
         (["--method", "elle", "--steps", "3"], "method elle takes exactly 1 attack step"),
         (["--method", "liet", "--norm", "l2"], "method liet has no l2 form"),
         (["--method", "liet", "--liet-mask-min", "0.6"], "--liet-mask-min 0.6 is above"),
+        (["--method", "fgsm-fuap", "--fuap-count", "0"], "--fuap-count must be >= 1"),
+        (
+            ["--method", "fgsm-uap", "--fuap-lr", "0.01"],
+            "--fuap-lr is an option of method fgsm-fuap",
+        ),
     ],
 )
 def test_option_mistakes_are_one_line_and_exit_2_before_any_work(tmp_path, capsys, argv, message):
@@ -347,7 +411,7 @@ def _ddp_worker(root: str) -> None:
     rank, out = int(os.environ["RANK"]), Path(root)
     data = load_dataset("digits")
     data = dataclasses.replace(data, train_x=data.train_x[:256], train_y=data.train_y[:256])
-    for name in ("fgsm-pgi", "fgsm-cuap"):
+    for name in ("fgsm-pgi", "fgsm-cuap", "fgsm-fuap"):
         cfg = tiny_config(
             out, name=name, device="cpu", method=name, norm="linf", eps=0.1, epochs=2,
             batch_size=64, eval_limit=10, eval_steps=1, overfit_check_size=0, eval_every=2,
@@ -362,13 +426,18 @@ def test_buffers_under_ddp_are_merged_and_ranks_stay_identical(tmp_path):
     from fastrobust import distributed
 
     distributed.launch_local(_ddp_worker, 2, str(tmp_path), threads=1)
-    for name in ("fgsm-pgi", "fgsm-cuap"):
+    for name in ("fgsm-pgi", "fgsm-cuap", "fgsm-fuap"):
         w0 = torch.load(tmp_path / f"{name}-rank0.pt", weights_only=True)
         w1 = torch.load(tmp_path / f"{name}-rank1.pt", weights_only=True)
         assert all(torch.equal(w0[k], w1[k]) for k in w0), name
     cuap = load_checkpoint(tmp_path / "fgsm-cuap" / "last.pt")["method_ranks"]
     for key in ("prior", "momentum"):  # every rank moved the per-class perturbations alike
         assert cuap[0][key].shape[0] == 10 and torch.equal(cuap[0][key], cuap[1][key]), key
+    fuap = load_checkpoint(tmp_path / "fgsm-fuap" / "last.pt")["method_ranks"]
+    for key in ("prior", "momentum"):  # the feature head and its perturbations stay alike
+        assert torch.equal(fuap[0][key], fuap[1][key]), key
+    for k, v in fuap[0]["head"].items():
+        assert torch.equal(v, fuap[1]["head"][k]), k
     ranks = load_checkpoint(tmp_path / "fgsm-pgi" / "last.pt")["method_ranks"]
     assert len(ranks) == 2
     for key in ("delta", "momentum"):

@@ -23,6 +23,7 @@ import yaml
 
 import fastrobust.training.collapse_resistant  # noqa: F401  registers the methods it defines
 import fastrobust.training.divergence  # noqa: F401  registers trades and mart
+import fastrobust.training.methods_feature_prior  # noqa: F401  registers fgsm-fuap
 import fastrobust.training.methods_prior  # noqa: F401  registers fgsm-pgi
 import fastrobust.training.methods_regularised  # noqa: F401  registers nuat, gat, elle, ...
 import fastrobust.training.smoothing_methods  # noqa: F401  registers gaussian and smoothadv

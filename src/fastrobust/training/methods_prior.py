@@ -72,8 +72,8 @@ class PriorGuidedOptions:
     """fgsm-pgi, fgsm-uap, fgsm-cuap, fgsm-pco: weight of the regulariser on the logits at the
     start and at the adversarial example (Jia et al. 2022; FastAT Benchmark configs: 10)"""
     pgi_momentum: float = setting(0.3, rule=in_range(0, 1))
-    """fgsm-pgi, fgsm-uap, fgsm-cuap: decay of the gradient momentum (FastAT Benchmark
-    configs: 0.3)"""
+    """fgsm-pgi, fgsm-uap, fgsm-cuap, fgsm-fuap: decay of the gradient momentum (FastAT
+    Benchmark configs: 0.3)"""
     pgi_reset_every: int = setting(40, rule=at_least(1))
     """fgsm-pgi: epochs between resets of the per-sample buffers to random corners
     (FastAT Benchmark config: 40)"""
@@ -297,15 +297,15 @@ class UniversalOptions:
     """fgsm-uap's and fgsm-cuap's options."""
 
     uap_eps: float | None = setting(None, rule=non_negative())
-    """fgsm-uap, fgsm-cuap: radius of the universal (per-class) perturbation the start is
-    drawn from, clipped to eps when used; default 1.25 * eps (FastAT Benchmark config:
-    10/255 at eps 8/255)"""
+    """fgsm-uap, fgsm-cuap, fgsm-fuap: radius of the universal (per-class) perturbations the
+    start is drawn from, clipped to eps when used; default 1.25 * eps (FastAT Benchmark
+    config: 10/255 at eps 8/255)"""
     pgi_lambda: float = setting(10.0, rule=non_negative())
-    """fgsm-pgi, fgsm-uap, fgsm-cuap: weight of the MSE between the logits at the start and at
-    the adversarial example (Jia et al. 2022; FastAT Benchmark configs: 10)"""
+    """fgsm-pgi, fgsm-uap, fgsm-cuap, fgsm-fuap: weight of the MSE between the logits at the
+    start and at the adversarial example (Jia et al. 2022; FastAT Benchmark configs: 10)"""
     pgi_momentum: float = setting(0.3, rule=in_range(0, 1))
-    """fgsm-pgi, fgsm-uap, fgsm-cuap: decay of the gradient momentum (FastAT Benchmark
-    configs: 0.3)"""
+    """fgsm-pgi, fgsm-uap, fgsm-cuap, fgsm-fuap: decay of the gradient momentum (FastAT
+    Benchmark configs: 0.3)"""
 
     def __post_init__(self) -> None:
         check_settings(self, "attack")
@@ -337,6 +337,19 @@ class UniversalPrior(SingleEpsStep):
         """Each sample's group and the number of groups (``classes``: the model's outputs)."""
         raise NotImplementedError
 
+    def known_classes(self) -> int | None:
+        """The model's number of outputs where the state tells it without a forward (None:
+        ask the model); only fgsm-cuap's groups depend on it, one perturbation per class."""
+        return None if self.prior is None else len(self.prior)
+
+    def choose(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: int
+    ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+        """Each sample's group, the number of groups, and the start the group's perturbation
+        is added to (None: none, the perturbation alone); by label (:meth:`groups`) here."""
+        group, count = self.groups(y, classes)
+        return group, count, None
+
     def _state(self, x: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The perturbations and momenta on ``x``'s device; drawn at the first batch (random
         points of the uap_eps sphere: corners for L-inf) and, under DDP, rank 0's taken."""
@@ -356,14 +369,15 @@ class UniversalPrior(SingleEpsStep):
         x = x.detach()
         model = getattr(attack_model, "_orig_mod", attack_model)
         with attack_mode(model, "train"), torch.enable_grad():  # running stats untouched
-            if self.prior is None:  # the number of classes from the first forward
+            known = self.known_classes()
+            if known is None:  # the number of classes from the first forward
                 with torch.no_grad():
-                    classes = model(x[:1]).shape[1]
-            else:
-                classes = len(self.prior)
-            group, count = self.groups(y, classes)
+                    known = model(x[:1]).shape[1]
+            classes = known
+            group, count, base = self.choose(model, x, y, classes)
             prior, momentum = self._state(x, count)
-            start = self.threat.project(prior[group].to(x.dtype), x)
+            rows = prior[group].to(x.dtype)
+            start = self.threat.project(rows if base is None else base + rows, x)
             x_start = (x + start).requires_grad_(True)
             start_logits = model(x_start)
             objective = functional.cross_entropy(start_logits.float(), y, reduction="sum")
