@@ -68,6 +68,31 @@ def test_tiny_bench_trains_evaluates_and_reports(tmp_path, capsys):
     assert set(state["done"]) >= {"train/fast", "train/pgd-2", "curves/fast"}
 
 
+@pytest.mark.slow  # two tiny benches: ~15 s idle
+def test_bench_evaluates_the_raw_weights_when_asked_and_retrains_nothing(tmp_path, capsys):
+    """``autoattack.weights``: raw evaluates the trained weights of a run that kept an
+    average, auto the average; switching reruns the evaluations only."""
+    protocol = tmp_path / "p.yaml"
+    tiny = {**TINY, "methods": ["fast"], "seeds": [0]}
+    tiny["training"] = {**TINY["training"], "weight_average": 0.5}
+    b = tmp_path / "b"
+    argv = ["bench", "--config", str(protocol), "--out", str(b), "--no-progress"]
+    report = b / "l2-1" / "seed-0" / "curves" / "robustness.json"
+    trained = b / "l2-1" / "seed-0" / "runs" / "fast" / "last.pt"
+    seen = {}
+    for weights in ("raw", "auto"):
+        protocol.write_text(yaml.safe_dump({**tiny, "autoattack": {**TINY["autoattack"],
+                                                                 "weights": weights}}))  # fmt: skip
+        assert main(argv) == 0, capsys.readouterr().err
+        seen[weights] = (json.loads(report.read_text()), trained.stat().st_mtime_ns)
+        said = {"raw": "the trained weights (not", "auto": "the weight average where"}[weights]
+        assert said in (b / "bench.md").read_text()
+    doc_raw, doc_auto = seen["raw"][0], seen["auto"][0]
+    assert [m["trained"]["weights"] for m in doc_raw["models"].values()] == ["raw"]
+    assert [m["trained"]["weights"] for m in doc_auto["models"].values()] == ["ema"]
+    assert seen["raw"][1] == seen["auto"][1]  # the run was not trained again
+
+
 def test_digits_default_is_the_bundled_file_and_every_method():
     written = yaml.safe_load((CONFIGS / "bench_digits.yaml").read_text())
     assert written == digits_protocol()

@@ -143,8 +143,8 @@ class BenchConfig:
         default_factory=lambda: EvaluationSection(attacks=["autoattack"], checkpoint="last")
     )
     """the headline evaluation at each threat's eps (and eps 0: clean accuracy); its
-    checkpoint (last: the final weights, as the FastAT Benchmark reports; or best) is the
-    weights of both evaluations"""
+    checkpoint (last: the final weights, as the FastAT Benchmark reports; or best) and its
+    weights (auto, ema or raw) are those of both evaluations"""
     pgd_curve: CurveSection = field(default_factory=CurveSection)
     collapse_ratio: float = setting(0.5, rule=in_range(0, 1))
     """a seed collapsed when its AutoAttack accuracy < this x the method's best seed's"""
@@ -174,7 +174,10 @@ class BenchConfig:
         """The study of one (threat, seed): the methods' runs and one evaluation."""
         section = self.pgd_curve if pgd else self.autoattack
         grid = [e * threat.eps for e in section.eps] if pgd else [0.0, threat.eps]
-        evaluation = dataclasses.replace(section, eps=grid, checkpoint=self.autoattack.checkpoint)
+        evaluation = dataclasses.replace(
+            section, eps=grid, checkpoint=self.autoattack.checkpoint,
+            weights=self.autoattack.weights,
+        )  # fmt: skip
         try:
             return StudyConfig(
                 title=self.title, dataset=self.dataset, data_dir=self.data_dir,

@@ -98,6 +98,14 @@ def _cells(row: MethodRow) -> list[str]:
     ]  # fmt: skip
 
 
+#: the autoattack section's ``weights`` in words
+_WEIGHTS = {
+    "auto": "the weight average where the run kept one",
+    "ema": "the weight average",
+    "raw": "the trained weights (not the average)",
+}
+
+
 def _setup(config: BenchConfig, device: torch.device) -> list[str]:
     from fastrobust.study.bench import collapse_criterion
     from fastrobust.timing.measure import describe_device
@@ -108,7 +116,7 @@ def _setup(config: BenchConfig, device: torch.device) -> list[str]:
     return [
         f"dataset {config.dataset}, model {config.model}, seeds {config.seeds}",
         f"training: {config.training or 'TrainConfig defaults'}",
-        f"AutoAttack: {attack} on {limit}, {aa.checkpoint}.pt of each run",
+        f"AutoAttack: {attack} on {limit}, {aa.checkpoint}.pt of each run, {_WEIGHTS[aa.weights]}",
         f"collapse: {collapse_criterion(config)}",
         f"costs: training wall-clock time relative to {config.baseline_label} under the same "
         f"threat model; measured on {describe_device(device)}",

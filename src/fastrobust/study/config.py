@@ -88,6 +88,10 @@ class EvaluationSection(CurveSettings):
     """eps grid; the training eps is added when missing"""
     checkpoint: Literal["best", "last"] = "best"
     """which weights of each run to study: best (the paper's Table I) or last"""
+    weights: Literal["auto", "ema", "raw"] = "auto"
+    """of runs trained with weight_average: auto (the average when the checkpoint has one),
+    ema (the average) or raw (the trained weights); every stage that loads a run's weights
+    loads these"""
 
     def curve_settings(self, study_seed: int) -> CurveSettings:
         """The curve's settings, the study's seed where none is set here."""

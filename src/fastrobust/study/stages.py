@@ -77,6 +77,18 @@ class StudyContext:
         """The weights of a run that the study evaluates (best.pt or last.pt)."""
         return self.folder.run(label) / f"{self.config.evaluation.checkpoint}.pt"
 
+    def load(self, path: Path, device: torch.device | None = None) -> torch.nn.Module:
+        """A run's model with the weights the study evaluates (``evaluation.weights``)."""
+        return load_model(
+            path, device=device or self.device, weights=self.config.evaluation.weights
+        )
+
+    def weights_digest(self, path: Path) -> str:
+        """The cache key's part for a run's weights: the file's digest, and which of its
+        weights are loaded when not the default (so keys of ``auto`` are as before)."""
+        weights = self.config.evaluation.weights
+        return file_digest(path) + ("" if weights == "auto" else f":{weights}")
+
     def need_checkpoint(self, label: str, stage: str) -> Path:
         path = self.checkpoint(label)
         if not path.is_file():
@@ -241,6 +253,7 @@ def evaluation_settings(ctx: StudyContext) -> EvaluationSettings:
         eps=list(cfg.evaluation.eps),
         dataset=cfg.dataset,
         data_dir=cfg.data_dir,
+        weights=cfg.evaluation.weights,
         progress=ctx.progress,
     )
 
@@ -255,11 +268,11 @@ def stage_curves(ctx: StudyContext) -> None:
     ctx.folder.curves.mkdir(parents=True, exist_ok=True)
     for spec in ctx.config.methods:
         ckpt = ctx.need_checkpoint(spec.label, "curves")
-        key = fingerprint(recorded, ctx.config.norm, file_digest(ckpt))
+        key = fingerprint(recorded, ctx.config.norm, ctx.weights_digest(ckpt))
         out = ctx.folder.curves / f"{spec.label}.json"
 
         def work(ckpt: Path = ckpt, out: Path = out, label: str = spec.label) -> list[Path]:
-            model = load_model(ckpt, device=ctx.device)
+            model = ctx.load(ckpt)
             # under torchrun each rank evaluates its own shard of the points; counts are merged
             curve = evaluate_model(
                 model, ctx.data, settings, label=label, device=ctx.device, world=ctx.world
@@ -287,15 +300,13 @@ def certified_curves(ctx: StudyContext) -> None:
     assert settings is not None
     settings.progress = ctx.progress
     ckpts = {s.label: ctx.need_checkpoint(s.label, "curves") for s in ctx.config.methods}
-    key = fingerprint(settings.record(), {k: file_digest(p) for k, p in ckpts.items()})
+    key = fingerprint(settings.record(), {k: ctx.weights_digest(p) for k, p in ckpts.items()})
 
     def work() -> list[Path]:
         from fastrobust.smoothing.report import read_empirical
 
         curves = {
-            label: certify_model(
-                load_model(p, device=ctx.device), ctx.data, settings, world=ctx.world
-            )
+            label: certify_model(ctx.load(p), ctx.data, settings, world=ctx.world)
             for label, p in ckpts.items()
         }
         if not ctx.is_main:
@@ -319,7 +330,7 @@ def plot_curves(ctx: StudyContext, settings: EvaluationSettings) -> list[Path]:
     for spec in ctx.config.methods:
         doc = json.loads((ctx.folder.curves / f"{spec.label}.json").read_text())
         ckpt = ctx.checkpoint(spec.label)
-        info = model_info(load_model(ckpt, device=torch.device("cpu")))
+        info = model_info(ctx.load(ckpt, torch.device("cpu")))
         curves[spec.label] = RobustnessCurve.from_dict(doc, info)
         paths[spec.label] = str(ckpt)
     world_size = ctx.world.world_size
@@ -409,7 +420,9 @@ def stage_figures(ctx: StudyContext) -> None:
     from fastrobust.represent import Budget, Norm
 
     fig_cfg, cfg = ctx.config.figures, ctx.config
-    digests = {s.label: file_digest(ctx.need_checkpoint(s.label, "figures")) for s in cfg.methods}
+    digests = {
+        s.label: ctx.weights_digest(ctx.need_checkpoint(s.label, "figures")) for s in cfg.methods
+    }
     budget = Budget(norm=cast(Norm, cfg.norm), steps=fig_cfg.steps)
     for tool in fig_cfg.tools:
         key = fingerprint(tool, fig_cfg.__dict__, cfg.seed, digests)
@@ -417,7 +430,7 @@ def stage_figures(ctx: StudyContext) -> None:
 
         def work(tool: str = tool, out: Path = out) -> list[Path]:
             panels = [
-                figures.Panel(s.label, load_model(ctx.checkpoint(s.label), device=ctx.device),
+                figures.Panel(s.label, ctx.load(ctx.checkpoint(s.label)),
                               str(ctx.checkpoint(s.label)))
                 for s in cfg.methods
             ]  # fmt: skip
@@ -525,14 +538,16 @@ def stage_alignment(ctx: StudyContext) -> None:
     from fastrobust.imaging import save_tensors
 
     al, cfg = ctx.config.alignment, ctx.config
-    digests = {s.label: file_digest(ctx.need_checkpoint(s.label, "alignment")) for s in cfg.methods}
+    digests = {
+        s.label: ctx.weights_digest(ctx.need_checkpoint(s.label, "alignment")) for s in cfg.methods
+    }
     judges = build_judges(ctx)
     judge_ids = fingerprint(
         [(j.name, file_digest(ctx.folder.judges / f"judge-{j.name}" / "last.pt"))
          if isinstance(j, ModelJudge) else j.name for j in judges]
     )  # fmt: skip
     ctx.folder.alignment.mkdir(parents=True, exist_ok=True)
-    first = load_model(ctx.checkpoint(cfg.methods[0].label), device=ctx.device)
+    first = ctx.load(ctx.checkpoint(cfg.methods[0].label))
     x_all, y_all = source_pool(ctx, first)
     judges_file = ctx.folder.alignment / "judges.json"
 
@@ -554,7 +569,7 @@ def stage_alignment(ctx: StudyContext) -> None:
         out = ctx.folder.alignment / f"{spec.label}.json"
 
         def work(label: str = spec.label, out: Path = out) -> list[Path]:
-            model = load_model(ctx.checkpoint(label), device=ctx.device)
+            model = ctx.load(ctx.checkpoint(label))
             scores, images = score_model(
                 model, label, x_all[idx.to(x_all.device)], targets, judges, al.budgets,
                 steps=al.steps, bootstrap=al.bootstrap, seed=cfg.seed,
