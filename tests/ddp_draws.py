@@ -1,0 +1,138 @@
+"""Per-sample random draws for comparing a DDP run with a one-process run (issue 21).
+
+Two gloo ranks with half the global batch each cannot equal one process as methods run: each
+rank draws its random starts and noise from its own stream, and draws them for its half of the
+batch. :func:`per_sample_draws` replaces every draw a training method makes *for the batch* (a
+tensor with one row per sample of the batch: ``ThreatModel.sample``, ``torch.rand_like`` /
+``torch.randn_like`` and ``torch.rand`` / ``torch.randn`` with the batch along dimension 0 or 1)
+by rows each drawn from a generator seeded with the sample's index in the training set, the
+epoch and the draw's place in the batch's sequence of draws. A sample then gets the same noise
+whichever process trains on it and whatever else is in its batch, while each draw keeps its
+distribution (the real samplers run, from those generators).
+
+What is left to the process's own stream: draws that are not per sample (a scalar, a tensor
+of another length). A method whose result depends on those must make every rank use the same
+draw for DDP to equal one process; the comparison in tests/test_ddp_methods.py then finds out
+whether it does, since rank 0's stream is the one-process stream and rank 1's is another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from fastrobust.attacks.threat import ThreatModel
+from fastrobust.data.loader import InMemoryLoader
+
+
+@dataclass
+class _Batch:
+    """The training batch being trained on: its sample indices, epoch, and draws so far."""
+
+    indices: list[int]
+    epoch: int
+    draws: int = 0
+    generators: list[torch.Generator] = field(default_factory=list)
+
+    def rows(self, n: int) -> list[torch.Generator] | None:
+        """One generator per sample for the batch's next draw of ``n`` rows (None: not a
+        draw for this batch)."""
+        if n != len(self.indices):
+            return None
+        self.draws += 1
+        out = []
+        for index in self.indices:
+            g = torch.Generator()
+            g.manual_seed((index * 1_000_003 + self.epoch) * 10_007 + self.draws)
+            out.append(g)
+        return out
+
+
+_current: list[_Batch | None] = [None]
+
+
+def _size(args: tuple[Any, ...]) -> tuple[int, ...]:
+    if len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size)):
+        return tuple(args[0])
+    return tuple(int(a) for a in args)
+
+
+def _per_row(
+    original: Callable[..., torch.Tensor], shape: tuple[int, ...], kwargs: dict[str, Any]
+) -> torch.Tensor | None:
+    """``original(shape)`` drawn row by row along the batch dimension (0, else 1), or None."""
+    batch = _current[0]
+    if batch is None or kwargs.get("generator") is not None or not shape:
+        return None
+    for dim in (0, 1)[: len(shape)]:
+        gens = batch.rows(shape[dim])
+        if gens is not None:
+            row = shape[:dim] + shape[dim + 1 :]
+            draws = [original(row, **(kwargs | {"generator": g})) for g in gens]
+            return torch.stack(draws, dim)
+    return None
+
+
+def _sized(original: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    def draw(*args: Any, **kwargs: Any) -> torch.Tensor:
+        out = _per_row(original, _size(args), kwargs)
+        return original(*args, **kwargs) if out is None else out
+
+    return draw
+
+
+def _like(sized: Callable[..., torch.Tensor], original: Callable[..., torch.Tensor]):
+    def draw(t: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        options = {
+            "dtype": kwargs.get("dtype") or t.dtype,
+            "device": kwargs.get("device") or t.device,
+        }
+        out = _per_row(sized, tuple(t.shape), options)
+        return original(t, **kwargs) if out is None else out
+
+    return draw
+
+
+@contextlib.contextmanager
+def per_sample_draws() -> Iterator[None]:
+    """Within the block, a training batch's random draws are per sample (module docstring)."""
+    saved = {name: getattr(torch, name) for name in ("rand", "randn", "rand_like", "randn_like")}
+    sample, iterate = ThreatModel.sample, InMemoryLoader.__iter__
+
+    def per_sample(
+        self: ThreatModel, x: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        batch = _current[0]
+        gens = None
+        if batch is not None and generator is None and isinstance(self.eps, float):
+            gens = batch.rows(len(x))
+        if gens is None:
+            return sample(self, x, generator=generator)
+        return torch.cat([sample(self, x[i : i + 1], generator=g) for i, g in enumerate(gens)])
+
+    def batches(self: InMemoryLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        try:
+            for x, y in iterate(self):
+                assert self.batch_indices is not None
+                _current[0] = _Batch(self.batch_indices.tolist(), self.epoch)
+                yield x, y
+        finally:
+            _current[0] = None
+
+    torch.rand, torch.randn = _sized(saved["rand"]), _sized(saved["randn"])
+    torch.rand_like = _like(saved["rand"], saved["rand_like"])
+    torch.randn_like = _like(saved["randn"], saved["randn_like"])
+    ThreatModel.sample = per_sample  # type: ignore[method-assign]
+    InMemoryLoader.__iter__ = batches  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(torch, name, fn)
+        ThreatModel.sample = sample  # type: ignore[method-assign]
+        InMemoryLoader.__iter__ = iterate  # type: ignore[method-assign]
+        _current[0] = None
