@@ -14,6 +14,10 @@ What is left to the process's own stream: draws that are not per sample (a scala
 of another length). A method whose result depends on those must make every rank use the same
 draw for DDP to equal one process; the comparison in tests/test_ddp_methods.py then finds out
 whether it does, since rank 0's stream is the one-process stream and rank 1's is another.
+
+:func:`method_steps` runs two training steps of a method, on one process or (under a process
+group) through DDP, for the methods with a term or a draw of the whole batch
+(:data:`BATCH_TERMS`; the test is in tests/test_distributed.py).
 """
 
 from __future__ import annotations
@@ -24,9 +28,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
+from fastrobust import distributed
 from fastrobust.attacks.threat import ThreatModel
+from fastrobust.data import load_dataset
+from fastrobust.data.base import to_float
 from fastrobust.data.loader import InMemoryLoader
+from fastrobust.training.config import AttackConfig
+from fastrobust.training.methods import build_method, method_class
+from fastrobust.training.setup import wrap_for_training
 
 
 @dataclass
@@ -98,6 +109,17 @@ def _like(sized: Callable[..., torch.Tensor], original: Callable[..., torch.Tens
 
 
 @contextlib.contextmanager
+def batch(indices: list[int], epoch: int = 0) -> Iterator[None]:
+    """Within the block (and :func:`per_sample_draws`), the batch trained on is the samples
+    ``indices`` in ``epoch`` (what the patched loader says for a run)."""
+    _current[0] = _Batch(list(indices), epoch)
+    try:
+        yield
+    finally:
+        _current[0] = None
+
+
+@contextlib.contextmanager
 def per_sample_draws() -> Iterator[None]:
     """Within the block, a training batch's random draws are per sample (module docstring)."""
     saved = {name: getattr(torch, name) for name in ("rand", "randn", "rand_like", "randn_like")}
@@ -136,3 +158,64 @@ def per_sample_draws() -> Iterator[None]:
         ThreatModel.sample = sample  # type: ignore[method-assign]
         InMemoryLoader.__iter__ = iterate  # type: ignore[method-assign]
         _current[0] = None
+
+
+# -- two training steps of a method with a term or a draw of the whole batch -------------------
+#: the methods whose loss or attack reads the whole batch (NuAT's nuclear norm, N-AAER's share
+#: and means of the abnormal examples, FGSM-PCO's gap of two batch means) or draws one value
+#: for it (LIET's noise share and sign), and whether each half of the batch alone trains
+#: otherwise in :func:`method_steps` (FGSM-PCO's halves have gaps of one sign there, as usual,
+#: where the halves' ``|gap|`` average to the whole batch's)
+BATCH_TERMS = {"nuat": True, "n-aaer": True, "fgsm-pco": False, "liet": True}
+GLOBAL = 32  # images in the global batch of :func:`method_steps`
+
+
+def method_norm(name: str) -> dict[str, Any]:
+    """The norm and eps a method is compared under: L2 1.0, L-inf 0.1 for the L-inf-only."""
+    norms = method_class(name).norms
+    return {"norm": "l2", "eps": 1.0} if norms is None else {"norm": norms[0], "eps": 0.1}
+
+
+class Wiggly(nn.Module):
+    """A linear map of ``sin(30 x)``: the loss is far from linear at the eps scale (as after
+    catastrophic overfitting), so single steps lower the loss of some images (N-AAER's
+    abnormal examples; a small CNN at its initial weights has none)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(64, 10)
+        with torch.no_grad():
+            self.linear.weight.mul_(5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(torch.sin(30 * x.flatten(1)))
+
+
+def method_steps(name: str, rows: torch.Tensor, seed: int) -> list[dict[str, torch.Tensor]]:
+    """Weight gradients and loss of two training steps of method ``name`` on the digits
+    ``rows`` (of the first :data:`GLOBAL`), label smoothing 0.1: nuat's second step is
+    guided, fgsm-pco's and liet's state carries over. Under a process group the weight update
+    goes through DDP and the gradients are the ranks' mean. ``seed``: the random stream after
+    the model is built (0: the one-process stream, which rank 0 keeps)."""
+    data = load_dataset("digits")
+    x, y = to_float(data.train_x[rows]), data.train_y[rows]
+    torch.manual_seed(0)
+    model: nn.Module = Wiggly()
+    if seed:
+        torch.manual_seed(seed)
+    world = distributed.world_info_from_env()
+    cpu = torch.device("cpu")
+    model, train_model = wrap_for_training(model, world, cpu, sync_bn=False, compile_model=False)
+    method = build_method(AttackConfig(method=name, **method_norm(name)))
+    method.label_smoothing = 0.1
+    method.start_epoch(1, 2)  # nuat: a regulariser weight > 0
+    out = []
+    for step in range(2):
+        method.start_batch(rows, GLOBAL)
+        with per_sample_draws(), batch(rows.tolist(), epoch=step):
+            loss, _ = method.loss(train_model, model, x, y)
+        model.zero_grad()
+        loss.backward()
+        grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+        out.append(grads | {"loss": loss.detach().clone()})
+    return out
