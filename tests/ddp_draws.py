@@ -12,8 +12,8 @@ distribution (the real samplers run, from those generators).
 
 What is left to the process's own stream: draws that are not per sample (a scalar, a tensor
 of another length). A method whose result depends on those must make every rank use the same
-draw for DDP to equal one process; the comparison in tests/test_ddp_methods.py then finds out
-whether it does, since rank 0's stream is the one-process stream and rank 1's is another.
+draw for DDP to equal one process; the comparisons (tests/test_distributed.py,
+tests/test_ddp_methods.py) then find out whether it does, since rank 0's stream is the one-process stream and rank 1's is another.
 
 :func:`method_steps` runs two training steps of a method, on one process or (under a process
 group) through DDP, for the methods with a term or a draw of the whole batch
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -47,7 +47,6 @@ class _Batch:
     indices: list[int]
     epoch: int
     draws: int = 0
-    generators: list[torch.Generator] = field(default_factory=list)
 
     def rows(self, n: int) -> list[torch.Generator] | None:
         """One generator per sample for the batch's next draw of ``n`` rows (None: not a
@@ -76,11 +75,11 @@ def _per_row(
     original: Callable[..., torch.Tensor], shape: tuple[int, ...], kwargs: dict[str, Any]
 ) -> torch.Tensor | None:
     """``original(shape)`` drawn row by row along the batch dimension (0, else 1), or None."""
-    batch = _current[0]
-    if batch is None or kwargs.get("generator") is not None or not shape:
+    current = _current[0]
+    if current is None or kwargs.get("generator") is not None or not shape:
         return None
     for dim in (0, 1)[: len(shape)]:
-        gens = batch.rows(shape[dim])
+        gens = current.rows(shape[dim])
         if gens is not None:
             row = shape[:dim] + shape[dim + 1 :]
             draws = [original(row, **(kwargs | {"generator": g})) for g in gens]
@@ -96,7 +95,9 @@ def _sized(original: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]
     return draw
 
 
-def _like(sized: Callable[..., torch.Tensor], original: Callable[..., torch.Tensor]):
+def _like(
+    sized: Callable[..., torch.Tensor], original: Callable[..., torch.Tensor]
+) -> Callable[..., torch.Tensor]:
     def draw(t: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         options = {
             "dtype": kwargs.get("dtype") or t.dtype,
@@ -128,10 +129,10 @@ def per_sample_draws() -> Iterator[None]:
     def per_sample(
         self: ThreatModel, x: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        batch = _current[0]
+        current = _current[0]
         gens = None
-        if batch is not None and generator is None and isinstance(self.eps, float):
-            gens = batch.rows(len(x))
+        if current is not None and generator is None and isinstance(self.eps, float):
+            gens = current.rows(len(x))
         if gens is None:
             return sample(self, x, generator=generator)
         return torch.cat([sample(self, x[i : i + 1], generator=g) for i, g in enumerate(gens)])
