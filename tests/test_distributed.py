@@ -20,6 +20,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
+import ddp_draws
 from cifar_files import write_cifar10
 from conftest import tiny_config
 from fastrobust import distributed
@@ -168,6 +169,9 @@ def _ddp_worker(root: str) -> None:
     trainer = Trainer(cfgs["smoothadv"], dataset=data)
     trainer.fit()
     torch.save(trainer.model.state_dict(), out / f"smoothadv-rank{rank}.pt")
+    rows = torch.arange(rank, ddp_draws.GLOBAL, 2)  # the sampler deals rank r r, r+2, ...
+    for name in ddp_draws.BATCH_TERMS:  # two steps of each method with a whole-batch term
+        torch.save(ddp_draws.method_steps(name, rows, rank), out / f"steps-{name}-rank{rank}.pt")
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +219,29 @@ def test_two_ranks_match_one_process_without_batchnorm(ddp_runs, tmp_path, digit
     assert any(not torch.equal(one_avg[k], one[k]) for k in one)  # the average is not the last
     for k in one_avg:
         torch.testing.assert_close(two_avg[k], one_avg[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+@pytest.mark.parametrize("name", ddp_draws.BATCH_TERMS)
+def test_whole_batch_terms_under_ddp_are_the_global_batchs(ddp_runs, name):
+    """NuAT's nuclear norm, N-AAER's abnormal share and means, FGSM-PCO's gap of batch means
+    and LIET's batch draws: under DDP each is the global batch's (issue 21), so 2 ranks' weight
+    gradients and mean loss equal one process's, per-sample draws alike (tests/ddp_draws.py);
+    each half on its own, with its own stream (as DDP without that), would differ."""
+    ranks = [_weights(ddp_runs / f"steps-{name}-rank{r}.pt") for r in range(2)]
+    g = ddp_draws.GLOBAL
+    one = ddp_draws.method_steps(name, torch.arange(g), 0)
+    halves = [ddp_draws.method_steps(name, torch.arange(r, g, 2), r) for r in range(2)]
+    apart = 0.0
+    for step in range(2):
+        mine, theirs = ranks[0][step], ranks[1][step]
+        loss = (mine.pop("loss") + theirs.pop("loss")) / 2  # the epoch's reported mean
+        torch.testing.assert_close(loss, one[step].pop("loss"), rtol=1e-5, atol=1e-6)
+        for k, v in one[step].items():
+            assert torch.equal(mine[k], theirs[k]), k  # DDP's mean gradient
+            torch.testing.assert_close(mine[k], v, rtol=1e-4, atol=1e-6)
+            naive = (halves[0][step][k] + halves[1][step][k]) / 2
+            apart = max(apart, float((naive - v).abs().max() / v.abs().max()))
+    assert (apart > 1e-2) == ddp_draws.BATCH_TERMS[name], apart
 
 
 def test_ddp_run_folder_written_once(ddp_runs):

@@ -58,6 +58,7 @@ from fastrobust.attacks.threat import per_sample, project_box
 from fastrobust.errors import ConfigError
 from fastrobust.settings import at_least, check_settings, in_range, non_negative, setting
 from fastrobust.training.collapse_resistant import SingleEpsStep
+from fastrobust.training.global_batch import gather_rows, global_term
 from fastrobust.training.methods import AttackSettings, register_method
 
 #: bytes per buffered value (float32)
@@ -279,11 +280,13 @@ class PriorCombinedFGSM(PriorGuidedFGSM):
         logits = train_model(x + combined.detach())
         fgsm_logits = train_model(x + fgsm.detach())
         mse = functional.mse_loss
-        gap = mse(fgsm_logits.float(), start_logits.float()) - mse(
-            fgsm_logits.float(), logits.float()
+        # the gap of two means over the global batch (every rank's rows under DDP)
+        fgsm_all, start_all, all_ = (
+            gather_rows(t.float()) for t in (fgsm_logits, start_logits, logits)
         )
+        gap = mse(fgsm_all, start_all) - mse(fgsm_all, all_)
         ce = self.criterion(logits, targets)
-        return ce + self.weight * gap.abs(), logits
+        return ce + global_term(self.weight * gap.abs()), logits
 
     def describe(self) -> str:
         return (

@@ -47,6 +47,7 @@ from fastrobust.attacks.threat import ThreatModel
 from fastrobust.errors import ConfigError
 from fastrobust.settings import at_least, check_settings, in_range, non_negative, setting
 from fastrobust.training.collapse_resistant import SingleEpsStep
+from fastrobust.training.global_batch import gather_rows, global_term, shared_draw
 from fastrobust.training.methods import AttackSettings, Fast, TrainingMethod, register_method
 from fastrobust.training.perturbations import nfgsm_default_noise_factor, nfgsm_noise, nfgsm_step
 
@@ -180,8 +181,11 @@ class GuidedStep(SingleEpsStep):
         x_adv = self.perturb(attack_model, x, y)
         adv = train_model(x_adv)
         clean = train_model(x)
-        penalty = self.distance(clean, adv) / len(y)
-        return self.criterion(clean, y) + self.weight * penalty, adv
+        return self.criterion(clean, y) + self.weight * self.penalty(clean, adv), adv
+
+    def penalty(self, clean: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+        """The weight update's regulariser: the distance per sample of the batch."""
+        return self.distance(clean, adv) / len(clean)
 
 
 @register_method("nuat")
@@ -195,7 +199,13 @@ class NuAT(GuidedStep):
         self.weight = cast(NuATOptions, self.options).nuat_max * epoch / max(total, 1)
 
     def distance(self, clean: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-        return nuclear_norm(clean - other)
+        """The nuclear norm of the global batch's logit differences (under DDP every rank's
+        rows, its own differentiable: the papers' norm is the batch matrix's)."""
+        return nuclear_norm(gather_rows(clean - other))
+
+    def penalty(self, clean: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+        diff = gather_rows(clean - adv)
+        return global_term(nuclear_norm(diff) / len(diff))
 
     def describe(self) -> str:
         return f"NuAT {self.threat} step {self.step_size:g} weight {self.weight:.3g}"
@@ -354,7 +364,9 @@ class NoiseAAER(SingleEpsStep):
         delta = nfgsm_step(self.threat, x, noise, grad.detach(), self.step_size)
         logits = train_model(x + delta)
         losses = cross_entropy_per_sample(logits.float(), y)
-        term = self.penalty(before.detach(), loss_before.detach(), logits, losses)
+        # the abnormal share and means are the global batch's (every rank's rows under DDP)
+        rows = (before.detach(), loss_before.detach(), logits, losses)
+        term = global_term(self.penalty(*(gather_rows(t) for t in rows)))
         return self.criterion(logits, y) + term, logits
 
     def penalty(
@@ -463,10 +475,11 @@ class LIET(SingleEpsStep):
             self.start_of_class = self.class_starts(model, x).detach()
         self.batch += 1
         low, high = self.opts.liet_mask_min, self.opts.liet_mask_max
-        share = low + (high - low) * float(torch.rand(()))
+        # one noise share and one sign for the batch: under DDP rank 0's, for the global batch
+        share = low + (high - low) * shared_draw(float(torch.rand(())))
         delta = self.start_of_class[y].to(x.dtype)
         delta = torch.where(torch.rand_like(x) < share, self.threat.sample(x), delta)
-        if float(torch.rand(())) < 0.5:
+        if shared_draw(float(torch.rand(()))) < 0.5:
             delta = -delta
         start = self.threat.project(delta, x)
         x_start = (x + start).requires_grad_(True)
