@@ -239,10 +239,17 @@ def decoded_batches(
     processes = min(workers, len(batches))
     extra: dict[str, Any] = {"prefetch_factor": prefetch} if processes > 0 else {}
     loader = DataLoader(_Decoded(x), batch_sampler=batches, num_workers=processes, **extra)
+    iterator = iter(loader)
     try:
-        yield from loader
+        yield from iterator
     except DataError as exc:  # raised in a worker: torch puts its traceback in the text
         raise DataError(worker_message(str(exc)), field=exc.field) from None
+    finally:
+        # the workers stop now (an error, a caller that stops early), not whenever the
+        # garbage collector reaches a traceback that still holds the iterator
+        stop = getattr(iterator, "_shutdown_workers", None)
+        if stop is not None:
+            stop()
 
 
 def _tensor_batches(

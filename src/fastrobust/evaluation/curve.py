@@ -471,7 +471,7 @@ def _curve_for_run(
                 chunk=run.first_chunk + c,
                 bar=bar,
             )  # fmt: skip
-            for c, (lo, x_chunk) in enumerate(zip(range(0, n, settings.batch_size), batches))
+            for c, (x_chunk, lo) in enumerate(zip(batches, range(0, n, settings.batch_size)))
         ]
         curve = _assemble(chunks, base, eps_values, budget_, settings, data_info, info, notes)
         curve.time_s = time.perf_counter() - started

@@ -126,7 +126,7 @@ class CheckInputs:
         the next batches while this one is checked."""
         order = torch.arange(len(self.y)) if idx is None else idx
         xs = decoded_batches(self.x, self.batch_size, indices=idx, workers=self.workers)
-        for lo, x in zip(range(0, len(order), self.batch_size), xs):
+        for x, lo in zip(xs, range(0, len(order), self.batch_size)):
             b = order[lo : lo + self.batch_size]
             yield b, as_float_images(x.to(self.device)), self.y[b].to(self.device)
 

@@ -135,7 +135,7 @@ def _certify_shard(
     step = POINTS_PER_BATCH if isinstance(x_all, LazyImages) else max(len(points), 1)
     out, spent = Certificates(), 0.0
     batches = decoded_batches(x_all, step, indices=points, workers=settings.workers)
-    for lo, xb in zip(range(points.start, points.stop, step), batches):
+    for xb, lo in zip(batches, range(points.start, points.stop, step)):
         part = certify_points(
             model, _floats(xb, device), y_all[lo : lo + step], smoothing, first_index=lo
         )

@@ -116,7 +116,7 @@ def evaluate_split(
     was_training = model.training
     model.eval()
     batches = decoded_batches(x_uint8, batch_size, indices=idx, workers=workers)
-    for start, xb in zip(range(0, len(idx), batch_size), batches):
+    for xb, start in zip(batches, range(0, len(idx), batch_size)):
         b = idx[start : start + batch_size]
         clean, adv = _correct(model, to_float(xb.to(device)), y[b].to(device), threat, steps)
         counts += torch.stack([clean, adv, torch.tensor(len(b), device=device)])
