@@ -9,21 +9,33 @@ workers, and repeats on resume) and applied per image in the worker.
 Disk images of 64 px and more get ImageNet's random-resized crop of the original photo instead
 (:mod:`fastrobust.data.imagenet_augment`): one seed per sample and epoch from the same stream,
 so that crop too is the same whatever the number of processes or workers.
+
+Outside training (validation, the test-set numbers of a run, ``fastrobust eval`` and
+``fastrobust certify``) the images of a disk dataset are decoded by :func:`decoded_batches`
+(and :func:`decoded`): ``workers`` DataLoader processes decode the next batches while the
+attacks run on this one; in-memory tensors pass through untouched.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from fastrobust.data.base import ImageDataset, to_float
-from fastrobust.data.imagefolder import LazyImages
+from fastrobust.data.imagefolder import LazyImages, decode_check_sample
 from fastrobust.data.imagenet_augment import ResizedCropOptions, augment_file, sample_seeds
 from fastrobust.data.loader import InMemoryLoader, ShardedLoader, crop_and_flip
 from fastrobust.errors import DataError
+
+WORKERS = 2
+"""DataLoader worker processes decoding a disk dataset, by default (training, eval, certify)"""
+PREFETCH = 2
+"""batches each worker decodes ahead of the one in use (DataLoader's prefetch_factor)"""
+
+Indices = torch.Tensor | Sequence[int] | range
 
 
 class AugmentedImages(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -183,3 +195,124 @@ def make_loader(
             data.train_x, data.train_y, batch_size, workers=workers, resized_crop=resized, **common
         )
     return InMemoryLoader(data.train_x, data.train_y, batch_size, **common)
+
+
+class _Decoded(Dataset[torch.Tensor]):
+    """Map-style dataset: ``i -> uint8 image i`` of a :class:`LazyImages` (no augmentation)."""
+
+    def __init__(self, images: LazyImages) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images.load(i)
+
+
+def decoded_batches(
+    x: torch.Tensor | LazyImages,
+    batch_size: int,
+    *,
+    indices: Indices | None = None,
+    workers: int = WORKERS,
+    prefetch: int = PREFETCH,
+) -> Iterator[torch.Tensor]:
+    """The images ``indices`` of ``x`` (all of them, in order, when None), ``batch_size`` at
+    a time and in order: ``x[indices[0:b]]``, ``x[indices[b:2b]]``, ...
+
+    A :class:`LazyImages` is decoded by ``workers`` DataLoader processes (0: in this
+    process), each ``prefetch`` batches ahead, so the caller works on batch i while they
+    decode the next ones; the bytes are those :meth:`LazyImages.load` gives in this process.
+    A file that cannot be decoded raises the worker's one-line DataError naming it. A tensor
+    passes through as it is indexed today: slices (views) for None or a range, else
+    ``x[index batch]``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not isinstance(x, LazyImages):
+        yield from _tensor_batches(x, batch_size, indices)
+        return
+    order = list(range(len(x))) if indices is None else _as_list(indices)
+    batches = [order[lo : lo + batch_size] for lo in range(0, len(order), batch_size)]
+    if not batches:
+        return
+    processes = min(workers, len(batches))
+    extra: dict[str, Any] = {"prefetch_factor": prefetch} if processes > 0 else {}
+    loader = DataLoader(_Decoded(x), batch_sampler=batches, num_workers=processes, **extra)
+    iterator = iter(loader)
+    try:
+        yield from iterator
+    except DataError as exc:  # raised in a worker: torch puts its traceback in the text
+        raise DataError(worker_message(str(exc)), field=exc.field) from None
+    finally:
+        # the workers stop now (an error, a caller that stops early), not whenever the
+        # garbage collector reaches a traceback that still holds the iterator
+        stop = getattr(iterator, "_shutdown_workers", None)
+        if stop is not None:
+            stop()
+
+
+def _tensor_batches(
+    x: torch.Tensor, batch_size: int, indices: Indices | None
+) -> Iterator[torch.Tensor]:
+    if indices is None or (isinstance(indices, range) and indices.step == 1):
+        start, stop = (0, len(x)) if indices is None else (indices.start, indices.stop)
+        for lo in range(start, stop, batch_size):
+            yield x[lo : min(lo + batch_size, stop)]
+        return
+    idx = _index_tensor(indices)
+    for lo in range(0, len(idx), batch_size):
+        yield x[idx[lo : lo + batch_size]]
+
+
+def _index_tensor(indices: Indices) -> torch.Tensor:
+    if isinstance(indices, torch.Tensor):
+        return indices
+    return torch.tensor(_as_list(indices), dtype=torch.long)
+
+
+def _as_list(indices: Indices) -> list[int]:
+    if isinstance(indices, torch.Tensor):
+        return [int(i) for i in indices.flatten().tolist()]
+    return [int(i) for i in indices]
+
+
+def decoded(
+    x: torch.Tensor | LazyImages, indices: Indices, *, workers: int = WORKERS
+) -> torch.Tensor:
+    """The images ``indices`` of ``x`` as one tensor: ``x[indices]`` (a slice view for a
+    range of a tensor), a :class:`LazyImages` decoded by ``workers`` processes, each taking
+    an equal share (see :func:`decoded_batches`)."""
+    if not isinstance(x, LazyImages):
+        if isinstance(indices, range) and indices.step == 1:
+            return x[indices.start : indices.stop]
+        return x[_index_tensor(indices)]
+    order = _as_list(indices)
+    if not order:
+        return x[[]]
+    share = -(-len(order) // max(workers, 1))
+    return torch.cat(list(decoded_batches(x, share, indices=order, workers=workers)))
+
+
+def head(x: torch.Tensor | LazyImages, n: int, *, workers: int = WORKERS) -> torch.Tensor:
+    """The first ``n`` images of ``x`` (``x[:n]``; decoded by ``workers`` processes when on
+    disk): the probe a model-fits-data or logits check runs on."""
+    return decoded(x, range(min(n, len(x))), workers=workers)
+
+
+def check_decodable(
+    images: LazyImages,
+    indices: Sequence[int] | None = None,
+    *,
+    seed: int = 0,
+    workers: int = WORKERS,
+    batch_size: int = 64,
+) -> int:
+    """Decode the images at ``indices`` (all when None) with ``workers`` processes, so that a
+    corrupt file stops a run before training rather than at its first validation; above
+    :data:`~fastrobust.data.imagefolder.DECODE_CHECK_IMAGES` a random sample of that many
+    (drawn with ``seed``) is decoded. Returns how many were."""
+    picked = decode_check_sample(images, indices, seed=seed)
+    for _ in decoded_batches(images, batch_size, indices=picked, workers=workers):
+        pass  # a DataError naming the file if one cannot be decoded
+    return len(picked)

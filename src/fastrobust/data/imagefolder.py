@@ -137,6 +137,13 @@ class LazyImages:
         """Decode image ``i`` as ``C x H x W`` uint8."""
         return decode_image(self.files[i], self.size, self.channels, resize_ratio=self.resize_ratio)
 
+    def take(self, indices: torch.Tensor | Sequence[int]) -> LazyImages:
+        """The images ``indices`` as a LazyImages of their own (nothing decoded): a subset
+        stays on disk until a loader decodes it."""
+        idx = indices.tolist() if isinstance(indices, torch.Tensor) else indices
+        files = [self.files[int(i)] for i in idx]
+        return LazyImages(files, self.size, self.channels, resize_ratio=self.resize_ratio)
+
     def __getitem__(self, key: int | slice | torch.Tensor | Sequence[int]) -> torch.Tensor:
         if isinstance(key, int | np.integer):
             return self.load(int(key))
@@ -227,20 +234,18 @@ def _check_size(image_size: int | None) -> None:
         raise ConfigError(f"image_size must be a positive integer, got {image_size!r}")
 
 
-def check_decodable(
+def decode_check_sample(
     images: LazyImages, indices: Sequence[int] | None = None, *, seed: int = 0
-) -> int:
-    """Decode the images at ``indices`` (all when None) so that a corrupt file stops a run
-    before training rather than at its first validation; above :data:`DECODE_CHECK_IMAGES`
-    a random sample of that many (drawn with ``seed``) is decoded. Returns how many were."""
+) -> list[int]:
+    """The images a corrupt-file check before training decodes: those at ``indices`` (all
+    when None), or above :data:`DECODE_CHECK_IMAGES` a random sample of that many drawn with
+    ``seed`` (:func:`fastrobust.data.disk_loader.check_decodable` decodes them)."""
     picked = list(range(len(images)) if indices is None else indices)
     if len(picked) > DECODE_CHECK_IMAGES:
         generator = torch.Generator().manual_seed(seed)
         order = torch.randperm(len(picked), generator=generator)[:DECODE_CHECK_IMAGES]
         picked = [picked[i] for i in order.tolist()]
-    for i in picked:
-        images.load(i)  # a DataError naming the file if it cannot be decoded
-    return len(picked)
+    return picked
 
 
 # ------------------------------------------------------------------------------ datasets

@@ -62,6 +62,7 @@ from fastrobust.attacks.contract import (
 from fastrobust.attacks.registry import VERSIONS, RunSettings, SeededRuns, attack_spec
 from fastrobust.attacks.restarts import worst_case_over_restarts
 from fastrobust.attacks.threat import ThreatModel, threat_model
+from fastrobust.data.disk_loader import WORKERS, decoded_batches, head
 from fastrobust.errors import ConfigError, DataError
 from fastrobust.evaluation.inputs import Data, as_float_images, data_tensors, validate_eps_list
 from fastrobust.evaluation.masking import CheckInputs, run_checks
@@ -286,6 +287,8 @@ class CurveRun:
     """the chunks are numbered from here in the random-start keys: points ``lo..hi`` of a
     larger set, ``lo = first_chunk * batch_size``, then get the starts they get in the whole
     set (:mod:`fastrobust.evaluation.sharding` evaluates a shard so)"""
+    workers: int = WORKERS
+    """DataLoader processes decoding images on disk while the attacks run (0: this one)"""
 
 
 def robustness_curve(
@@ -297,6 +300,7 @@ def robustness_curve(
     *,
     device: str | torch.device | None = None,
     progress: bool = False,
+    workers: int = WORKERS,
 ) -> RobustnessCurve:
     """Adversarial accuracy at each eps of ``eps_list`` (Goodwin et al. 2020, Figure 2).
 
@@ -319,14 +323,17 @@ def robustness_curve(
     whose random start is then used). Attack work runs only on still-robust samples; see the
     module docstring for why the result is nonetheless the same as the plain loop's. With
     ``settings.checks`` the gradient-masking checks run on up to ``check_size`` samples each
-    and are returned in ``.checks`` / ``.warnings``.
+    and are returned in ``.checks`` / ``.warnings``. Images on disk (an imagefolder's
+    :class:`~fastrobust.data.imagefolder.LazyImages`) are decoded by ``workers`` DataLoader
+    processes, the next chunks while this one is attacked (0: in this process); the curve
+    does not depend on it.
     """
     if settings is not None and not isinstance(settings, CurveSettings):
         raise ConfigError(
             f"settings must be a CurveSettings (e.g. CurveSettings(steps=10)), got "
             f"{type(settings).__name__}"
         )
-    run = CurveRun(device=device, progress=progress)
+    run = CurveRun(device=device, progress=progress, workers=workers)
     return curve_for_run(model, data, threat_name, eps_list, settings or CurveSettings(), run)
 
 
@@ -375,14 +382,14 @@ def _fit_to_classes(budget_: _Budget, outputs: int) -> tuple[_Budget, list[str]]
 
 
 def _refuse_probabilities(
-    model: Model, x_all: torch.Tensor, dev: torch.device, budget_: _Budget
+    model: Model, x_all: torch.Tensor, dev: torch.device, budget_: _Budget, workers: int
 ) -> None:
     """AutoAttack's attacks (DLR and targeted losses, FAB, Square's margin) need logits."""
     needs_logits = any(attack_spec(name).needs_logits for name in budget_.attacks)
     if budget_.version is None and not needs_logits:
         return
     with attack_mode(model, budget_.run.bn_mode), torch.no_grad():
-        probe = model(as_float_images(x_all[: min(len(x_all), 64)].to(dev)))
+        probe = model(as_float_images(head(x_all, 64, workers=workers).to(dev)))
     if looks_like_probabilities(probe):
         raise DataError(
             "the model outputs probabilities (rows are non-negative and sum to 1), "
@@ -431,10 +438,11 @@ def _curve_for_run(
     base = _base_threat(threat_name, eps_values[-1], settings.random_start)
     x_all, y_all, data_info = data_tensors(data, settings.limit, settings.seed)
     dev = torch.device(run.device) if run.device is not None else model_device(model)
-    outputs = check_model_fits(model, x_all, y_all, classes=data_info.get("classes"))
+    probe = head(x_all, 2, workers=run.workers)
+    outputs = check_model_fits(model, probe, y_all, classes=data_info.get("classes"))
     info = model_info(model)
     budget_, notes = _fit_to_classes(budget_, outputs)
-    _refuse_probabilities(model, x_all, dev, budget_)
+    _refuse_probabilities(model, x_all, dev, budget_, run.workers)
 
     from tqdm.auto import tqdm
 
@@ -447,10 +455,12 @@ def _curve_for_run(
             leave=False, dynamic_ncols=True,
         ) as bar,
     ):  # fmt: skip
+        # images on disk: the workers decode the next chunks while this one is attacked
+        batches = decoded_batches(x_all, settings.batch_size, workers=run.workers)
         chunks = [
             _curve_chunk(
                 model,
-                as_float_images(x_all[lo : lo + settings.batch_size].to(dev)),
+                as_float_images(x_chunk.to(dev)),
                 y_all[lo : lo + settings.batch_size].to(dev),
                 base,
                 eps_values,
@@ -461,13 +471,13 @@ def _curve_for_run(
                 chunk=run.first_chunk + c,
                 bar=bar,
             )  # fmt: skip
-            for c, lo in enumerate(range(0, n, settings.batch_size))
+            for c, (x_chunk, lo) in enumerate(zip(batches, range(0, n, settings.batch_size)))
         ]
         curve = _assemble(chunks, base, eps_values, budget_, settings, data_info, info, notes)
         curve.time_s = time.perf_counter() - started
         if settings.checks:
             bar.set_postfix_str("masking checks", refresh=True)
-            _masking_checks(curve, chunks, model, x_all, y_all, base, settings, dev)
+            _masking_checks(curve, chunks, model, x_all, y_all, base, settings, dev, run.workers)
     if info.adversarially_trained and info.norm != base.name:
         curve.notes.append(
             f"trained against {info.norm} eps {info.eps:g}, evaluated under {base.name}"
@@ -526,6 +536,7 @@ def _masking_checks(
     base: ThreatModel,
     settings: CurveSettings,
     dev: torch.device,
+    workers: int,
 ) -> None:
     """Run the gradient-masking checks of ``curve`` into ``curve.checks``."""
     started = time.perf_counter()
@@ -543,6 +554,7 @@ def _masking_checks(
         batch_size=settings.batch_size,
         check_size=settings.check_size,
         bn_mode=settings.bn_mode,
+        workers=workers,
     )
     curve.checks = run_checks(inputs)
     curve.checks_time_s = time.perf_counter() - started

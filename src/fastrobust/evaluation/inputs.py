@@ -127,7 +127,8 @@ def data_tensors(
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """The evaluation tensors and a description of where they come from. With ``limit``, a
     class-stratified sample of ``limit`` of them drawn from ``seed``
-    (:func:`~fastrobust.data.subsets.stratified_subset`); the description then holds it."""
+    (:func:`~fastrobust.data.subsets.stratified_subset`); the description then holds it.
+    Images on disk come back as a :class:`LazyImages`, nothing decoded."""
     if isinstance(data, ImageDataset):
         x, y = data.test_x, data.test_y
         info: dict[str, Any] = {
@@ -159,7 +160,9 @@ def data_tensors(
     sample = sample_split(y, limit, seed, split=info["split"])
     if not sample.is_whole_split:
         idx = sample.index_tensor()
-        x, y = x[idx], y[idx]
+        # images on disk stay there: their loader decodes them batch by batch
+        x = x.take(idx) if isinstance(x, LazyImages) else x[idx]
+        y = y[idx]
     info.update(
         n=sample.n,
         n_available=sample.n_available,

@@ -15,7 +15,7 @@ test may replace with a fake attack.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -32,6 +32,7 @@ from fastrobust.attacks.contract import (
 from fastrobust.attacks.registry import RunSettings, SeededRuns
 from fastrobust.attacks.restarts import seeded_generator, worst_case_over_restarts
 from fastrobust.attacks.threat import ThreatModel
+from fastrobust.data.disk_loader import WORKERS, decoded, decoded_batches
 from fastrobust.data.subsets import stratified_subset
 from fastrobust.evaluation.inputs import as_float_images
 from fastrobust.evaluation.results import Check, RobustnessCurve
@@ -88,7 +89,8 @@ class CheckInputs:
 
     model: Model
     x: torch.Tensor
-    """every evaluated image (uint8 or float in ``[0,1]``), as the curve saw them"""
+    """every evaluated image (uint8 or float in ``[0,1]``, or a LazyImages of files), as the
+    curve saw them"""
     y: torch.Tensor
     curve: RobustnessCurve
     """the curve: eps grid, accuracies, steps, restarts, step size, seed"""
@@ -108,10 +110,25 @@ class CheckInputs:
     bn_mode: BNMode = "eval"
     count_survivors: SurvivorCount = attack_survivors
     """the re-attack every attack-based check uses (tests inject a fake one)"""
+    workers: int = WORKERS
+    """DataLoader processes decoding images on disk (:mod:`fastrobust.data.disk_loader`)"""
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples ``idx`` as float images and labels on the device."""
-        return as_float_images(self.x[idx].to(self.device)), self.y[idx].to(self.device)
+        x = decoded(self.x, idx, workers=self.workers)
+        return as_float_images(x.to(self.device)), self.y[idx].to(self.device)
+
+    def batches(
+        self, idx: torch.Tensor | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``(indices, float images, labels)`` of the samples ``idx`` (all when None),
+        ``batch_size`` at a time and in order; images on disk are decoded by the workers,
+        the next batches while this one is checked."""
+        order = torch.arange(len(self.y)) if idx is None else idx
+        xs = decoded_batches(self.x, self.batch_size, indices=idx, workers=self.workers)
+        for x, lo in zip(xs, range(0, len(order), self.batch_size)):
+            b = order[lo : lo + self.batch_size]
+            yield b, as_float_images(x.to(self.device)), self.y[b].to(self.device)
 
     def sample_batch(self) -> torch.Tensor:
         """Up to ``batch_size`` images of every class (the forward-only checks look at them)."""
@@ -173,8 +190,7 @@ def check_gradients(inputs: CheckInputs) -> Check:
     """Zero input gradients (saturated softmax, non-differentiable layers) stall PGD."""
     correct = inputs.correct()
     zero = total = 0
-    for lo in range(0, len(correct), inputs.batch_size):
-        x, y = inputs.batch(correct[lo : lo + inputs.batch_size])
+    for _, x, y in inputs.batches(correct):
         grad, _, _ = input_gradient(inputs.model, x, y, cross_entropy_per_sample)
         zero += int((grad.flatten(1).abs().amax(1) == 0).sum())
         total += len(y)
@@ -202,9 +218,8 @@ def check_noise(inputs: CheckInputs) -> Check:
             continue
         threat = noisy.with_eps(eps)
         robust = 0
-        for lo in range(0, len(inputs.y), inputs.batch_size):
-            x, y = inputs.batch(torch.arange(lo, min(lo + inputs.batch_size, len(inputs.y))))
-            key = (curve.seed, CHECKS_STREAM, int(Stream.NOISE), j, lo)
+        for b, x, y in inputs.batches():
+            key = (curve.seed, CHECKS_STREAM, int(Stream.NOISE), j, int(b[0]))
             delta = threat.sample(x, generator=seeded_generator(inputs.device, *key))
             robust += int((~fools(inputs.model, x, delta, y)).sum())
         noise_acc.append(robust / curve.n)
@@ -296,7 +311,7 @@ def check_large_eps(inputs: CheckInputs) -> Check:
     idx = inputs.correct(inputs.check_size)
     if idx.numel() == 0:
         return Check("large_eps", True, "skipped (no correctly classified samples)")
-    big = inputs.threat.box_diameter(inputs.x[0].shape)
+    big = inputs.threat.box_diameter(inputs.x.shape[1:])
     left = inputs.count_survivors(
         inputs, idx, inputs.threat.with_eps(big), steps=inputs.curve.steps,
         stream=Stream.LARGE_EPS, eps_index=len(inputs.curve.eps),

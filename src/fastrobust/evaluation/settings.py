@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from fastrobust.attacks.contract import PGD_STEP_FACTOR, BNMode
 from fastrobust.attacks.registry import VERSIONS, RunSettings
+from fastrobust.data.disk_loader import WORKERS
 from fastrobust.errors import ConfigError
 from fastrobust.evaluation.inputs import parse_eps_list, validate_attacks, validate_eps_list
 from fastrobust.settings import at_least, check_settings, non_negative, positive, setting
@@ -136,6 +137,10 @@ class EvaluationSettings(CurveSettings, TrackingSettings):
     checkpoint has one), ema (the average), raw (the trained weights); recorded in the report"""
     device: str = "auto"
     """auto (GPU if any), cpu, cuda, cuda:1, ..."""
+    workers: int = setting(WORKERS, rule=at_least(0))
+    """DataLoader worker processes that decode the images of a disk dataset (imagefolder,
+    restricted_imagenet) while the attacks run (0: decode in the main process); the results
+    do not depend on it"""
     progress: bool = True
     """progress bar on stderr"""
 

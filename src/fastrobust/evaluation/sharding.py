@@ -36,6 +36,7 @@ import torch.distributed as dist
 from fastrobust import distributed
 from fastrobust.attacks.contract import Model
 from fastrobust.attacks.threat import ThreatModel
+from fastrobust.data.disk_loader import WORKERS, head
 from fastrobust.data.imagefolder import LazyImages
 from fastrobust.distributed import gather_together
 from fastrobust.errors import ConfigError
@@ -157,8 +158,7 @@ def _take(x: LazyImages, shard: Shard) -> LazyImages: ...
 def _take(x: torch.Tensor | LazyImages, shard: Shard) -> torch.Tensor | LazyImages:
     """Points ``start..stop`` of ``x``; images on disk stay on disk until evaluated."""
     if isinstance(x, LazyImages):
-        files = x.files[shard.start : shard.stop]
-        return LazyImages(files, x.size, x.channels, resize_ratio=x.resize_ratio)
+        return x.take(range(shard.start, shard.stop))
     return x[shard.start : shard.stop]
 
 
@@ -172,6 +172,7 @@ def sharded_robustness_curve(
     device: str | torch.device | None = None,
     progress: bool = False,
     world: distributed.WorldInfo | None = None,
+    workers: int = WORKERS,
 ) -> RobustnessCurve:
     """:func:`~fastrobust.evaluation.curve.robustness_curve` with the points shared out over
     the ranks of the job; every rank must call it, and every rank gets the merged curve.
@@ -181,9 +182,9 @@ def sharded_robustness_curve(
     (:func:`fastrobust.distributed.init_distributed`). The merged curve equals the
     one-process curve with the same ``settings.batch_size`` and ``settings.seed``, apart from
     the times and the checks (rank 0's shard; see the module docstring); ``shards`` records
-    which rank took which points.
+    which rank took which points. ``workers``: as for ``robustness_curve``.
     """
-    run = CurveRun(device=device, progress=progress)
+    run = CurveRun(device=device, progress=progress, workers=workers)
     return sharded_curve_for_run(
         model, data, threat_name, eps_list, settings or CurveSettings(), run, world
     )
@@ -209,7 +210,7 @@ def sharded_curve_for_run(
         x_all, y_all, info = data_tensors(data, settings.limit, settings.seed)
         classes = info.pop("classes")
         # a shard travels as plain tensors: the class names are checked here, on the whole set
-        check_model_fits(model, x_all, y_all, classes=classes)
+        check_model_fits(model, head(x_all, 2, workers=run.workers), y_all, classes=classes)
         shards = plan_shards(len(y_all), batch_size, world.world_size)
         mine = shards[world.rank]
         if mine.n == 0:

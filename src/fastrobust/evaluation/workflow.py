@@ -174,6 +174,7 @@ def resolve_models(
     model fits it. ``labels`` name the models (default: from their paths)."""
     from fastrobust.checkpoint import load_model
     from fastrobust.data import load_dataset
+    from fastrobust.data.disk_loader import head
     from fastrobust.model_info import check_model_fits, data_dir_for, model_info
 
     files = [Path(p).expanduser() for p in paths]
@@ -194,9 +195,10 @@ def resolve_models(
     assert resolved.dataset is not None
     data_dir = data_dir_for(info, resolved.dataset, settings.data_dir)
     data = load_dataset(resolved.dataset, data_dir, **_size_option(resolved.dataset, info))
+    probe = head(data.test_x, 2, workers=settings.workers)  # images on disk: by the workers
     for label, model in zip(names, models):
         try:
-            check_model_fits(model, data.test_x, data.test_y, classes=data.classes)
+            check_model_fits(model, probe, data.test_y, classes=data.classes)
         except DataError as exc:
             raise DataError(f"{label} does not fit {data.name}: {exc}") from None
     return EvaluatedModels(files, models, names, resolved, data)
@@ -227,7 +229,7 @@ def evaluate_model(
     its points shared out over the ranks of the job (every rank calls it)."""
     if settings.norm is None or settings.eps is None:
         raise ConfigError(f"evaluate_model needs {SECTION}.norm and {SECTION}.eps")
-    run = CurveRun(device=device, progress=settings.progress, label=label)
+    run = CurveRun(device=device, progress=settings.progress, label=label, workers=settings.workers)
     with _failed_checks_reported_later():
         return sharded_curve_for_run(
             model, data, settings.norm, settings.eps, settings.curve_only(), run, world

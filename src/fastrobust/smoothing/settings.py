@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fastrobust.data.disk_loader import WORKERS
 from fastrobust.errors import ConfigError
 from fastrobust.evaluation.inputs import parse_eps_list, validate_eps_list
 from fastrobust.settings import at_least, check_settings, in_range, non_negative, positive, setting
@@ -70,6 +71,10 @@ class CertifySettings:
     """import and run the package.module:factory model a checkpoint names (trusted files only)"""
     device: str = "auto"
     """auto (GPU if any), cpu, cuda, cuda:1, ..."""
+    workers: int = setting(WORKERS, rule=at_least(0))
+    """DataLoader worker processes that decode the images of a disk dataset (imagefolder,
+    restricted_imagenet) while points are certified (0: decode in the main process); the
+    certificates do not depend on it"""
     progress: bool = True
     """progress bar on stderr"""
 

@@ -24,6 +24,8 @@ from torch import nn
 
 from fastrobust import distributed
 from fastrobust.data.base import ImageDataset, to_float
+from fastrobust.data.disk_loader import decoded_batches, head
+from fastrobust.data.imagefolder import LazyImages
 from fastrobust.distributed import gather_together, together
 from fastrobust.errors import ConfigError, DataError, OutputError
 from fastrobust.evaluation.inputs import Data, data_tensors
@@ -35,6 +37,10 @@ from fastrobust.smoothing.results import CertificationCurve
 from fastrobust.smoothing.settings import SECTION, CertifySettings
 
 log = logging.getLogger(__name__)
+
+POINTS_PER_BATCH = 16
+"""points of a disk dataset decoded together (the workers decode the next batches while these
+are certified); points held in memory are certified as one block, as they always were"""
 
 
 @dataclass
@@ -58,7 +64,7 @@ def smoothing_of(settings: CertifySettings) -> Smoothing:
 def _points(model: nn.Module, data: Data, settings: CertifySettings) -> tuple[Any, Any, Any]:
     x, y, info = data_tensors(data, settings.limit, settings.seed)
     classes = info.pop("classes")
-    check_model_fits(model, x, y, classes=classes)
+    check_model_fits(model, head(x, 2, workers=settings.workers), y, classes=classes)
     return x, y, info
 
 
@@ -76,15 +82,14 @@ def certify_model(
     world = distributed.world_info_from_env() if world is None else world
     device = model_device(model)
     x_all, y_all, info = together(lambda: _points(model, data, settings), world)
-    together(lambda: check_logits(model, _floats(x_all[:4], device)), world)
+    workers = settings.workers
+    together(lambda: check_logits(model, _floats(head(x_all, 4, workers=workers), device)), world)
     shards = plan_shards(len(y_all), 1, world.world_size)
     mine = shards[world.rank]
     smoothing = smoothing_of(settings)
 
     def work() -> Certificates:
-        x = _floats(x_all[mine.start : mine.stop], device)
-        y = y_all[mine.start : mine.stop]
-        return certify_points(model, x, y, smoothing, first_index=mine.start)
+        return _certify_shard(model, x_all, y_all, range(mine.start, mine.stop), settings)
 
     parts = gather_together(work, world)
     certificates = Certificates()
@@ -108,7 +113,7 @@ def certify_model(
         k = min(settings.check_size, mine.n)
         curve.check = smoothed_attack_check(
             model,
-            _floats(x_all[:k], device),
+            _floats(head(x_all, k, workers=workers), device),
             y_all[:k].to(device),
             certificates,
             smoothing,
@@ -118,6 +123,26 @@ def certify_model(
             votes=settings.check_n,
         )
     return curve
+
+
+def _certify_shard(
+    model: nn.Module, x_all: Any, y_all: torch.Tensor, points: range, settings: CertifySettings
+) -> Certificates:
+    """CERTIFY on the points ``points`` of the set; images on disk are decoded by the
+    workers, :data:`POINTS_PER_BATCH` at a time, the next batches while these are certified
+    (each point's noise is keyed by its index, so the certificates do not depend on it)."""
+    device, smoothing = model_device(model), smoothing_of(settings)
+    step = POINTS_PER_BATCH if isinstance(x_all, LazyImages) else max(len(points), 1)
+    out, spent = Certificates(), 0.0
+    batches = decoded_batches(x_all, step, indices=points, workers=settings.workers)
+    for xb, lo in zip(batches, range(points.start, points.stop, step)):
+        part = certify_points(
+            model, _floats(xb, device), y_all[lo : lo + step], smoothing, first_index=lo
+        )
+        out.extend(part)
+        spent += part.time_s
+    out.time_s = spent
+    return out
 
 
 def _floats(x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -170,10 +195,11 @@ def load_models(
             field=f"{SECTION}.dataset",
         )
     data = load_dataset(name, data_dir_for(info, name, settings.data_dir))
+    probe = head(data.test_x, 4, workers=settings.workers)  # images on disk: by the workers
     for path, model in zip(paths, models):
         try:
-            check_model_fits(model, data.test_x, data.test_y, classes=data.classes)
-            check_logits(model, _floats(data.test_x[:4], device))
+            check_model_fits(model, probe, data.test_y, classes=data.classes)
+            check_logits(model, _floats(probe, device))
         except DataError as exc:
             raise DataError(f"{Path(path).name} does not fit {data.name}: {exc}") from None
     return models, data

@@ -255,7 +255,14 @@ def evaluation_settings(ctx: StudyContext) -> EvaluationSettings:
         data_dir=cfg.data_dir,
         weights=cfg.evaluation.weights,
         progress=ctx.progress,
+        workers=decode_workers(ctx),
     )
+
+
+def decode_workers(ctx: StudyContext) -> int:
+    """The DataLoader workers of the study's training runs (``training: {workers: N}``),
+    which decode a disk dataset's images for its curves and certificates too."""
+    return ctx.config.train_config(ctx.config.methods[0], out_dir=".").data.workers
 
 
 def stage_curves(ctx: StudyContext) -> None:
@@ -299,6 +306,8 @@ def certified_curves(ctx: StudyContext) -> None:
     settings = ctx.config.certify_settings()
     assert settings is not None
     settings.progress = ctx.progress
+    if "workers" not in (ctx.config.certify or {}):
+        settings.workers = decode_workers(ctx)
     ckpts = {s.label: ctx.need_checkpoint(s.label, "curves") for s in ctx.config.methods}
     key = fingerprint(settings.record(), {k: ctx.weights_digest(p) for k, p in ckpts.items()})
 

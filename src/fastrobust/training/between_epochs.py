@@ -17,6 +17,7 @@ from torch import nn
 from fastrobust import distributed
 from fastrobust.checkpoint import load_checkpoint
 from fastrobust.data.base import to_float
+from fastrobust.data.disk_loader import decoded
 from fastrobust.training.build import Parts
 from fastrobust.training.preflight import Plan
 from fastrobust.training.run_folder import RunFolder, TrainResult
@@ -45,7 +46,8 @@ class BetweenEpochs:
     def overfit_check(self) -> float:
         """PGD accuracy on the fixed training batch (the overfitting monitor's input)."""
         data, device = self.plan.data, self.plan.device
-        x = to_float(data.train_x[self.check_idx]).to(device)
+        x = to_float(decoded(data.train_x, self.check_idx, workers=self.plan.cfg.data.workers))
+        x = x.to(device)
         y = data.train_y[self.check_idx].to(device)
         return fixed_batch_pgd_accuracy(
             self.model,
@@ -71,6 +73,7 @@ class BetweenEpochs:
             batch_size=self.parts.loader.batch_size,  # this rank's batch, not the global one
             device=plan.device,
             world=plan.world,
+            workers=plan.cfg.data.workers,
         )
 
     def after_epoch(self, metrics: dict[str, Any], epoch: int, total: int) -> bool:

@@ -16,6 +16,7 @@ from fastrobust import distributed
 from fastrobust.attacks.contract import InputGradientsOnly
 from fastrobust.attacks.threat import ThreatModel
 from fastrobust.data import DiskLoader, InMemoryLoader, make_loader
+from fastrobust.data.disk_loader import head
 from fastrobust.model_info import check_model_fits
 from fastrobust.models import ModelSpec, NormalizedModel, build_model
 from fastrobust.training.averaging import WeightAverage
@@ -74,7 +75,8 @@ def build(plan: Plan, *, net: nn.Module | None = None, import_factory: bool = Fa
         else build_model(spec, import_factory=import_factory)
     )
     model.to(device)
-    check_model_fits(model, data.test_x[:2], classes=data.classes, what=f"{data.name} images")
+    probe = head(data.test_x, 2, workers=cfg.data.workers)
+    check_model_fits(model, probe, classes=data.classes, what=f"{data.name} images")
     if cfg.runtime.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stubs
     if world.rank > 0:

@@ -28,6 +28,7 @@ import fastrobust.training.methods_prior  # noqa: F401  registers fgsm-pgi
 import fastrobust.training.methods_regularised  # noqa: F401  registers nuat, gat, elle, ...
 import fastrobust.training.smoothing_methods  # noqa: F401  registers gaussian and smoothadv
 from fastrobust.attacks.threat import THREAT_MODELS, ThreatModel, threat_model
+from fastrobust.data.disk_loader import WORKERS
 from fastrobust.errors import ConfigError
 from fastrobust.settings import at_least, check_settings, in_range, non_negative, positive, setting
 from fastrobust.tracking.settings import TrackingSettings
@@ -74,8 +75,9 @@ class DataConfig:
     image_size: int | None = setting(None, rule=at_least(1))
     """resize images to this size (imagefolder: default the first image's size;
     restricted_imagenet: 224; digits: upsampled from 8, bilinear)"""
-    workers: int = setting(2, rule=at_least(0))
-    """DataLoader worker processes for disk datasets"""
+    workers: int = setting(WORKERS, rule=at_least(0))
+    """DataLoader worker processes for disk datasets (training batches, and the images of
+    validation and of the test-set numbers)"""
     augment: bool = True
     """augment training images: a random crop (pad-crop below 64 px, the random-resized crop of
     ImageNet recipes for disk images of 64 px and more) and flips if on; off: neither"""

@@ -92,7 +92,9 @@ def preflight(
             cfg.optimisation.model = explicit
     seeds = RunSeeds(cfg.runtime.seed)
     check_subset, val_subset = draw_subsets(cfg, data, seeds)
-    check_evaluation_images(data, val_subset.index_tensor(), seed=cfg.runtime.seed)
+    check_evaluation_images(
+        data, val_subset.index_tensor(), seed=cfg.runtime.seed, workers=cfg.data.workers
+    )
     intervals = between_epoch_intervals(cfg, n_train=len(data.train_y), n_test=len(data.test_y))
     return Plan(cfg, world, device, data, seeds, check_subset, val_subset, intervals)
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from fastrobust.data import ImageDataset, LazyImages
-from fastrobust.data.imagefolder import check_decodable
+from fastrobust.data.disk_loader import WORKERS, check_decodable
 from fastrobust.distributed import WorldInfo
 from fastrobust.errors import ConfigError
 from fastrobust.training.config import TrainConfig
@@ -29,11 +29,14 @@ def check_before_training(cfg: TrainConfig, data: ImageDataset, world: WorldInfo
     method.check_fits(cfg.attack.options, len(data.train_y), tuple(data.image_shape))
 
 
-def check_evaluation_images(data: ImageDataset, indices: torch.Tensor, *, seed: int) -> None:
-    """Decode the test images validation will use (disk datasets), so that a corrupt file
-    stops the run before the run folder and the first epoch, not at the first validation."""
+def check_evaluation_images(
+    data: ImageDataset, indices: torch.Tensor, *, seed: int, workers: int = WORKERS
+) -> None:
+    """Decode the test images validation will use (disk datasets; by ``workers`` DataLoader
+    processes), so that a corrupt file stops the run before the run folder and the first
+    epoch, not at the first validation."""
     if isinstance(data.test_x, LazyImages):
-        checked = check_decodable(data.test_x, indices.tolist(), seed=seed)
+        checked = check_decodable(data.test_x, indices.tolist(), seed=seed, workers=workers)
         log.info("decoded %d evaluation images of %s: all readable", checked, data.name)
 
 

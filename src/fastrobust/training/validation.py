@@ -21,6 +21,7 @@ from fastrobust.attacks.contract import pgd_step_size
 from fastrobust.attacks.projected_gradient import pgd
 from fastrobust.attacks.threat import ThreatModel
 from fastrobust.data.base import to_float
+from fastrobust.data.disk_loader import WORKERS, decoded_batches
 from fastrobust.training.config import AUTO, CHECK_SHARE, VALIDATION_SHARE, TrainConfig
 from fastrobust.training.methods import method_class
 
@@ -102,20 +103,22 @@ def evaluate_split(
     device: torch.device,
     world: distributed.WorldInfo,
     indices: torch.Tensor | None = None,
+    workers: int = WORKERS,
 ) -> tuple[float, float]:
     """Clean and PGD accuracy on a split (only its images ``indices``, e.g. a
     :func:`~fastrobust.data.subsets.stratified_subset`, when given), sharded across ranks
-    with exact counts: rank r takes every world_size-th image from the r-th."""
+    with exact counts: rank r takes every world_size-th image from the r-th. Images on disk
+    are decoded by ``workers`` DataLoader processes while the attack runs
+    (:func:`~fastrobust.data.disk_loader.decoded_batches`)."""
     chosen = torch.arange(len(y)) if indices is None else indices.cpu()
     idx = chosen[world.rank :: world.world_size]
     counts = torch.zeros(3, device=device)
     was_training = model.training
     model.eval()
-    for start in range(0, len(idx), batch_size):
+    batches = decoded_batches(x_uint8, batch_size, indices=idx, workers=workers)
+    for xb, start in zip(batches, range(0, len(idx), batch_size)):
         b = idx[start : start + batch_size]
-        clean, adv = _correct(
-            model, to_float(x_uint8[b].to(device)), y[b].to(device), threat, steps
-        )
+        clean, adv = _correct(model, to_float(xb.to(device)), y[b].to(device), threat, steps)
         counts += torch.stack([clean, adv, torch.tensor(len(b), device=device)])
     model.train(was_training)
     distributed.all_reduce_sum(counts)
