@@ -93,6 +93,30 @@ def test_bench_evaluates_the_raw_weights_when_asked_and_retrains_nothing(tmp_pat
     assert seen["raw"][1] == seen["auto"][1]  # the run was not trained again
 
 
+def test_a_diverged_run_is_recorded_and_the_bench_goes_on(tmp_path, capsys):
+    """A seed whose loss becomes NaN is a result, not the end of the benchmark: recorded in
+    diverged.json, its last good weights evaluated, marked in the table; a rerun keeps it."""
+    tiny = {**TINY, "seeds": [0], "methods": ["fast", {"label": "boom", "method": "standard",
+                                                       "lr": 1.0e12}]}  # fmt: skip
+    tiny["training"] = {**TINY["training"], "epochs": 2}
+    protocol = tmp_path / "p.yaml"
+    protocol.write_text(yaml.safe_dump(tiny))
+    b = tmp_path / "b"
+    argv = ["bench", "--config", str(protocol), "--out", str(b), "--no-progress"]
+    assert main(argv) == 0, capsys.readouterr().err
+    record = b / "l2-1" / "seed-0" / "runs" / "boom" / "diverged.json"
+    doc = json.loads(record.read_text())
+    assert "loss became nan" in doc["message"] or "loss became inf" in doc["message"]
+    assert doc["epochs_done"] < 2
+    per_run = {r["method"]: r for r in csv.DictReader((b / "runs.csv").open())}
+    assert per_run["boom"]["collapsed"] == "True" and per_run["fast"]["collapsed"] == "False"
+    assert "1/1 (seed 0 diverged)" in (b / "bench.md").read_text()
+    assert (b / "l2-1" / "seed-0" / "curves" / "boom.json").is_file()  # last good weights
+    written = record.stat().st_mtime_ns
+    assert main(argv) == 0  # cached: the diverged run is not trained again
+    assert record.stat().st_mtime_ns == written
+
+
 def test_digits_default_is_the_bundled_file_and_every_method():
     written = yaml.safe_load((CONFIGS / "bench_digits.yaml").read_text())
     assert written == digits_protocol()

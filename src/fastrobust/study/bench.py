@@ -13,8 +13,10 @@ protocol (:class:`BenchConfig`) and the record of a run (:class:`BenchRun`); the
 :mod:`fastrobust.study.bench_report`.
 
 A seed *collapsed* (catastrophic overfitting) when its AutoAttack accuracy is below
-``collapse_ratio`` times that of the method's best seed under the same threat model, or when
-the training's overfitting monitor flagged it; the report prints the criterion.
+``collapse_ratio`` times that of the method's best seed under the same threat model, when
+the training's overfitting monitor flagged it, or when its loss diverged (the run is recorded
+and its last good weights evaluated: one diverged seed does not stop the benchmark); the
+report prints the criterion.
 """
 
 from __future__ import annotations
@@ -282,15 +284,19 @@ class BenchRun:
     """training wall-clock seconds (summary.json's time_to_last_s)"""
     peak_memory_mb: float | None
     flagged: bool
-    """the training's overfitting monitor saw a collapse"""
+    """the training's overfitting monitor saw a collapse, or its loss diverged"""
     pgd_curve: list[tuple[float, float]]
     collapsed: bool = False
+    diverged: bool = False
+    """the loss became NaN or infinite: the run stopped and its last good weights were
+    evaluated"""
 
 
 def collapse_criterion(config: BenchConfig) -> str:
     """The collapse criterion in words (printed in the report and by the CLI)."""
     return (
         f"a seed collapsed when its AutoAttack accuracy is below {config.collapse_ratio:g} x "
-        "that of the method's best seed under the same threat model, or when the training's "
-        "catastrophic-overfitting monitor flagged it"
+        "that of the method's best seed under the same threat model, when the training's "
+        "catastrophic-overfitting monitor flagged it, or when its loss diverged (its last good "
+        "weights are evaluated)"
     )

@@ -54,7 +54,7 @@ class MethodRow:
 
     @property
     def collapsed(self) -> str:
-        seeds = [str(r.seed) for r in self.runs if r.collapsed]
+        seeds = [f"{r.seed}{' diverged' if r.diverged else ''}" for r in self.runs if r.collapsed]
         return f"{len(seeds)}/{len(self.runs)}" + (f" (seed {', '.join(seeds)})" if seeds else "")
 
     def curve(self) -> list[tuple[float, float]]:

@@ -16,7 +16,7 @@ import yaml
 from fastrobust import distributed
 from fastrobust.study.bench import BenchConfig, BenchRun, Threat
 from fastrobust.study.folder import StageCache, StudyFolder
-from fastrobust.study.stages import StudyContext, stage_curves, stage_train
+from fastrobust.study.stages import DIVERGED, StudyContext, stage_curves, stage_train
 from fastrobust.study.tracked import pass_to_runs
 from fastrobust.tracking import TrackingSettings, check_trackers
 
@@ -72,7 +72,7 @@ def run_bench(
                 ctx = StudyContext(
                     config=study, folder=folder,
                     cache=StageCache(folder.root), data=data, device=dev, world=world,
-                    resume=resume, progress=progress and world.is_main,
+                    resume=resume, progress=progress and world.is_main, keep_diverged=True,
                 )  # fmt: skip
                 if not pgd:
                     stage_train(ctx)
@@ -98,15 +98,23 @@ def collect_runs(config: BenchConfig, out: Path) -> list[BenchRun]:
             for spec in config.methods:
                 aa = json.loads((main.curves / f"{spec.label}.json").read_text())
                 curve = json.loads((pgd.curves / f"{spec.label}.json").read_text())
-                summary = json.loads((main.run(spec.label) / "summary.json").read_text())
-                rows = (main.run(spec.label) / "metrics.jsonl").read_text().splitlines()
+                run_dir = main.run(spec.label)
+                diverged = (run_dir / DIVERGED).is_file()
+                if diverged:  # its training time is that of the epochs before it diverged
+                    record = json.loads((run_dir / DIVERGED).read_text())
+                    summary = {"time_to_last_s": record["train_time_s"]}
+                else:
+                    summary = json.loads((run_dir / "summary.json").read_text())
+                metrics = run_dir / "metrics.jsonl"  # absent when epoch 1 diverged
+                rows = metrics.read_text().splitlines() if metrics.is_file() else []
                 flagged = any(json.loads(r).get("catastrophic_overfitting") for r in rows)
                 runs.append(
                     BenchRun(
                         threat, spec.label, seed, _accuracy_at(aa, 0.0),
                         _accuracy_at(aa, threat.eps), float(summary["time_to_last_s"]),
-                        summary.get("peak_device_memory_mb"), flagged,
+                        summary.get("peak_device_memory_mb"), flagged or diverged,
                         [(float(e), float(a)) for e, a in zip(curve["eps"], curve["accuracy"])],
+                        diverged=diverged,
                     )
                 )  # fmt: skip
     for run in runs:

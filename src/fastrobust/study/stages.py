@@ -24,7 +24,7 @@ import torch
 from fastrobust import distributed, stops
 from fastrobust.checkpoint import load_model
 from fastrobust.data.base import ImageDataset, to_float
-from fastrobust.errors import CheckpointError, ConfigError
+from fastrobust.errors import CheckpointError, ConfigError, TrainingDiverged
 from fastrobust.evaluation.settings import EvaluationSettings
 from fastrobust.study.alignment import AlignmentScore, choose_sources, score_model
 from fastrobust.study.config import StudyConfig, parse_judge
@@ -64,6 +64,10 @@ class StudyContext:
     force: bool = False
     """rerun pieces even when cached (``--only STAGE``)"""
     progress: bool = False
+    keep_diverged: bool = False
+    """a run whose loss diverges is recorded (``diverged.json``, its last good weights kept
+    as its checkpoint) and the study goes on (the bench: a diverged seed is a result);
+    otherwise the divergence stops the study"""
     on_piece: Callable[[str, str], None] = lambda stage, item: None
     """called before each piece of work runs (the progress display)"""
     ran: list[str] = field(default_factory=list)
@@ -74,8 +78,13 @@ class StudyContext:
         return self.world.is_main
 
     def checkpoint(self, label: str) -> Path:
-        """The weights of a run that the study evaluates (best.pt or last.pt)."""
-        return self.folder.run(label) / f"{self.config.evaluation.checkpoint}.pt"
+        """The weights of a run that the study evaluates (best.pt or last.pt; a diverged
+        run's last good weights, last.pt, when it saved no best.pt)."""
+        run = self.folder.run(label)
+        chosen = run / f"{self.config.evaluation.checkpoint}.pt"
+        if not chosen.is_file() and (run / DIVERGED).is_file():
+            return run / "last.pt"
+        return chosen
 
     def load(self, path: Path, device: torch.device | None = None) -> torch.nn.Module:
         """A run's model with the weights the study evaluates (``evaluation.weights``)."""
@@ -151,15 +160,37 @@ def same_settings(wanted: TrainConfig, recorded: TrainConfig) -> bool:
     return all(have.get(k) == v for k, v in _settings(wanted).items() if v is not None)
 
 
+#: written into a run folder whose training diverged when the study keeps going (the bench)
+DIVERGED = "diverged.json"
+
+
 def _run_state(run: RunFolder) -> str:
-    """empty | complete | interrupted."""
+    """empty | complete | interrupted | diverged (recorded by a study that keeps going)."""
     if not run.path.is_dir() or not any(run.path.iterdir()):
         return "empty"
+    if (run.path / DIVERGED).is_file():
+        return "diverged"
     try:
         summary = run.read_summary()
     except CheckpointError:  # a damaged summary.json: the run did not finish cleanly
         summary = {}
     return "complete" if summary and not summary.get("interrupted") else "interrupted"
+
+
+def record_divergence(run: RunFolder, message: str) -> Path:
+    """Write ``diverged.json`` (the error, the epochs trained before it and their training
+    time) into a run folder whose loss diverged; logs the divergence as a warning."""
+    text = run.metrics_jsonl.read_text() if run.metrics_jsonl.is_file() else ""  # epoch 1
+    rows = [json.loads(line) for line in text.splitlines() if line]
+    record = {
+        "message": message,
+        "epochs_done": len(rows),
+        "train_time_s": sum(float(r.get("train_time_s", 0.0)) for r in rows),
+    }
+    path = run.path / DIVERGED
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    log.warning("run %s diverged (%s); recorded, going on", run.path.name, message)
+    return path
 
 
 def check_run_folder(cfg: TrainConfig, run: RunFolder, *, resume: bool) -> str:
@@ -230,12 +261,19 @@ def stage_train(ctx: StudyContext) -> None:
         ) -> list[Path]:
             run = RunFolder(run_dir)
             state = check_run_folder(cfg, run, resume=ctx.resume)
-            if state == "interrupted":
-                stop_if_interrupted(resume(run_dir, progress=cfg.progress))
-            elif state == "empty":
-                if run_dir.is_dir():
-                    run_dir.rmdir()
-                stop_if_interrupted(fit(cfg))
+            try:
+                if state == "interrupted":
+                    stop_if_interrupted(resume(run_dir, progress=cfg.progress))
+                elif state == "empty":
+                    if run_dir.is_dir():
+                        run_dir.rmdir()
+                    stop_if_interrupted(fit(cfg))
+            except TrainingDiverged as exc:
+                if not ctx.keep_diverged:
+                    raise
+                return [record_divergence(run, str(exc)), run.config_yaml, run.path / "last.pt"]
+            if (run.path / DIVERGED).is_file():
+                return [run.path / DIVERGED, run.config_yaml, ctx.checkpoint(spec_label)]
             return [run.summary_json, run.config_yaml, ctx.checkpoint(spec_label)]
 
         # the run folder's own state decides on every rank, so all ranks enter fit together
