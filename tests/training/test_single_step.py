@@ -338,7 +338,14 @@ def test_in_memory_loader_names_the_samples_of_each_batch(digits):
 
 @pytest.mark.parametrize(
     "name",
-    ["fgsm-pgi", "fgsm-cuap", "fgsm-fuap", pytest.param("nuat", marks=pytest.mark.slow)],
+    [
+        *("fgsm-pgi", "fgsm-cuap", "fgsm-fuap"),
+        *(  # every other method the trainer has, for the same invariant (slow: ~3 s each)
+            pytest.param(name, marks=pytest.mark.slow)
+            for name in ("nuat", "fgsm-pco", "fgsm-uap", "liet", "gat", "elle", "zerograd")
+            + ("n-aaer", "trades", "mart", "pgd", "n-fgsm", "gradalign")
+        ),
+    ],
 )  # fgsm-pgi: epoch 2 starts from the buffers epoch 1 saved; fgsm-cuap: from the per-class
 # perturbations; fgsm-fuap: from its perturbations, its feature head and the head's Adam
 # state; nuat: its weight schedule

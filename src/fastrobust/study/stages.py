@@ -303,30 +303,40 @@ def decode_workers(ctx: StudyContext) -> int:
     return ctx.config.train_config(ctx.config.methods[0], out_dir=".").data.workers
 
 
+def curve_piece(
+    ctx: StudyContext, label: str, settings: EvaluationSettings
+) -> tuple[str, str, Callable[[], list[Path]]]:
+    """The curves stage's piece for one model: its cache item, its key and its work (the
+    stage runs them in turn; a piece can also be run in another process and recorded)."""
+    from fastrobust.evaluation.workflow import evaluate_model
+
+    recorded = {"settings": settings.curve_only().to_dict(), "eps": settings.eps}
+    ckpt = ctx.need_checkpoint(label, "curves")
+    key = fingerprint(recorded, ctx.config.norm, ctx.weights_digest(ckpt))
+    out = ctx.folder.curves / f"{label}.json"
+
+    def work() -> list[Path]:
+        model = ctx.load(ckpt)
+        # under torchrun each rank evaluates its own shard of the points; counts are merged
+        curve = evaluate_model(
+            model, ctx.data, settings, label=label, device=ctx.device, world=ctx.world
+        )
+        if ctx.is_main:
+            out.write_text(json.dumps(curve.to_dict(), indent=2) + "\n")
+        return [out]
+
+    return f"curves/{label}", key, work
+
+
 def stage_curves(ctx: StudyContext) -> None:
     """The robustness curve of every model (Figure 2), then the report of all: the
     evaluation workflow's own steps, so the files are those ``fastrobust eval`` writes."""
-    from fastrobust.evaluation.workflow import evaluate_model
-
     settings = evaluation_settings(ctx)
     recorded = {"settings": settings.curve_only().to_dict(), "eps": settings.eps}
     ctx.folder.curves.mkdir(parents=True, exist_ok=True)
     for spec in ctx.config.methods:
-        ckpt = ctx.need_checkpoint(spec.label, "curves")
-        key = fingerprint(recorded, ctx.config.norm, ctx.weights_digest(ckpt))
-        out = ctx.folder.curves / f"{spec.label}.json"
-
-        def work(ckpt: Path = ckpt, out: Path = out, label: str = spec.label) -> list[Path]:
-            model = ctx.load(ckpt)
-            # under torchrun each rank evaluates its own shard of the points; counts are merged
-            curve = evaluate_model(
-                model, ctx.data, settings, label=label, device=ctx.device, world=ctx.world
-            )
-            if ctx.is_main:
-                out.write_text(json.dumps(curve.to_dict(), indent=2) + "\n")
-            return [out]
-
-        ctx.run_piece("curves", f"curves/{spec.label}", key, work, all_ranks=True)
+        item, key, work = curve_piece(ctx, spec.label, settings)
+        ctx.run_piece("curves", item, key, work, all_ranks=True)
     curves = {s.label: ctx.folder.curves / f"{s.label}.json" for s in ctx.config.methods}
     key = fingerprint({k: file_digest(p) for k, p in curves.items()}, recorded)
     ctx.run_piece("curves", "curves/plot", key, lambda: plot_curves(ctx, settings))
