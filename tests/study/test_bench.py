@@ -144,6 +144,9 @@ def test_shipped_cifar_protocols_parse(name):
         ({"training": {"seed": 3}}, "training.seed is set by the benchmark"),
         ({"colapse_ratio": 0.5}, "unknown key 'colapse_ratio'"),
         ({"collapse_ratio": 2}, "collapse_ratio must be in [0, 1], got 2"),
+        # a section's key is named as the file names it, not as a flag (was "--limit")
+        ({"autoattack": {"limit": -5}}, "bench protocol: autoattack.limit must be >= 1"),
+        ({"pgd_curve": {"steps": 0}}, "bench protocol: pgd_curve.steps must be >= 1"),
     ],
 )
 def test_bad_protocol_is_one_line_exit_2(change, message, tmp_path, capsys):

@@ -230,9 +230,13 @@ class BenchConfig:
                 "checkpoint": "last",
                 **(values["autoattack"] or {}),
             }
-            values["autoattack"] = _section(EvaluationSection, "autoattack", given)
+            values["autoattack"] = _section(
+                EvaluationSection, "autoattack", given, what="bench protocol"
+            )
         if "pgd_curve" in values:
-            values["pgd_curve"] = _section(CurveSection, "pgd_curve", values["pgd_curve"])
+            values["pgd_curve"] = _section(
+                CurveSection, "pgd_curve", values["pgd_curve"], what="bench protocol"
+            )
         training = values.get("training") or {}
         if not isinstance(training, dict):
             raise ConfigError("bench protocol: training must be a mapping of TrainConfig keys")

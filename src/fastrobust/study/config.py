@@ -387,23 +387,28 @@ def parse_judge(name: str) -> tuple[str, int | str]:
     return "model", name
 
 
-def _section(cls: type, key: str, value: Any) -> Any:
+def _section(cls: type, key: str, value: Any, *, what: str = "study config") -> Any:
+    """Section ``key`` of a config file (``what``: the file's kind in messages) as ``cls``."""
     if value is None:
         return cls()
     if not isinstance(value, dict):
-        raise ConfigError(f"study config: {key} must be a mapping")
+        raise ConfigError(f"{what}: {key} must be a mapping")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(value) - known)
     if unknown:
         raise ConfigError(
-            f"study config: unknown key {key}.{unknown[0]}; valid: {', '.join(sorted(known))}"
+            f"{what}: unknown key {key}.{unknown[0]}; valid: {', '.join(sorted(known))}"
         )
     try:
         return cls(**value)
     except TypeError as exc:
-        raise ConfigError(f"study config: {key}: {exc}") from None
-    except ConfigError as exc:  # a settings class's own check, naming the field
-        raise ConfigError(f"study config: {exc}", field=exc.field) from None
+        raise ConfigError(f"{what}: {key}: {exc}") from None
+    except ConfigError as exc:  # a settings class's own check, naming its field
+        text = str(exc)
+        if exc.field:  # named as the file's key (autoattack.limit), not the class's section
+            text = text.replace(exc.field.split(".")[0] + ".", f"{key}.", 1)
+        # a key in a file, not a flag: no field, so the CLI does not render it as one
+        raise ConfigError(f"{what}: {text}") from None
 
 
 _SCALARS: dict[str, tuple[type, ...]] = {
