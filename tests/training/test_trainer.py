@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import interrupt_second_epoch, tiny_config
 from fastrobust import L2, load_model, pgd
 from fastrobust.checkpoint import load_checkpoint
 from fastrobust.data.base import to_float
@@ -60,16 +60,7 @@ def test_resumed_training_equals_uninterrupted(tmp_path, monkeypatch, method, ex
     cfg = dict(epochs=3, method=method, eval_every=1) | extra
     full = fit(tiny_config(tmp_path, name="full", **cfg))
 
-    original = EpochTrainer.train_epoch
-    calls = {"n": 0}
-
-    def interrupt_second_epoch(self, epoch, total):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(self, epoch, total)
-
-    monkeypatch.setattr(EpochTrainer, "train_epoch", interrupt_second_epoch)
+    original = interrupt_second_epoch(monkeypatch)
     part = fit(tiny_config(tmp_path, name="part", **cfg))
     assert part.interrupted and part.epochs_done == 1
     monkeypatch.setattr(EpochTrainer, "train_epoch", original)

@@ -82,10 +82,11 @@ def last_linear(model: nn.Module) -> nn.Linear:
     return linears[-1]
 
 
-def penultimate_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The input of the model's last linear layer at ``x`` (one forward, flattened per row)."""
+def penultimate_features(model: nn.Module, x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    """The input of ``layer`` (the model's last linear layer) at ``x``: one forward, flattened
+    per row."""
     seen: list[torch.Tensor] = []
-    hook = last_linear(model).register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0]))
+    hook = layer.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0]))
     try:
         model(x)
     finally:
@@ -108,13 +109,16 @@ class FeatureUniversalFGSM(UniversalPrior):
         self.optimiser: torch.optim.Adam | None = None
         self.pending: dict[str, Any] | None = None  # a loaded head, built at the first batch
         self.head_loss: torch.Tensor | None = None  # the head's last loss (no host sync)
+        self.layer: tuple[nn.Module, nn.Linear] | None = None  # the model and its last linear
 
     def choose(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: int
     ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
         base = self.threat.sample(x)
+        if self.layer is None or self.layer[0] is not model:  # found once, not every batch
+            self.layer = (model, last_linear(model))
         with torch.no_grad():
-            h = penultimate_features(model, x + base).float()
+            h = penultimate_features(model, x + base, self.layer[1]).float()
         head, optimiser = self._head(h.shape[1], classes, x.device)
         with torch.autocast(x.device.type, enabled=False):
             scores, out = head(h)
